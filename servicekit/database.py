@@ -1,0 +1,245 @@
+"""One small async database interface over SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+Services write PostgreSQL-flavoured SQL with `$1` placeholders; on SQLite the placeholders become `?1` and
+`FOR UPDATE [SKIP LOCKED]` is dropped (SQLite has one writer, so row locks are implicit). Rows come back as plain
+dicts. Each service keeps its tables in its own PostgreSQL schema (or its own SQLite file), so no service can read
+another's tables by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+import asyncpg
+
+Row = dict[str, Any]
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+_ROW_LOCK = re.compile(r"\s+FOR\s+UPDATE(\s+SKIP\s+LOCKED)?", re.IGNORECASE)
+
+
+class Executor(Protocol):
+    """What both a database and an open transaction can do."""
+
+    async def execute(self, sql: str, *args: Any) -> int: ...
+    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+
+
+class Database(Executor, Protocol):
+    """A connection pool with transactions."""
+
+    dialect: str
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Executor]: ...
+    async def close(self) -> None: ...
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _ROW_LOCK.sub("", _PLACEHOLDER.sub(r"?\1", sql))
+
+
+class _SqliteExecutor:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        cursor = await self._conn.execute(_sqlite_sql(sql), args)
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        cursor = await self._conn.execute(_sqlite_sql(sql), args)
+        rows = await cursor.fetchall()
+        await cursor.close()
+        return [dict(row) for row in rows]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        rows = await self.fetch(sql, *args)
+        return rows[0] if rows else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return next(iter(row.values())) if row else None
+
+
+class SqliteDatabase:
+    """One aiosqlite connection in WAL mode; statements and transactions are serialised by a lock."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self._executor = _SqliteExecutor(conn)
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteDatabase:
+        """Open (and create) the file at `path`; ':memory:' gives a private in-memory database."""
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        conn.row_factory = aiosqlite.Row
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
+            await conn.execute(f"PRAGMA {pragma}")
+        return cls(conn)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            return await self._executor.execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._lock:
+            return await self._executor.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._lock:
+            return await self._executor.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._lock:
+            return await self._executor.fetchval(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._executor
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class _PostgresExecutor:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self._conn.execute(sql, *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(r) for r in await self._conn.fetch(sql, *args)]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        row = await self._conn.fetchrow(sql, *args)
+        return dict(row) if row is not None else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._conn.fetchval(sql, *args)
+
+
+class PostgresDatabase:
+    """An asyncpg pool whose connections use one schema (the service's own)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
+        """Create the schema if needed and open a pool whose search_path is that schema."""
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        except asyncpg.UniqueViolationError:  # two replicas creating it at once
+            pass
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, server_settings={"search_path": schema}
+        )
+        return cls(pool)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._pool.acquire() as conn:
+            return await _PostgresExecutor(conn).execute(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self._pool.acquire() as conn:
+            return await _PostgresExecutor(conn).fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self._pool.acquire() as conn:
+            return await _PostgresExecutor(conn).fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._pool.acquire() as conn:
+            return await _PostgresExecutor(conn).fetchval(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PostgresExecutor(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_database(url: str, schema: str) -> Database:
+    """Open the database at `url` (sqlite:///path, sqlite:///:memory: or postgresql://...)."""
+    if url.startswith("sqlite:///"):
+        return await SqliteDatabase.open(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        return await PostgresDatabase.open(url, schema)
+    raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change. `sqlite` replaces `statements` on SQLite when the dialects need different DDL."""
+
+    version: int
+    name: str
+    statements: Sequence[str]
+    sqlite: Sequence[str] | None = field(default=None)
+
+    def for_dialect(self, dialect: str) -> Sequence[str]:
+        return self.sqlite if dialect == "sqlite" and self.sqlite is not None else self.statements
+
+
+async def migrate(db: Database, migrations: Sequence[Migration], *, lock_key: str) -> list[int]:
+    """Apply the migrations not yet recorded in schema_migrations, in order; returns the versions applied.
+
+    On PostgreSQL an advisory lock keyed on `lock_key` lets several replicas start at once safely.
+    """
+    applied: list[int] = []
+    async with db.transaction() as tx:
+        if db.dialect == "postgresql":
+            await tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+        await tx.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        done = {row["version"] for row in await tx.fetch("SELECT version FROM schema_migrations")}
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version in done:
+                continue
+            for statement in migration.for_dialect(db.dialect):
+                await tx.execute(statement)
+            await tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                time.time(),
+            )
+            applied.append(migration.version)
+    return applied

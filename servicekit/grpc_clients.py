@@ -1,0 +1,42 @@
+"""Channels to peer services and the call wrapper that sets a deadline and turns failures into domain errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from servicekit.grpc_errors import translate_rpc_error
+from servicekit.grpc_server import MAX_MESSAGE_BYTES
+
+Resp = TypeVar("Resp")
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
+def open_channel(address: str, *, tracing: bool = True) -> grpc.aio.Channel:
+    """An insecure channel to `address`; with tracing, the OTel interceptors propagate the trace context."""
+    interceptors: list[Any] = []
+    if tracing:
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+        interceptors = list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
+async def call(method: Callable[..., Awaitable[Resp]], request: Any, *, timeout: float) -> Resp:
+    """Invoke a unary RPC with a deadline; a failure is raised as the matching `OmniError`."""
+    try:
+        return await method(request, timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        raise translate_rpc_error(exc) from None

@@ -1,0 +1,85 @@
+"""The gRPC server bootstrap every service shares: interceptors, health, reflection and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from servicekit.grpc_errors import ErrorMappingInterceptor
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 160 * 1024 * 1024
+"""Evolution may post base64 media of ~135 MB (its own body limit is 136 MB)."""
+
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def new_server(domain: str, *, tracing: bool = True) -> grpc.aio.Server:
+    """A grpc.aio server with the OTel server interceptor (when tracing) and the error-mapping interceptor."""
+    interceptors: list[Any] = []
+    if tracing:
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+        # The OTel helpers are untyped; the interceptor it returns is a grpc.aio.ServerInterceptor.
+        interceptors.append(aio_server_interceptor(filter_=filters.negate(filters.health_check())))  # type: ignore[no-untyped-call]
+    interceptors.append(ErrorMappingInterceptor(domain))
+    return grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+
+
+def add_health_and_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> HealthServicer:
+    """Register the standard health service (SERVING for each name and for "") and reflection."""
+    servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return servicer
+
+
+async def set_serving(servicer: HealthServicer, service_names: Sequence[str], serving: bool) -> None:
+    """Flip every listed service (and the overall "" entry) to SERVING or NOT_SERVING."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *service_names]:
+        await servicer.set(name, status)
+
+
+def bind(server: grpc.aio.Server, host: str, port: int) -> int:
+    """Bind an insecure port; port 0 picks a free one. Returns the bound port."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind gRPC port {host}:{port}")
+    return bound
+
+
+async def serve_until_signalled(
+    server: grpc.aio.Server,
+    health_servicer: HealthServicer,
+    service_names: Sequence[str],
+    *,
+    grace: float,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING, stop accepting, let RPCs finish within `grace`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await set_serving(health_servicer, service_names, True)
+    await stop.wait()
+    log.info("shutting down (grace %.1fs)", grace)
+    await health_servicer.enter_graceful_shutdown()
+    stopping = asyncio.ensure_future(server.stop(grace))
+    if on_shutdown is not None:
+        await on_shutdown()
+    await stopping

@@ -1,0 +1,83 @@
+"""Settings shared by every process of the mesh.
+
+Every service reads the same environment (the `AUTOMAGIK_OMNI_*` names of the public contract plus the mesh
+addresses), so one `.env` configures the whole mesh. A service's own settings class subclasses `MeshSettings`.
+Real environment variables win over the `.env` file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MeshSettings(BaseSettings):
+    """Configuration common to all services and the gateway."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTOMAGIK_OMNI_", env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    environment: str = Field(default="development", validation_alias=AliasChoices("ENVIRONMENT"))
+    """development, test or production; production refuses insecure defaults."""
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    """Python logging level name."""
+    database_url: str = ""
+    """PostgreSQL URL (postgresql://user:pass@host:5432/db). Takes precedence over SQLite when set."""
+    sqlite_database_path: str = "./data/automagik-omni.db"
+    """Base SQLite path; each service derives its own file from it (automagik-omni-<service>.db)."""
+    enable_tracing: bool = True
+    """Export OpenTelemetry spans to the tracing service."""
+    grpc_host: str = "127.0.0.1"
+    """Interface the gRPC servers bind to."""
+    ingress_grpc_port: int = 50051
+    router_grpc_port: int = 50052
+    channels_grpc_port: int = 50053
+    tracing_grpc_port: int = 50054
+    ingress_address: str = ""
+    """host:port of the ingress service; defaults to 127.0.0.1:<ingress_grpc_port>."""
+    router_address: str = ""
+    """host:port of the router service; defaults to 127.0.0.1:<router_grpc_port>."""
+    channels_address: str = ""
+    """host:port of the channels service; defaults to 127.0.0.1:<channels_grpc_port>."""
+    tracing_address: str = ""
+    """host:port of the tracing service (OTLP and queries); defaults to 127.0.0.1:<tracing_grpc_port>."""
+    rpc_timeout_seconds: float = 10.0
+    """Default deadline of a mesh call that does no slow work."""
+    shutdown_grace_seconds: float = 8.0
+    """How long in-flight RPCs may run after SIGTERM."""
+    span_export_interval_ms: int = 300
+    """How often finished spans are shipped to the tracing service."""
+
+    def address_of(self, service: str) -> str:
+        """host:port where `service` (ingress, router, channels, tracing) listens."""
+        explicit: str = getattr(self, f"{service}_address")
+        if explicit:
+            return explicit
+        port: int = getattr(self, f"{service}_grpc_port")
+        return f"127.0.0.1:{port}"
+
+    def port_of(self, service: str) -> int:
+        """The gRPC port `service` binds to."""
+        port: int = getattr(self, f"{service}_grpc_port")
+        return port
+
+    def database_url_for(self, service: str) -> str:
+        """The database URL of one service: the shared PostgreSQL URL, or its own SQLite file."""
+        if self.database_url:
+            return self.database_url
+        base = Path(self.sqlite_database_path)
+        suffix = base.suffix or ".db"
+        return f"sqlite:///{base.with_name(f'{base.stem}-{service}{suffix}')}"
+
+    @property
+    def data_dir(self) -> Path:
+        """Directory holding the SQLite files and the development master key."""
+        return Path(self.sqlite_database_path).parent
+
+    @property
+    def is_production(self) -> bool:
+        """True when insecure development defaults must be refused."""
+        return self.environment.lower() in {"production", "prod"}

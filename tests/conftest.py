@@ -1,0 +1,26 @@
+"""Fixtures shared by every suite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.databases import database_url
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "evolution" / "fixtures"
+"""The Evolution API fixtures of the shared contract (../shared/evolution/fixtures)."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database URL; every test using it runs once on SQLite and once on PostgreSQL."""
+    async with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def evolution_fixtures() -> Path:
+    """Directory of the shared Evolution webhook and REST fixtures."""
+    return FIXTURES

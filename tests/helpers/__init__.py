@@ -1,0 +1,1 @@
+"""Test helpers shared by the suites: databases, fixtures, the mesh harness."""
