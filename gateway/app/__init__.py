@@ -1,0 +1,1 @@
+"""The gateway application: settings, the app factory, routes, schemas and proto mappers."""

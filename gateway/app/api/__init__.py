@@ -1,0 +1,1 @@
+"""HTTP surface: dependencies, the error mapping, REST routes and webhook receivers."""

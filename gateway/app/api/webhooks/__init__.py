@@ -1,0 +1,1 @@
+"""Webhook receivers, one module per provider; they forward raw bodies to ingress without an API key."""

@@ -1,0 +1,1 @@
+"""Conversions between the public JSON models and the mesh's protobuf messages."""

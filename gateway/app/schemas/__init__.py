@@ -1,0 +1,1 @@
+"""Pydantic models of the public JSON contract (request bodies and responses)."""

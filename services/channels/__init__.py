@@ -1,0 +1,1 @@
+"""The channels service: the outbox. Everything that goes out to a chat network passes through here."""

@@ -1,0 +1,24 @@
+"""Settings of the channels service (env AUTOMAGIK_OMNI_<FIELD>)."""
+
+from __future__ import annotations
+
+from servicekit.settings import MeshSettings
+
+
+class Settings(MeshSettings):
+    """Mesh settings plus the knobs of the outbox and the Evolution client."""
+
+    channels_evolution_timeout_seconds: float = 15.0
+    """Total time one Evolution HTTP request may take; past it a send's outcome is unknown and is reconciled."""
+    channels_send_attempts: int = 3
+    """Quick tries of one part within one SendMessage call before answering UNAVAILABLE (the caller retries)."""
+    channels_retry_backoff_seconds: float = 0.2
+    """Pause before the second in-call try; each later pause is 2.5 times longer (0.2 s, 0.5 s, ...)."""
+    channels_retry_after_seconds: float = 2.0
+    """Retry hint given to the caller after a transient failure that came without its own Retry-After."""
+    channels_rate_limit_backoff_seconds: float = 10.0
+    """Retry hint after WhatsApp's rate-overlimit (a 400 from Evolution that is really a throttle)."""
+    channels_part_delay_ms: int = 0
+    """Pause between two parts of one reply, so a long answer reads like typing rather than a burst."""
+    channels_reconcile_window_seconds: float = 60.0
+    """How far before a send of unknown outcome findMessages looks for it (covers clock skew with Evolution)."""

@@ -1,0 +1,205 @@
+"""The outbox table: one row per message part, keyed by (idempotency_key, part_index).
+
+The row is the memory that makes sends idempotent across retries, crashes and replicas: a part is marked
+`sending` (with the time and the owning process) before its HTTP request leaves and `sent` with the channel's
+message id once Evolution accepted it. State changes that start a send are compare-and-set on `attempts`, so two
+workers can never both believe they own the same try.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from servicekit.database import Database, Migration, Row
+
+from services.channels.core.models import OutboundPart, PartState
+
+SCHEMA = "omni_channels"
+"""PostgreSQL schema of the channels tables."""
+MIGRATION_LOCK = "omni_channels.migrations"
+
+MIGRATIONS: Sequence[Migration] = [
+    Migration(
+        1,
+        "outbox parts",
+        [
+            """
+            CREATE TABLE outbox_parts (
+                idempotency_key TEXT NOT NULL,
+                part_index INTEGER NOT NULL,
+                instance_name TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                state TEXT NOT NULL,
+                channel_message_id TEXT NOT NULL DEFAULT '',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT NOT NULL DEFAULT '',
+                error_reason TEXT NOT NULL DEFAULT '',
+                sending_started_at DOUBLE PRECISION,
+                sending_owner TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (idempotency_key, part_index)
+            )
+            """,
+            "CREATE INDEX outbox_parts_by_chat ON outbox_parts (instance_name, chat_id, updated_at)",
+        ],
+    )
+]
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored part."""
+
+    idempotency_key: str
+    part_index: int
+    instance_name: str
+    chat_id: str
+    part: OutboundPart
+    state: PartState
+    channel_message_id: str
+    attempts: int
+    last_error: str
+    error_reason: str
+    sending_started_at: float | None
+    sending_owner: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> OutboxRow:
+        started = row["sending_started_at"]
+        return cls(
+            idempotency_key=row["idempotency_key"],
+            part_index=int(row["part_index"]),
+            instance_name=row["instance_name"],
+            chat_id=row["chat_id"],
+            part=OutboundPart.from_json(json.loads(row["payload"])),
+            state=PartState(row["state"]),
+            channel_message_id=row["channel_message_id"] or "",
+            attempts=int(row["attempts"]),
+            last_error=row["last_error"] or "",
+            error_reason=row["error_reason"] or "",
+            sending_started_at=float(started) if started is not None else None,
+            sending_owner=row["sending_owner"] or "",
+        )
+
+
+_COLUMNS = (
+    "idempotency_key, part_index, instance_name, chat_id, payload, state, channel_message_id, attempts, "
+    "last_error, error_reason, sending_started_at, sending_owner"
+)
+
+
+class OutboxStore:
+    """SQL over the outbox table; every method is one statement (atomic on both dialects)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert_missing(
+        self, key: str, instance_name: str, chat_id: str, parts: Sequence[OutboundPart], now: float
+    ) -> None:
+        """Store the parts not stored yet; existing rows (an earlier call with this key) win."""
+        for index, part in enumerate(parts):
+            await self._db.execute(
+                "INSERT INTO outbox_parts (idempotency_key, part_index, instance_name, chat_id, payload, state, "
+                "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) "
+                "ON CONFLICT (idempotency_key, part_index) DO NOTHING",
+                key,
+                index,
+                instance_name,
+                chat_id,
+                json.dumps(part.to_json(), ensure_ascii=False),
+                PartState.PENDING.value,
+                now,
+            )
+
+    async def parts(self, key: str) -> list[OutboxRow]:
+        """Every part of `key`, in order."""
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM outbox_parts WHERE idempotency_key = $1 ORDER BY part_index", key
+        )
+        return [OutboxRow.from_row(r) for r in rows]
+
+    async def part(self, key: str, index: int) -> OutboxRow:
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM outbox_parts WHERE idempotency_key = $1 AND part_index = $2", key, index
+        )
+        if row is None:
+            raise LookupError(f"outbox part {key}/{index} vanished")
+        return OutboxRow.from_row(row)
+
+    async def claim(self, key: str, index: int, *, seen_attempts: int, owner: str, now: float) -> bool:
+        """Mark the part `sending` if nobody changed it since it was read; False means someone else did."""
+        count = await self._db.execute(
+            "UPDATE outbox_parts SET state = $1, sending_started_at = $2, sending_owner = $3, "
+            "attempts = attempts + 1, updated_at = $2 "
+            "WHERE idempotency_key = $4 AND part_index = $5 AND attempts = $6 AND state IN ($7, $1)",
+            PartState.SENDING.value,
+            now,
+            owner,
+            key,
+            index,
+            seen_attempts,
+            PartState.PENDING.value,
+        )
+        return count == 1
+
+    async def mark_sent(self, key: str, index: int, channel_message_id: str, now: float) -> None:
+        await self._db.execute(
+            "UPDATE outbox_parts SET state = $1, channel_message_id = $2, last_error = '', updated_at = $3 "
+            "WHERE idempotency_key = $4 AND part_index = $5",
+            PartState.SENT.value,
+            channel_message_id,
+            now,
+            key,
+            index,
+        )
+
+    async def release(self, key: str, index: int, error: str, now: float) -> None:
+        """Back to `pending`: the try failed in a way that proves nothing was sent."""
+        await self._db.execute(
+            "UPDATE outbox_parts SET state = $1, last_error = $2, updated_at = $3 "
+            "WHERE idempotency_key = $4 AND part_index = $5 AND state = $6",
+            PartState.PENDING.value,
+            error,
+            now,
+            key,
+            index,
+            PartState.SENDING.value,
+        )
+
+    async def note_unknown(self, key: str, index: int, error: str, now: float) -> None:
+        """Keep `sending` (outcome unknown) and remember why, for the reconciliation of the next try."""
+        await self._db.execute(
+            "UPDATE outbox_parts SET last_error = $1, updated_at = $2 WHERE idempotency_key = $3 AND part_index = $4",
+            error,
+            now,
+            key,
+            index,
+        )
+
+    async def mark_failed(self, key: str, index: int, *, reason: str, error: str, now: float) -> None:
+        await self._db.execute(
+            "UPDATE outbox_parts SET state = $1, error_reason = $2, last_error = $3, updated_at = $4 "
+            "WHERE idempotency_key = $5 AND part_index = $6",
+            PartState.FAILED.value,
+            reason,
+            error,
+            now,
+            key,
+            index,
+        )
+
+    async def sent_message_ids(self, instance_name: str, chat_id: str, since: float) -> set[str]:
+        """Channel ids already attributed to parts in this chat, so reconciliation never claims one twice."""
+        rows = await self._db.fetch(
+            "SELECT channel_message_id FROM outbox_parts WHERE instance_name = $1 AND chat_id = $2 "
+            "AND updated_at >= $3 AND channel_message_id <> ''",
+            instance_name,
+            chat_id,
+            since,
+        )
+        return {r["channel_message_id"] for r in rows}

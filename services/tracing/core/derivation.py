@@ -1,0 +1,122 @@
+"""How a message trace is derived from its spans (docs/CONVENTIONS.md, "Trace attributes").
+
+The derivation is a fold: `TraceAggregate.absorb(span)` folds one span into what is known about its trace. Every
+rule is chosen so that the result does not depend on the order in which spans arrive, because spans of one trace
+come from several processes, in several OTLP batches, in any order:
+
+- status: the terminal status (sent/error/blocked/ignored) of the span with the latest end time among spans
+  carrying one, with that span's error message; "processing" when spans carry only non-terminal statuses; empty
+  (not a message trace) when no span carries `omni.status`;
+- identity fields (instance, channel, user, session, message ids): the first non-empty value seen;
+- created_at/duration: min start, max end; agent duration: sum of the `omni.step=agent_call` spans;
+- payloads: the one on the span that ended last (ties: the one seen last).
+
+The aggregate only keeps what the next span needs, so the store can update a trace from a new batch without
+reading its older spans back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from servicekit import trace_attributes as attrs
+from services.tracing.core.models import PAYLOAD_ATTRIBUTES, SpanRecord
+
+IDENTITY_ATTRIBUTES: dict[str, str] = {
+    "instance_name": attrs.INSTANCE_NAME,
+    "source_channel": attrs.SOURCE_CHANNEL,
+    "source_user_id": attrs.SOURCE_USER_ID,
+    "session_id": attrs.SESSION_ID,
+    "message_id": attrs.MESSAGE_ID,
+    "channel_message_id": attrs.CHANNEL_MESSAGE_ID,
+}
+"""Trace field → the span attribute whose first non-empty value it takes."""
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def payload_text(value: Any) -> str:
+    """A payload attribute as stored: JSON text (services send JSON strings; anything else is encoded)."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+@dataclass
+class TraceAggregate:
+    """What is known about one trace so far. `status == ""` means no span made it a message trace yet."""
+
+    trace_id: str
+    status: str = ""
+    status_end_ns: int | None = None
+    """End time of the span whose terminal status won; None while no terminal status was seen."""
+    error_message: str = ""
+    instance_name: str = ""
+    source_channel: str = ""
+    source_user_id: str = ""
+    session_id: str = ""
+    message_id: str = ""
+    channel_message_id: str = ""
+    start_ns: int | None = None
+    end_ns: int | None = None
+    agent_duration_ns: int = 0
+    payload_end_ns: dict[str, int] = field(default_factory=dict)
+    """Payload kind → end time of the span that supplied the current payload."""
+    new_payloads: dict[str, str] = field(default_factory=dict)
+    """Payload kind → JSON text that replaced the stored one since the aggregate was loaded."""
+
+    @property
+    def is_message_trace(self) -> bool:
+        """True once some span carried `omni.status`."""
+        return self.status != ""
+
+    def absorb(self, span: SpanRecord) -> None:
+        """Fold one (new, never absorbed before) span of this trace into the aggregate."""
+        self.start_ns = span.start_ns if self.start_ns is None else min(self.start_ns, span.start_ns)
+        self.end_ns = span.end_ns if self.end_ns is None else max(self.end_ns, span.end_ns)
+        values = span.attributes
+        self._absorb_status(span, values)
+        for name, key in IDENTITY_ATTRIBUTES.items():
+            if not getattr(self, name):
+                value = _text(values.get(key)).strip()
+                if value:
+                    setattr(self, name, value)
+        if values.get(attrs.STEP) == attrs.STEP_AGENT_CALL:
+            self.agent_duration_ns += max(0, span.end_ns - span.start_ns)
+        for kind, key in PAYLOAD_ATTRIBUTES.items():
+            if key not in values or values[key] in (None, ""):
+                continue
+            current = self.payload_end_ns.get(kind)
+            if current is None or span.end_ns >= current:
+                self.payload_end_ns[kind] = span.end_ns
+                self.new_payloads[kind] = payload_text(values[key])
+
+    def _absorb_status(self, span: SpanRecord, values: dict[str, Any]) -> None:
+        status = _text(values.get(attrs.STATUS)).strip().lower()
+        if not status:
+            return
+        if status in attrs.TERMINAL_STATUSES:
+            # Strictly later wins, so equal end times keep the first decision whatever the arrival order of the rest.
+            if self.status_end_ns is None or span.end_ns > self.status_end_ns:
+                self.status = status
+                self.status_end_ns = span.end_ns
+                self.error_message = _text(values.get(attrs.ERROR_MESSAGE))
+        elif self.status_end_ns is None:
+            # "processing" (or a status this version does not know) makes it a message trace still in flight.
+            self.status = attrs.STATUS_PROCESSING
+
+
+def derive(trace_id: str, spans: Iterable[SpanRecord]) -> TraceAggregate:
+    """The aggregate of a whole set of spans (what the incremental updates must add up to)."""
+    aggregate = TraceAggregate(trace_id=trace_id)
+    for span in spans:
+        aggregate.absorb(span)
+    return aggregate
