@@ -104,7 +104,7 @@ class TraceAggregate:
         if not status:
             return
         if status in attrs.TERMINAL_STATUSES:
-            # Strictly later wins, so equal end times keep the first decision whatever the arrival order of the rest.
+            # Strictly later wins: of two terminal spans ending at the same instant, the one seen first decides.
             if self.status_end_ns is None or span.end_ns > self.status_end_ns:
                 self.status = status
                 self.status_end_ns = span.end_ns

@@ -1,0 +1,44 @@
+"""`python -m services.tracing`: the OTLP receiver and trace query service."""
+
+from __future__ import annotations
+
+import logging
+
+from servicekit.grpc_server import serve_until_signalled
+from servicekit.logs import configure_logging
+from servicekit.runner import run
+from services.tracing.config import Settings
+from services.tracing.core import TracingCore
+from services.tracing.retention import RetentionTask
+from services.tracing.server import SERVICE_NAMES, create_server
+from services.tracing.storage import TraceStore, open_tracing_database
+
+log = logging.getLogger("services.tracing")
+
+
+async def main() -> None:
+    """Open the database, start retention and serve until SIGTERM. No setup_tracing: this service must not export
+    its own spans to itself."""
+    settings = Settings()
+    configure_logging("tracing", settings.log_level)
+    db = await open_tracing_database(settings.database_url_for("tracing"))
+    try:
+        core = TracingCore(TraceStore(db))
+        retention = RetentionTask(
+            core,
+            retention_days=settings.trace_retention_days,
+            interval_seconds=settings.tracing_retention_interval_seconds,
+        )
+        server, port, health = create_server(settings, core)
+        await server.start()
+        retention.start()
+        log.info("tracing listening on %s:%d (%s)", settings.grpc_host, port, db.dialect)
+        await serve_until_signalled(
+            server, health, SERVICE_NAMES, grace=settings.shutdown_grace_seconds, on_shutdown=retention.stop
+        )
+    finally:
+        await db.close()
+
+
+if __name__ == "__main__":
+    run(main())

@@ -1,0 +1,47 @@
+"""What the core needs from storage, as protocols, so the core depends on no SQL (storage.TraceStore is the real
+implementation; tests may use it directly on SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from services.tracing.core.derivation import TraceAggregate
+from services.tracing.core.models import SpanRecord, Trace, TraceQuery
+
+
+class IngestBatch(Protocol):
+    """The steps of ingesting one Export batch, inside one transaction."""
+
+    async def insert_spans(self, spans: Sequence[SpanRecord], received_at: float) -> list[SpanRecord]:
+        """Store the spans not stored yet; returns those."""
+        ...
+
+    async def lock_traces(self, trace_ids: Sequence[str]) -> dict[str, TraceAggregate]:
+        """The current aggregates of these traces (empty for new ones), locked against concurrent batches."""
+        ...
+
+    async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:
+        """Persist the updated aggregates."""
+        ...
+
+
+class TraceRepository(Protocol):
+    """Spans and traces storage."""
+
+    def ingest_batch(self) -> contextlib.AbstractAsyncContextManager[IngestBatch]:
+        """A transaction for one batch."""
+        ...
+
+    async def list_traces(self, query: TraceQuery) -> tuple[list[Trace], int]:
+        """Matching message traces (newest first, no payloads/spans) and their count."""
+        ...
+
+    async def get_trace(self, trace_id: str) -> Trace | None:
+        """One message trace with payloads and spans."""
+        ...
+
+    async def delete_older_than(self, cutoff: float) -> int:
+        """Delete traces created before `cutoff` (epoch seconds) with their spans."""
+        ...

@@ -1,0 +1,85 @@
+"""The tracing core: ingest spans, derive message traces, answer queries, enforce retention."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from services.tracing.core.models import TRACE_STATUSES, SpanRecord, Trace, TracePage, TraceQuery
+from services.tracing.core.ports import TraceRepository
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+class TracingCore:
+    """Turns received spans into message traces and serves them. `clock` returns epoch seconds."""
+
+    def __init__(self, store: TraceRepository, *, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def ingest(self, spans: Iterable[SpanRecord]) -> int:
+        """Store a batch of spans and update the traces they belong to, in one transaction.
+
+        Spans already stored (an exporter retrying a batch) are ignored, so a span never counts twice. Returns the
+        number of new spans.
+        """
+        unique = {(s.trace_id, s.span_id): s for s in spans if s.trace_id and s.span_id}
+        if not unique:
+            return 0
+        now = self._clock()
+        async with self._store.ingest_batch() as batch:
+            inserted = await batch.insert_spans(list(unique.values()), received_at=now)
+            if not inserted:
+                return 0
+            aggregates = await batch.lock_traces([s.trace_id for s in inserted])
+            for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
+                aggregates[span.trace_id].absorb(span)
+            await batch.save_traces(aggregates.values(), updated_at=now)
+        return len(inserted)
+
+    async def list_traces(self, query: TraceQuery) -> TracePage:
+        """A page of message traces, newest first. Page 0 means 1; page size 0 means 50 and is capped at 500."""
+        violations: list[FieldViolation] = []
+        if query.page < 0:
+            violations.append(FieldViolation("page", "must be 1 or more"))
+        if query.page_size < 0:
+            violations.append(FieldViolation("page_size", "must be between 1 and 500"))
+        if query.status and query.status not in TRACE_STATUSES:
+            violations.append(FieldViolation("status", f"unknown status {query.status!r}"))
+        if violations:
+            raise InvalidArgumentError("invalid trace query", violations=violations)
+        page = query.page or 1
+        page_size = min(query.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        normalised = TraceQuery(
+            instance_name=query.instance_name,
+            status=query.status,
+            source_user_id=query.source_user_id,
+            session_id=query.session_id,
+            created_from=query.created_from,
+            created_before=query.created_before,
+            page=page,
+            page_size=page_size,
+        )
+        traces, total = await self._store.list_traces(normalised)
+        return TracePage(traces=traces, total_count=total, page=page, page_size=page_size)
+
+    async def get_trace(self, trace_id: str) -> Trace:
+        """One message trace with payloads and spans; NotFoundError when no message trace has that id."""
+        wanted = trace_id.strip().lower()
+        if not wanted:
+            raise InvalidArgumentError(
+                "trace_id is required", violations=[FieldViolation("trace_id", "must be 32 hex characters")]
+            )
+        trace = await self._store.get_trace(wanted)
+        if trace is None:
+            raise NotFoundError(f"trace {wanted} not found", metadata={"trace_id": wanted})
+        return trace
+
+    async def purge(self, retention_days: float) -> int:
+        """Delete traces (with their spans) created more than `retention_days` ago; returns how many."""
+        if retention_days <= 0:
+            return 0
+        return await self._store.delete_older_than(self._clock() - retention_days * 86_400)

@@ -1,0 +1,122 @@
+"""gRPC servicers of the tracing service: the OTLP trace receiver and the TracingService queries. Thin: proto ↔
+domain, then the core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from services.tracing.core import SpanRecord, Trace, TraceQuery, TracingCore
+from services.tracing.otlp import spans_from_request
+
+_STATUS_TO_PROTO = {
+    "processing": trace_pb2.TRACE_STATUS_PROCESSING,
+    "sent": trace_pb2.TRACE_STATUS_SENT,
+    "error": trace_pb2.TRACE_STATUS_ERROR,
+    "blocked": trace_pb2.TRACE_STATUS_BLOCKED,
+    "ignored": trace_pb2.TRACE_STATUS_IGNORED,
+}
+_STATUS_FROM_PROTO = {value: name for name, value in _STATUS_TO_PROTO.items()}
+
+
+def _timestamp_ns(ns: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(ns)
+    return stamp
+
+
+def _timestamp_s(seconds: float) -> timestamp_pb2.Timestamp:
+    return _timestamp_ns(int(seconds * 1e9))
+
+
+def _value(obj: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    json_format.ParseDict(obj, value)
+    return value
+
+
+def _span_to_proto(span: SpanRecord) -> trace_pb2.Span:
+    attributes = struct_pb2.Struct()
+    attributes.update(span.attributes)
+    return trace_pb2.Span(
+        name=span.name,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        start_time=_timestamp_ns(span.start_ns),
+        end_time=_timestamp_ns(span.end_ns),
+        duration_ms=span.duration_ms,
+        status=span.status,
+        attributes=attributes,
+        service_name=span.service_name,
+    )
+
+
+def trace_to_proto(trace: Trace) -> trace_pb2.Trace:
+    """The wire form of a trace; payloads and spans only when the domain object carries them."""
+    message = trace_pb2.Trace(
+        trace_id=trace.trace_id,
+        instance_name=trace.instance_name,
+        status=_STATUS_TO_PROTO.get(trace.status, trace_pb2.TRACE_STATUS_PROCESSING),
+        source_channel=trace.source_channel,
+        source_user_id=trace.source_user_id,
+        session_id=trace.session_id,
+        created_at=_timestamp_ns(trace.start_ns),
+        duration_ms=trace.duration_ms,
+        agent_duration_ms=trace.agent_duration_ms,
+        error_message=trace.error_message,
+        message_id=trace.message_id,
+        channel_message_id=trace.channel_message_id,
+        updated_at=_timestamp_s(trace.updated_at),
+        spans=[_span_to_proto(span) for span in trace.spans],
+    )
+    for kind, payload in trace.payloads.items():
+        getattr(message, f"{kind}_payload").CopyFrom(_value(payload))
+    return message
+
+
+class OtlpTraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
+    """The standard OTLP trace receiver, so any OpenTelemetry exporter can feed the tracing service."""
+
+    def __init__(self, core: TracingCore) -> None:
+        self._core = core
+
+    async def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        await self._core.ingest(spans_from_request(request))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class TracingServicer(tracing_service_pb2_grpc.TracingServiceServicer):
+    """Serves the message traces the core derived."""
+
+    def __init__(self, core: TracingCore) -> None:
+        self._core = core
+
+    async def ListTraces(
+        self, request: tracing_service_pb2.ListTracesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tracing_service_pb2.ListTracesResponse:
+        query = TraceQuery(
+            instance_name=request.instance_name,
+            status=_STATUS_FROM_PROTO.get(request.status, ""),
+            source_user_id=request.source_user_id,
+            session_id=request.session_id,
+            created_from=request.start_time.ToNanoseconds() / 1e9 if request.HasField("start_time") else None,
+            created_before=request.end_time.ToNanoseconds() / 1e9 if request.HasField("end_time") else None,
+            page=request.page,
+            page_size=request.page_size,
+        )
+        page = await self._core.list_traces(query)
+        return tracing_service_pb2.ListTracesResponse(
+            traces=[trace_to_proto(trace) for trace in page.traces], total_count=page.total_count
+        )
+
+    async def GetTrace(
+        self, request: tracing_service_pb2.GetTraceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tracing_service_pb2.GetTraceResponse:
+        trace = await self._core.get_trace(request.trace_id)
+        return tracing_service_pb2.GetTraceResponse(trace=trace_to_proto(trace))

@@ -1,0 +1,406 @@
+"""SQL of the tracing service: the spans it received and the message traces derived from them.
+
+`spans` keeps every span (attributes as JSON text). `traces` keeps one row per OTel trace with the running
+aggregate of `core.derivation.TraceAggregate`, so a new OTLP batch updates a trace without re-reading its older
+spans; rows whose `status` is empty are traces that are not (yet) message traces and are never listed.
+
+Bulk statements keep the number of round trips per Export batch constant: on PostgreSQL the rows travel as
+arrays through `unnest` (one statement text whatever the batch size, so asyncpg's prepared statement is reused),
+on SQLite as multi-row VALUES and id sets as a JSON array read with `json_each`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from servicekit.database import Database, Executor, Migration, Row, migrate, open_database
+from services.tracing.core.derivation import IDENTITY_ATTRIBUTES, TraceAggregate
+from services.tracing.core.models import PAYLOAD_ATTRIBUTES, SpanRecord, Trace, TraceQuery
+
+SCHEMA = "omni_tracing"
+"""PostgreSQL schema of the tracing tables."""
+
+_PAYLOAD_KINDS = tuple(PAYLOAD_ATTRIBUTES)
+
+MIGRATIONS = [
+    Migration(
+        1,
+        "spans_and_traces",
+        [
+            "CREATE TABLE spans ("
+            " trace_id TEXT NOT NULL,"
+            " span_id TEXT NOT NULL,"
+            " parent_span_id TEXT NOT NULL DEFAULT '',"
+            " name TEXT NOT NULL,"
+            " service_name TEXT NOT NULL DEFAULT '',"
+            " start_ns BIGINT NOT NULL,"
+            " end_ns BIGINT NOT NULL,"
+            " status TEXT NOT NULL,"
+            " attributes TEXT NOT NULL,"
+            " received_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (trace_id, span_id))",
+            "CREATE TABLE traces ("
+            " trace_id TEXT PRIMARY KEY,"
+            " status TEXT NOT NULL DEFAULT '',"
+            " status_end_ns BIGINT,"
+            " error_message TEXT NOT NULL DEFAULT '',"
+            + "".join(f" {name} TEXT NOT NULL DEFAULT ''," for name in IDENTITY_ATTRIBUTES)
+            + " start_ns BIGINT,"
+            " end_ns BIGINT,"
+            " created_at DOUBLE PRECISION,"
+            " agent_duration_ns BIGINT NOT NULL DEFAULT 0,"
+            " updated_at DOUBLE PRECISION,"
+            + "".join(f" {kind}_payload TEXT, {kind}_payload_end_ns BIGINT," for kind in _PAYLOAD_KINDS)
+            + " CHECK (trace_id <> ''))",
+            "CREATE INDEX traces_created_at ON traces (created_at DESC)",
+            "CREATE INDEX traces_status_created_at ON traces (status, created_at DESC)",
+            "CREATE INDEX traces_instance_created_at ON traces (instance_name, created_at DESC)",
+            "CREATE INDEX traces_user_created_at ON traces (source_user_id, created_at DESC)",
+            "CREATE INDEX traces_session_created_at ON traces (session_id, created_at DESC)",
+        ],
+    ),
+]
+
+_SPAN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("trace_id", "text"),
+    ("span_id", "text"),
+    ("parent_span_id", "text"),
+    ("name", "text"),
+    ("service_name", "text"),
+    ("start_ns", "bigint"),
+    ("end_ns", "bigint"),
+    ("status", "text"),
+    ("attributes", "text"),
+    ("received_at", "float8"),
+)
+_AGGREGATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("trace_id", "text"),
+    ("status", "text"),
+    ("status_end_ns", "bigint"),
+    ("error_message", "text"),
+    *((name, "text") for name in IDENTITY_ATTRIBUTES),
+    ("start_ns", "bigint"),
+    ("end_ns", "bigint"),
+    ("agent_duration_ns", "bigint"),
+    *((f"{kind}_payload_end_ns", "bigint") for kind in _PAYLOAD_KINDS),
+)
+"""The columns a TraceAggregate is loaded from (payload texts stay in the table)."""
+_TRACE_WRITE_COLUMNS: tuple[tuple[str, str], ...] = (
+    *_AGGREGATE_COLUMNS,
+    ("created_at", "float8"),
+    ("updated_at", "float8"),
+    *((f"{kind}_payload", "text") for kind in _PAYLOAD_KINDS),
+)
+_SUMMARY_COLUMNS = ", ".join(
+    [
+        "trace_id",
+        "status",
+        "error_message",
+        *IDENTITY_ATTRIBUTES,
+        "start_ns",
+        "end_ns",
+        "agent_duration_ns",
+        "updated_at",
+    ]
+)
+_SQLITE_MAX_VARIABLES = 32_766
+
+
+async def open_tracing_database(url: str) -> Database:
+    """Open the tracing database at `url` and bring its schema up to date."""
+    db = await open_database(url, SCHEMA)
+    try:
+        await migrate(db, MIGRATIONS, lock_key=SCHEMA)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for index in range(0, len(items), size):
+        yield items[index : index + size]
+
+
+def _parse_payload(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # A payload attribute that is not JSON is still worth showing, as the string it is.
+        return text
+
+
+def _span_from_row(row: Row) -> SpanRecord:
+    attributes = orjson.loads(row["attributes"])
+    return SpanRecord(
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        parent_span_id=row["parent_span_id"],
+        name=row["name"],
+        start_ns=int(row["start_ns"]),
+        end_ns=int(row["end_ns"]),
+        status=row["status"],
+        service_name=row["service_name"],
+        attributes=attributes if isinstance(attributes, dict) else {},
+    )
+
+
+def _trace_from_row(
+    row: Row, *, payloads: dict[str, Any] | None = None, spans: list[SpanRecord] | None = None
+) -> Trace:
+    start_ns = int(row["start_ns"] or 0)
+    return Trace(
+        trace_id=row["trace_id"],
+        status=row["status"],
+        instance_name=row["instance_name"],
+        source_channel=row["source_channel"],
+        source_user_id=row["source_user_id"],
+        session_id=row["session_id"],
+        message_id=row["message_id"],
+        channel_message_id=row["channel_message_id"],
+        error_message=row["error_message"],
+        start_ns=start_ns,
+        end_ns=int(row["end_ns"] or start_ns),
+        agent_duration_ns=int(row["agent_duration_ns"]),
+        updated_at=float(row["updated_at"] or 0.0),
+        payloads=payloads or {},
+        spans=spans or [],
+    )
+
+
+def _aggregate_from_row(row: Row) -> TraceAggregate:
+    aggregate = TraceAggregate(
+        trace_id=row["trace_id"],
+        status=row["status"],
+        status_end_ns=row["status_end_ns"],
+        error_message=row["error_message"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        agent_duration_ns=int(row["agent_duration_ns"]),
+    )
+    for name in IDENTITY_ATTRIBUTES:
+        setattr(aggregate, name, row[name])
+    for kind in _PAYLOAD_KINDS:
+        end_ns = row[f"{kind}_payload_end_ns"]
+        if end_ns is not None:
+            aggregate.payload_end_ns[kind] = int(end_ns)
+    return aggregate
+
+
+def _aggregate_row(aggregate: TraceAggregate, updated_at: float) -> list[Any]:
+    """Values in _TRACE_WRITE_COLUMNS order; a payload is None unless it changed (the upsert keeps the old one)."""
+    values: list[Any] = [
+        aggregate.trace_id,
+        aggregate.status,
+        aggregate.status_end_ns,
+        aggregate.error_message,
+        *(getattr(aggregate, name) for name in IDENTITY_ATTRIBUTES),
+        aggregate.start_ns,
+        aggregate.end_ns,
+        aggregate.agent_duration_ns,
+        *(aggregate.payload_end_ns.get(kind) for kind in _PAYLOAD_KINDS),
+        aggregate.start_ns / 1e9 if aggregate.start_ns is not None else None,
+        updated_at,
+        *(aggregate.new_payloads.get(kind) for kind in _PAYLOAD_KINDS),
+    ]
+    return values
+
+
+class _Bulk:
+    """Dialect-specific spelling of the bulk statements."""
+
+    def __init__(self, dialect: str) -> None:
+        self.postgres = dialect == "postgresql"
+
+    def id_set(self, placeholder: str) -> str:
+        """A sub-select yielding the ids passed (as `id_param`) in `placeholder`."""
+        if self.postgres:
+            return f"SELECT unnest({placeholder}::text[])"
+        return f"SELECT value FROM json_each({placeholder})"
+
+    def id_param(self, ids: Sequence[str]) -> Any:
+        return list(ids) if self.postgres else orjson.dumps(list(ids)).decode()
+
+    async def insert(
+        self, tx: Executor, table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]], tail: str
+    ) -> list[Row]:
+        """INSERT all `rows` followed by `tail` (ON CONFLICT ..., RETURNING ...); returns the rows RETURNING gave."""
+        names = ", ".join(name for name, _ in columns)
+        if self.postgres:
+            arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+            sql = f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {tail}"
+            return await tx.fetch(sql, *(list(column) for column in zip(*rows, strict=True)))
+        returned: list[Row] = []
+        width = len(columns)
+        for chunk in _chunks(rows, _SQLITE_MAX_VARIABLES // width):
+            groups = ", ".join(
+                "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(len(chunk))
+            )
+            args = [value for row in chunk for value in row]
+            returned.extend(await tx.fetch(f"INSERT INTO {table} ({names}) VALUES {groups} {tail}", *args))
+        return returned
+
+
+class SqlIngestBatch:
+    """The statements of one Export batch, all inside one transaction (see TraceStore.ingest_batch)."""
+
+    def __init__(self, tx: Executor, bulk: _Bulk) -> None:
+        self._tx = tx
+        self._bulk = bulk
+
+    async def insert_spans(self, spans: Sequence[SpanRecord], received_at: float) -> list[SpanRecord]:
+        """Insert the spans, skipping ones already stored; returns those actually inserted."""
+        if not spans:
+            return []
+        ordered = sorted(spans, key=lambda s: (s.trace_id, s.span_id))  # one lock order for concurrent batches
+        rows = [
+            (
+                s.trace_id,
+                s.span_id,
+                s.parent_span_id,
+                s.name,
+                s.service_name,
+                s.start_ns,
+                s.end_ns,
+                s.status,
+                orjson.dumps(s.attributes, default=str).decode(),
+                received_at,
+            )
+            for s in ordered
+        ]
+        returned = await self._bulk.insert(
+            self._tx,
+            "spans",
+            _SPAN_COLUMNS,
+            rows,
+            "ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id",
+        )
+        inserted = {(row["trace_id"], row["span_id"]) for row in returned}
+        return [s for s in ordered if (s.trace_id, s.span_id) in inserted]
+
+    async def lock_traces(self, trace_ids: Sequence[str]) -> dict[str, TraceAggregate]:
+        """The aggregates of these traces (empty ones for new traces), locked until the transaction ends.
+
+        Creating the missing rows first gives concurrent batches of the same new trace a row to queue on, so two
+        replicas or two overlapping Export calls cannot both start from an empty aggregate.
+        """
+        if not trace_ids:
+            return {}
+        ordered = sorted(set(trace_ids))
+        param = self._bulk.id_param(ordered)
+        await self._tx.execute(
+            f"INSERT INTO traces (trace_id) {self._bulk.id_set('$1')} WHERE true ON CONFLICT (trace_id) DO NOTHING",
+            param,
+        )
+        names = ", ".join(name for name, _ in _AGGREGATE_COLUMNS)
+        rows = await self._tx.fetch(
+            f"SELECT {names} FROM traces WHERE trace_id IN ({self._bulk.id_set('$1')}) ORDER BY trace_id FOR UPDATE",
+            param,
+        )
+        return {row["trace_id"]: _aggregate_from_row(row) for row in rows}
+
+    async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:
+        """Write the aggregates back; payload texts are only written where they changed."""
+        rows = [_aggregate_row(a, updated_at) for a in sorted(aggregates, key=lambda a: a.trace_id)]
+        if not rows:
+            return
+        assignments = ", ".join(
+            f"{name} = COALESCE(excluded.{name}, traces.{name})"
+            if name.endswith("_payload")
+            else f"{name} = excluded.{name}"
+            for name, _ in _TRACE_WRITE_COLUMNS
+            if name != "trace_id"
+        )
+        await self._bulk.insert(
+            self._tx, "traces", _TRACE_WRITE_COLUMNS, rows, f"ON CONFLICT (trace_id) DO UPDATE SET {assignments}"
+        )
+
+
+class TraceStore:
+    """Reads and writes spans and traces in one service-owned database."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._bulk = _Bulk(db.dialect)
+
+    @contextlib.asynccontextmanager
+    async def ingest_batch(self) -> AsyncIterator[SqlIngestBatch]:
+        """One transaction for a whole Export batch: committed on exit, rolled back on error."""
+        async with self._db.transaction() as tx:
+            yield SqlIngestBatch(tx, self._bulk)
+
+    async def list_traces(self, query: TraceQuery) -> tuple[list[Trace], int]:
+        """The message traces matching `query`, newest first, without payloads or spans; plus the match count."""
+        conditions = ["status <> ''"]
+        args: list[Any] = []
+
+        def where(template: str, value: Any) -> None:
+            args.append(value)
+            conditions.append(template.format(f"${len(args)}"))
+
+        if query.instance_name:
+            where("instance_name = {}", query.instance_name)
+        if query.status:
+            where("status = {}", query.status)
+        if query.source_user_id:
+            where("source_user_id = {}", query.source_user_id)
+        if query.session_id:
+            where("session_id = {}", query.session_id)
+        if query.created_from is not None:
+            where("created_at >= {}", query.created_from)
+        if query.created_before is not None:
+            where("created_at < {}", query.created_before)
+        clause = " AND ".join(conditions)
+        total = int(await self._db.fetchval(f"SELECT COUNT(*) FROM traces WHERE {clause}", *args) or 0)
+        limit, offset = len(args) + 1, len(args) + 2
+        rows = await self._db.fetch(
+            f"SELECT {_SUMMARY_COLUMNS} FROM traces WHERE {clause} "
+            f"ORDER BY created_at DESC, trace_id DESC LIMIT ${limit} OFFSET ${offset}",
+            *args,
+            query.page_size,
+            (query.page - 1) * query.page_size,
+        )
+        return [_trace_from_row(row) for row in rows], total
+
+    async def get_trace(self, trace_id: str) -> Trace | None:
+        """One message trace with its payloads and spans (ordered by start), or None."""
+        payload_columns = ", ".join(f"{kind}_payload" for kind in _PAYLOAD_KINDS)
+        row = await self._db.fetchrow(
+            f"SELECT {_SUMMARY_COLUMNS}, {payload_columns} FROM traces WHERE trace_id = $1 AND status <> ''",
+            trace_id,
+        )
+        if row is None:
+            return None
+        span_rows = await self._db.fetch(
+            "SELECT trace_id, span_id, parent_span_id, name, service_name, start_ns, end_ns, status, attributes "
+            "FROM spans WHERE trace_id = $1 ORDER BY start_ns, span_id",
+            trace_id,
+        )
+        payloads = {
+            kind: _parse_payload(row[f"{kind}_payload"])
+            for kind in _PAYLOAD_KINDS
+            if row[f"{kind}_payload"] is not None
+        }
+        return _trace_from_row(row, payloads=payloads, spans=[_span_from_row(r) for r in span_rows])
+
+    async def delete_older_than(self, cutoff: float, chunk: int = 1000) -> int:
+        """Delete traces created before `cutoff` (epoch seconds) and their spans, `chunk` traces per transaction
+        so a large backlog never holds one huge transaction; returns the number of traces deleted."""
+        deleted = 0
+        while True:
+            async with self._db.transaction() as tx:
+                rows = await tx.fetch(
+                    "SELECT trace_id FROM traces WHERE created_at < $1 ORDER BY created_at LIMIT $2", cutoff, chunk
+                )
+                ids = [row["trace_id"] for row in rows]
+                if ids:
+                    param = self._bulk.id_param(ids)
+                    await tx.execute(f"DELETE FROM spans WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+                    await tx.execute(f"DELETE FROM traces WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+            deleted += len(ids)
+            if len(ids) < chunk:
+                return deleted
