@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from servicekit.database import Database, Migration, Row
-
 from services.channels.core.models import OutboundPart, PartState
 
 SCHEMA = "omni_channels"

@@ -13,7 +13,6 @@ the 400 `Error: rate-overlimit` that is really WhatsApp throttling, and `/instan
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from urllib.parse import quote
 import aiohttp
 
 from servicekit.instances import InstanceConfig
-
 from services.channels.core.models import MediaSpec
 
 REASON_REJECTED = "CHANNEL_REJECTED"
@@ -120,7 +118,7 @@ def _raw_base64(data: str) -> str:
     return data
 
 
-def _media_type(media: MediaSpec) -> str:
+def media_type(media: MediaSpec) -> str:
     """Evolution's sendMedia `mediatype` (image, video, audio or document)."""
     kind = media.kind
     if kind == "sticker":
@@ -158,7 +156,7 @@ class EvolutionClient:
         """Send a file by URL or raw base64; returns Evolution's `key.id` of the new message."""
         body: dict[str, Any] = {
             "number": number,
-            "mediatype": _media_type(media),
+            "mediatype": media_type(media),
             "media": media.url or _raw_base64(media.base64),
         }
         if media.mime_type:
@@ -244,7 +242,7 @@ class EvolutionClient:
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             raise EvolutionTransientError(f"cannot connect to Evolution: {exc}") from exc
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise EvolutionTransientError("Evolution did not answer in time", outcome_unknown=True) from exc
         except aiohttp.ClientError as exc:
             raise EvolutionTransientError(f"Evolution connection failed: {exc}", outcome_unknown=True) from exc
@@ -259,7 +257,9 @@ class EvolutionClient:
                 f"WhatsApp rate limit: {text}", retry_after=self._rate_limit_backoff, rate_limited=True
             )
         if status in (401, 403):
-            raise EvolutionRejectedError(f"Evolution refused the key: {text}", reason=REASON_UNAUTHORIZED, status=status)
+            raise EvolutionRejectedError(
+                f"Evolution refused the key: {text}", reason=REASON_UNAUTHORIZED, status=status
+            )
         if status == 404:
             raise EvolutionRejectedError(
                 f"Evolution instance not found: {text}", reason=REASON_INSTANCE_NOT_FOUND, status=status

@@ -1,0 +1,1 @@
+"""The channels logic: outbox, Evolution client, reconciliation. No gRPC here."""

@@ -1,0 +1,211 @@
+"""Idempotent, ordered delivery of the parts of one reply through the outbox table.
+
+The rules that make a retry never send a part twice:
+- every part is stored (keyed by idempotency key + index) before anything is sent; a repeat reuses the rows;
+- a part is marked `sending` in the database *before* its request leaves and `sent` with the channel id after;
+- a part found `sending` is a send whose outcome is unknown (the process died, or the request timed out): it is
+  reconciled against Evolution's own message store before it may be sent again;
+- calls with the same key are serialised in this process, and the `sending` claim is a compare-and-set, so
+  another replica never sends a part this one is sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from servicekit.errors import FailedPreconditionError, UnavailableError
+from servicekit.instances import InstanceConfig
+from services.channels.core.evolution import (
+    REASON_REJECTED,
+    EvolutionClient,
+    EvolutionError,
+    EvolutionRejectedError,
+    EvolutionTransientError,
+)
+from services.channels.core.models import OutboundPart, PartResult, PartState
+from services.channels.core.reconcile import find_sent, remote_jid
+from services.channels.storage import OutboxRow, OutboxStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """How hard one call tries before handing the retry back to the caller."""
+
+    attempts: int = 3
+    """Quick tries of a part within one call (transient failures that prove nothing was sent)."""
+    backoff_seconds: float = 0.2
+    """Pause before the second try; later pauses grow 2.5 times."""
+    retry_after_seconds: float = 2.0
+    """Retry hint for the caller when the channel gave none."""
+    part_delay_seconds: float = 0.0
+    """Pause between two parts sent in one call."""
+    reconcile_window_seconds: float = 60.0
+    """findMessages looks this far before the unknown send started (clock skew with Evolution)."""
+    lease_seconds: float = 20.0
+    """How long a `sending` part claimed by another process is presumed still in flight."""
+
+
+class KeyLocks:
+    """One asyncio.Lock per idempotency key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class OutboxSender:
+    """Sends the parts of a reply in order, exactly once per (key, index), to WhatsApp through Evolution."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        evolution: EvolutionClient,
+        *,
+        policy: SendPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        worker_id: str = "",
+    ) -> None:
+        self._store = store
+        self._evolution = evolution
+        self._policy = policy or SendPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self._worker_id = worker_id or uuid.uuid4().hex
+        self.locks = KeyLocks()
+
+    async def send(
+        self, instance: InstanceConfig, chat_id: str, key: str, parts: list[OutboundPart]
+    ) -> list[PartResult]:
+        """Store the missing parts of `key`, send those not sent yet, and return every part's result.
+
+        Raises FailedPreconditionError when a part was refused for good (now or earlier) and UnavailableError
+        when the channel failed transiently (the caller retries later with the same key).
+        """
+        async with self.locks.hold(key):
+            await self._store.insert_missing(key, instance.name, chat_id, parts, self._clock())
+            sent_in_this_call = False
+            for row in await self._store.parts(key):
+                if row.state is PartState.SENT:
+                    continue
+                if row.state is PartState.FAILED:
+                    raise FailedPreconditionError(
+                        row.last_error or "the channel refused this message",
+                        reason=row.error_reason or REASON_REJECTED,
+                    )
+                if sent_in_this_call and self._policy.part_delay_seconds > 0:
+                    await self._sleep(self._policy.part_delay_seconds)
+                sent_in_this_call = await self._deliver(instance, row) or sent_in_this_call
+            return [_result(row) for row in await self._store.parts(key)]
+
+    async def results(self, key: str) -> list[PartResult]:
+        """The stored results of `key` (empty when unknown)."""
+        return [_result(row) for row in await self._store.parts(key)]
+
+    async def _deliver(self, instance: InstanceConfig, row: OutboxRow) -> bool:
+        """Bring one part to `sent`; True when this call sent it (rather than finding it already out)."""
+        policy = self._policy
+        pause = policy.backoff_seconds
+        for attempt in range(1, max(1, policy.attempts) + 1):
+            if row.state is PartState.SENDING:
+                message_id = await self._reconcile(instance, row)
+                if message_id is not None:
+                    log.info("part %s/%d was already sent as %s", row.idempotency_key, row.part_index, message_id)
+                    await self._store.mark_sent(row.idempotency_key, row.part_index, message_id, self._clock())
+                    return False
+            claimed = await self._store.claim(
+                row.idempotency_key,
+                row.part_index,
+                seen_attempts=row.attempts,
+                owner=self._worker_id,
+                now=self._clock(),
+            )
+            if not claimed:
+                raise UnavailableError("this message is being sent by another worker", retry_after=1.0)
+            try:
+                message_id = await self._send_part(instance, row)
+            except EvolutionRejectedError as exc:
+                await self._store.mark_failed(
+                    row.idempotency_key, row.part_index, reason=exc.reason, error=exc.message, now=self._clock()
+                )
+                raise FailedPreconditionError(exc.message, reason=exc.reason) from None
+            except EvolutionTransientError as exc:
+                if exc.outcome_unknown:
+                    # The request may have been delivered: keep `sending` and reconcile on the next call.
+                    await self._store.note_unknown(row.idempotency_key, row.part_index, exc.message, self._clock())
+                    raise UnavailableError(
+                        f"channel send outcome unknown: {exc.message}", retry_after=policy.retry_after_seconds
+                    ) from None
+                await self._store.release(row.idempotency_key, row.part_index, exc.message, self._clock())
+                if exc.retry_after is not None or exc.rate_limited or attempt >= policy.attempts:
+                    retry_after = exc.retry_after if exc.retry_after is not None else policy.retry_after_seconds
+                    raise UnavailableError(f"channel unavailable: {exc.message}", retry_after=retry_after) from None
+                log.info("part %s/%d: %s; retrying", row.idempotency_key, row.part_index, exc.message)
+                await self._sleep(pause)
+                pause *= 2.5
+                row = await self._store.part(row.idempotency_key, row.part_index)
+                continue
+            await self._store.mark_sent(row.idempotency_key, row.part_index, message_id, self._clock())
+            return True
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
+    async def _send_part(self, instance: InstanceConfig, row: OutboxRow) -> str:
+        part = row.part
+        if part.media is not None:
+            return await self._evolution.send_media(
+                instance, row.chat_id, part.media, caption=part.text, quoted_id=part.quoted_message_id
+            )
+        return await self._evolution.send_text(instance, row.chat_id, part.text, quoted_id=part.quoted_message_id)
+
+    async def _reconcile(self, instance: InstanceConfig, row: OutboxRow) -> str | None:
+        """The channel id of the part if Evolution already sent it; None when it is safe to send again."""
+        now = self._clock()
+        started = row.sending_started_at if row.sending_started_at is not None else now
+        if row.sending_owner != self._worker_id:
+            # Another process claimed it; unless its lease ran out, its request may still be in flight.
+            remaining = started + self._policy.lease_seconds - now
+            if remaining > 0:
+                raise UnavailableError("this message is being sent by another worker", retry_after=remaining)
+        since = started - self._policy.reconcile_window_seconds
+        try:
+            records = await self._evolution.find_messages(instance, remote_jid(row.chat_id), since)
+        except EvolutionError as exc:
+            raise UnavailableError(
+                f"cannot check whether an earlier send went out: {exc.message}",
+                retry_after=self._policy.retry_after_seconds,
+            ) from None
+        known = await self._store.sent_message_ids(instance.name, row.chat_id, since)
+        return find_sent(records, row.part, since=since, exclude=known)
+
+
+def _result(row: OutboxRow) -> PartResult:
+    return PartResult(
+        index=row.part_index,
+        state=row.state,
+        channel_message_id=row.channel_message_id,
+        error=row.last_error if row.state is PartState.FAILED else "",
+    )
