@@ -60,11 +60,11 @@ async def main() -> None:
             status = await post_webhook(session, mesh.webhook_url("demo"), envelope)
         ack_ms = (time.perf_counter() - started) * 1000
         show(f"webhook answered HTTP {status} in {ack_ms:.1f} ms", envelope["data"]["key"])
-        while not evolution.sent and time.perf_counter() - started < 20:
-            await asyncio.sleep(0.005)
-        if not evolution.sent:
+        try:
+            await evolution.wait_for_sent(1, timeout=20)
+        except TimeoutError:
             print("no reply within 20 s", file=sys.stderr)
-            raise SystemExit(1)
+            raise SystemExit(1) from None
         reply_ms = (time.perf_counter() - started) * 1000
         sent = evolution.sent[0]
         show(

@@ -1,0 +1,163 @@
+"""The echo agent: the reference implementation of Omni's public agent contract.
+
+The hub calls every agent with `POST {agent_api_url}/api/agent/chat` (headers `Content-Type:
+application/json`, `x-api-key`, W3C `traceparent`) and a JSON body carrying `user_id`, `session_id`,
+`message`, `message_type`, `user`, `media` and `context` (see "The agent contract" in
+/work/shared/docs/CONTRACT.md). The agent answers `{"text": ...}` (plus optional `media`/`actions`).
+This agent answers `{"text": "Echo: <message>", "session_id": ..., "user_id": ...}`, which makes it the
+smallest correct agent: copy it to start a real one, run it in demos, and use it in tests, where the
+`EchoAgent` class also records each call and can fail, stall or answer anything on demand.
+
+Run it with `python -m examples.agent_echo --host 127.0.0.1 --port 8000 [--api-key K]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import signal
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from servicekit.runner import run
+
+__all__ = ["EchoAgent", "main"]
+
+Reply = Callable[[dict[str, Any]], dict[str, Any] | str]
+"""A custom answer: a dict is sent as JSON, a str as the raw body (to test invalid JSON)."""
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """One injected failure of the agent (see `EchoAgent.fail_next`)."""
+
+    status: int
+    delay: float
+    body: str | None
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+class EchoAgent:
+    """An aiohttp server speaking the agent contract, with recording and fault injection for tests."""
+
+    def __init__(self, *, api_key: str = "", prefix: str = "Echo: ") -> None:
+        """Args:
+        api_key: When set, every call must carry `x-api-key: <api_key>` (401 otherwise).
+        prefix: Put in front of the echoed message.
+        """
+        self.api_key = api_key
+        self.prefix = prefix
+        self.url = ""
+        self.calls: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._faults: deque[_Fault] = deque()
+        self._delay = 0.0
+        self._reply: Reply | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Serve on `host:port` (0 picks a free port); `url` is set when this returns."""
+        app = web.Application()
+        app.router.add_post("/api/agent/chat", self._chat)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self.url = f"http://{host}:{self._runner.addresses[0][1]}"
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def fail_next(self, count: int, status: int = 500, delay: float = 0.0, body: str | None = None) -> None:
+        """Make the next `count` authorized calls answer `status` (after sleeping `delay` seconds).
+
+        `body` is sent as is with a JSON content type (so `status=200, body="not json"` is an invalid answer);
+        a `{"detail": ...}` JSON body is used when it is None.
+        """
+        self._faults.extend([_Fault(status=status, delay=delay, body=body)] * count)
+
+    def set_delay(self, seconds: float) -> None:
+        """Sleep `seconds` before every answer, to exercise the hub's agent timeout."""
+        self._delay = max(0.0, seconds)
+
+    def set_reply(self, fn: Reply | None) -> None:
+        """Answer with `fn(body)` instead of the echo; None restores the echo."""
+        self._reply = fn
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        return _json({"status": "ok"})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append({name.lower(): value for name, value in request.headers.items()})
+        if self.api_key and not hmac.compare_digest(request.headers.get("x-api-key", ""), self.api_key):
+            return _json({"detail": "Invalid or missing API key"}, 401)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return _json({"detail": "Invalid JSON body"}, 400)
+        if not isinstance(body, dict):
+            return _json({"detail": "The body must be a JSON object"}, 400)
+        self.calls.append(body)
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        if self._faults:
+            fault = self._faults.popleft()
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.body is None:
+                return _json({"detail": "injected failure"}, fault.status)
+            return web.Response(text=fault.body, status=fault.status, content_type="application/json")
+        if self._reply is not None:
+            answer = self._reply(body)
+            if isinstance(answer, str):
+                return web.Response(text=answer, content_type="application/json")
+            return _json(answer)
+        message = body.get("message")
+        text = f"{self.prefix}{message if isinstance(message, str) else ''}"
+        return _json({"text": text, "session_id": body.get("session_id"), "user_id": body.get("user_id")})
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m examples.agent_echo", description="The echo agent.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed when ready)")
+    parser.add_argument("--api-key", default="", help="require this x-api-key on every call")
+    parser.add_argument("--prefix", default="Echo: ", help="put in front of the echoed message")
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    agent = EchoAgent(api_key=args.api_key, prefix=args.prefix)
+    await agent.start(args.host, args.port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    print(f"echo agent listening on {agent.url}", flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await agent.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `python -m examples.agent_echo`: serve until SIGINT/SIGTERM."""
+    with contextlib.suppress(KeyboardInterrupt):
+        run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
