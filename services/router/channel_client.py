@@ -1,0 +1,67 @@
+"""The `ChannelSender` the core uses, over the channels service's gRPC API."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, outbound_pb2
+
+from servicekit.errors import FailedPreconditionError, OmniError, UnavailableError
+from servicekit.grpc_clients import call
+from services.router.convert import media_to_proto
+from services.router.core.models import OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+
+class GrpcChannelSender:
+    """Sends replies and typing indicators through ChannelsService, each call under its own deadline."""
+
+    def __init__(
+        self,
+        stub: channels_service_pb2_grpc.ChannelsServiceAsyncStub,
+        *,
+        send_timeout: float = 30.0,
+        presence_timeout: float = 2.0,
+    ) -> None:
+        self._stub = stub
+        self._send_timeout = send_timeout
+        self._presence_timeout = presence_timeout
+
+    async def send(self, message: OutgoingMessage) -> list[str]:
+        request = channels_service_pb2.SendMessageRequest(
+            instance_name=message.instance_name,
+            chat_id=message.chat_id,
+            idempotency_key=message.idempotency_key,
+            quoted_message_id=message.quoted_message_id,
+            thread_id=message.thread_id,
+            parts=[
+                outbound_pb2.OutboundPart(
+                    text=part.text, media=media_to_proto(part.media) if part.media is not None else None
+                )
+                for part in message.parts
+            ],
+        )
+        response = await call(self._stub.SendMessage, request, timeout=self._send_timeout)
+        ids: list[str] = []
+        for result in response.results:
+            if result.state == outbound_pb2.PART_STATE_FAILED:
+                raise FailedPreconditionError(
+                    result.error_message or f"part {result.index} refused", reason="CHANNEL_REJECTED"
+                )
+            if result.state != outbound_pb2.PART_STATE_SENT:
+                raise UnavailableError(
+                    f"part {result.index} not sent yet ({outbound_pb2.PartState.Name(result.state)})"
+                )
+            ids.append(result.channel_message_id)
+        return ids
+
+    async def composing(self, instance_name: str, chat_id: str) -> None:
+        request = channels_service_pb2.SendPresenceRequest(
+            instance_name=instance_name, chat_id=chat_id, presence=outbound_pb2.PRESENCE_COMPOSING, duration_ms=5000
+        )
+        try:
+            await call(self._stub.SendPresence, request, timeout=self._presence_timeout)
+        except (OmniError, grpc.aio.AioRpcError) as exc:
+            log.debug("typing indicator for %s not shown: %s", instance_name, exc)

@@ -1,0 +1,1 @@
+"""The router's logic, free of gRPC: instances, identities, message routing, API sends."""

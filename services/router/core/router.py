@@ -1,0 +1,243 @@
+"""RouteMessage: the brain. One inbound message in, at most one agent call and one reply out, idempotently.
+
+Ingress delivers at least once, so every step is written down in the `routes` record before the next one runs:
+once the agent has answered, a retry reuses the stored answer instead of calling the agent again; once the reply
+is sent, a retry returns the stored outcome. The channel send is keyed by the inbound message id, and channels
+de-duplicates parts by key and index, so a send interrupted half-way is completed, never repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from opentelemetry import trace
+
+from servicekit import trace_attributes as attrs
+from servicekit.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    OmniError,
+    UnavailableError,
+)
+from servicekit.telemetry import payload_json
+from services.router.core.agent_client import AgentClient, AgentPermanentError, AgentTransientError
+from services.router.core.agent_request import build_agent_request, media_parts
+from services.router.core.identity import person_of, session_name_of
+from services.router.core.keyed_lock import KeyedLock
+from services.router.core.models import InboundMessage, Instance, OutboundPart, OutgoingMessage, RouteResult
+from services.router.core.ports import ChannelSender, Clock
+from services.router.core.reply_splitter import split_reply
+from services.router.storage import IdentityRepository, InstanceRepository, RouteRecord, RouteRepository
+
+log = logging.getLogger(__name__)
+
+FALLBACK_KEY_SUFFIX = ":fallback"
+
+
+class MessageRouter:
+    """Handles inbound messages: identity, agent call, reply, outcome."""
+
+    def __init__(
+        self,
+        *,
+        instances: InstanceRepository,
+        identities: IdentityRepository,
+        routes: RouteRepository,
+        agent: AgentClient,
+        channels: ChannelSender,
+        clock: Clock = time.time,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self._instances = instances
+        self._identities = identities
+        self._routes = routes
+        self._agent = agent
+        self._channels = channels
+        self._clock = clock
+        self._tracer = tracer or trace.get_tracer("omni.router")
+        self._locks = KeyedLock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def route(self, message: InboundMessage, *, attempt: int = 1, final_attempt: bool = False) -> RouteResult:
+        """Handle `message`; raises `UnavailableError` when a later attempt with the same message may succeed."""
+        missing = [
+            FieldViolation(f"message.{name}", "is required")
+            for name in ("id", "instance_name", "chat_id")
+            if not getattr(message, name)
+        ]
+        if missing:
+            raise InvalidArgumentError("message ids are missing", violations=missing)
+        # Concurrent attempts on one message (a retry racing a slow first attempt) run one after the other.
+        async with self._locks.hold(message.id):
+            with self._tracer.start_as_current_span("router.route") as span:
+                span.set_attribute(attrs.INSTANCE_NAME, message.instance_name)
+                span.set_attribute(attrs.MESSAGE_ID, message.id)
+                span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
+                span.set_attribute(attrs.ATTEMPT, attempt)
+                try:
+                    result = await self._route(message, final_attempt, span)
+                except UnavailableError as exc:
+                    # No omni.status: the message is still in flight and will be retried.
+                    span.set_attribute("omni.retry_reason", exc.message)
+                    raise
+                except OmniError as exc:
+                    span.set_attribute(attrs.STATUS, attrs.STATUS_ERROR)
+                    span.set_attribute(attrs.ERROR_MESSAGE, exc.message)
+                    raise
+                span.set_attribute(attrs.STATUS, result.outcome)
+                if result.error_message:
+                    span.set_attribute(attrs.ERROR_MESSAGE, result.error_message)
+                return result
+
+    async def _route(self, message: InboundMessage, final_attempt: bool, span: trace.Span) -> RouteResult:
+        instance = await self._instances.get(message.instance_name)
+        if instance is None:
+            raise NotFoundError(f"instance {message.instance_name!r} not found", reason="INSTANCE_NOT_FOUND")
+        if not instance.is_active:
+            return RouteResult("ignored", "instance inactive")
+        if message.channel != instance.channel:
+            message = dataclasses.replace(message, channel=instance.channel)
+        record = await self._record(message)
+        span.set_attribute(attrs.USER_ID, record.user_id)
+        span.set_attribute(attrs.SESSION_ID, record.session_id)
+        if record.outcome is not None:
+            return self._result(record, record.outcome, record.error_message, list(record.sent_message_ids))
+        reply = record.agent_reply
+        if reply is None:
+            reply = await self._ask_agent(instance, message, record, final_attempt, span)
+        if "error" in reply:
+            if instance.fallback_text:
+                await self._send_fallback(instance, message, strict=True)
+            return await self._finish(record, "error", str(reply["error"]), [])
+        outgoing = self._reply_message(instance, message, reply)
+        if outgoing is None:
+            return await self._finish(record, "sent", "", [])
+        span.set_attribute(attrs.PAYLOAD_OUTGOING, payload_json(outgoing.snapshot()))
+        try:
+            sent = await self._channels.send(outgoing)
+        except FailedPreconditionError as exc:
+            return await self._finish(record, "error", f"channel rejected the reply: {exc.message}", [])
+        except UnavailableError as exc:
+            raise UnavailableError(f"channel unavailable: {exc.message}", retry_after=exc.retry_after) from None
+        except DeadlineExceededError as exc:
+            raise UnavailableError(f"channel timed out: {exc.message}") from None
+        except NotFoundError as exc:
+            return await self._finish(record, "error", f"channel does not know the instance: {exc.message}", [])
+        return await self._finish(record, "sent", "", sent)
+
+    async def _record(self, message: InboundMessage) -> RouteRecord:
+        """The idempotency record of `message`, created (with user and session) on the first attempt."""
+        now = self._clock()
+        existing = await self._routes.get(message.id)
+        if existing is not None:
+            await self._routes.count_attempt(message.id, now)
+            return existing
+        person = person_of(message)
+        user_id = await self._identities.resolve_user(person, now)
+        session_id = await self._identities.resolve_session(
+            message.instance_name, message.channel, message.chat_id, session_name_of(message), user_id, now
+        )
+        record = RouteRecord(message.id, message.instance_name, user_id, session_id)
+        if await self._routes.claim(record, now):
+            await self._identities.record_message(user_id, session_id, person, now)
+            return record
+        return await self._routes.get(message.id) or record
+
+    async def _ask_agent(
+        self,
+        instance: Instance,
+        message: InboundMessage,
+        record: RouteRecord,
+        final_attempt: bool,
+        span: trace.Span,
+    ) -> dict[str, Any]:
+        """Call the agent and store its answer (or its permanent failure); transient failures raise."""
+        if not instance.agent_api_url:
+            reply: dict[str, Any] = {"error": "instance has no agent_api_url"}
+            return await self._routes.store_reply(message.id, reply, self._clock())
+        self._composing(instance, message)
+        body = build_agent_request(
+            instance,
+            message,
+            user_id=record.user_id,
+            session_id=record.session_id,
+            session_name=session_name_of(message),
+        )
+        span.set_attribute(attrs.PAYLOAD_AGENT_REQUEST, payload_json(body))
+        try:
+            answer = await self._agent.chat(
+                instance.agent_api_url, instance.agent_api_key, body, budget=float(instance.agent_timeout_seconds)
+            )
+        except AgentTransientError as exc:
+            if final_attempt and instance.fallback_text:
+                await self._send_fallback(instance, message, strict=False)
+            raise UnavailableError(f"agent unreachable: {exc.message}") from None
+        except AgentPermanentError as exc:
+            span.set_attribute(attrs.PAYLOAD_AGENT_RESPONSE, payload_json({"error": exc.message, "status": exc.status}))
+            reply = {"error": exc.message}
+        else:
+            span.set_attribute(attrs.PAYLOAD_AGENT_RESPONSE, payload_json(answer.raw))
+            reply = {"text": answer.text, "media": answer.media, "actions": answer.actions}
+        return await self._routes.store_reply(message.id, reply, self._clock())
+
+    @staticmethod
+    def _reply_message(instance: Instance, message: InboundMessage, reply: dict[str, Any]) -> OutgoingMessage | None:
+        """The parts of the reply (split text, then media), or None when there is nothing to send."""
+        texts = split_reply(
+            str(reply.get("text") or ""), limit=instance.text_limit, auto_split=instance.enable_auto_split
+        )
+        parts = [OutboundPart(text=t) for t in texts] + media_parts(list(reply.get("media") or []))
+        if not parts:
+            return None
+        return OutgoingMessage(
+            instance_name=instance.name,
+            chat_id=message.chat_id,
+            parts=tuple(parts),
+            idempotency_key=message.id,
+            thread_id=message.thread_id,
+        )
+
+    async def _send_fallback(self, instance: Instance, message: InboundMessage, *, strict: bool) -> None:
+        """Send the instance's fallback text; with `strict`, a transient channel failure is raised for a retry."""
+        outgoing = OutgoingMessage(
+            instance_name=instance.name,
+            chat_id=message.chat_id,
+            parts=(OutboundPart(text=instance.fallback_text),),
+            idempotency_key=f"{message.id}{FALLBACK_KEY_SUFFIX}",
+            thread_id=message.thread_id,
+        )
+        trace.get_current_span().set_attribute(attrs.PAYLOAD_OUTGOING, payload_json(outgoing.snapshot()))
+        try:
+            await self._channels.send(outgoing)
+        except (UnavailableError, DeadlineExceededError) as exc:
+            if strict:
+                raise UnavailableError(f"channel unavailable for the fallback text: {exc.message}") from None
+            log.warning("fallback text for message %s not sent: %s", message.id, exc.message)
+        except OmniError as exc:
+            log.warning("fallback text for message %s refused: %s", message.id, exc.message)
+
+    def _composing(self, instance: Instance, message: InboundMessage) -> None:
+        """Show "typing..." without waiting for it: it must never delay or fail the reply."""
+        task = asyncio.create_task(self._channels.composing(instance.name, message.chat_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _finish(self, record: RouteRecord, outcome: str, error: str, sent: list[str]) -> RouteResult:
+        await self._routes.finish(record.message_id, outcome, error, sent, self._clock())
+        return self._result(record, outcome, error, sent)
+
+    @staticmethod
+    def _result(record: RouteRecord, outcome: str, error: str, sent: list[str]) -> RouteResult:
+        return RouteResult(outcome, error, record.user_id, record.session_id, tuple(sent))
+
+    async def aclose(self) -> None:
+        """Wait for the background typing indicators still in flight."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

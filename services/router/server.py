@@ -1,0 +1,36 @@
+"""Builds the router's gRPC server."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1._async import HealthServicer
+from omni.router.v1 import router_service_pb2, router_service_pb2_grpc
+
+from servicekit.grpc_server import add_health_and_reflection, bind, new_server
+from services.router.config import Settings
+from services.router.core.api_sends import ApiSender
+from services.router.core.instances import InstanceService
+from services.router.core.router import MessageRouter
+from services.router.servicer import RouterServicer
+
+SERVICE_NAME = router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name
+"""omni.router.v1.RouterService: the health and reflection name."""
+
+
+def create_server(
+    settings: Settings,
+    *,
+    instances: InstanceService,
+    router: MessageRouter,
+    api_sender: ApiSender,
+    port: int | None = None,
+    tracing: bool | None = None,
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
+    """A server with RouterService, health and reflection, bound to `port` (default: settings; 0 picks a free one)."""
+    server = new_server("router", tracing=settings.enable_tracing if tracing is None else tracing)
+    router_service_pb2_grpc.add_RouterServiceServicer_to_server(
+        RouterServicer(instances=instances, router=router, api_sender=api_sender), server
+    )
+    health = add_health_and_reflection(server, [SERVICE_NAME])
+    bound = bind(server, settings.grpc_host, settings.router_grpc_port if port is None else port)
+    return server, bound, health

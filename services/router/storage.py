@@ -1,0 +1,376 @@
+"""The router's tables (schema "omni_router") and the SQL that reads and writes them.
+
+Secrets are encrypted by the `SecretBox` before they reach SQL: their columns end in `_enc` and hold Fernet tokens,
+so neither the database file nor a query log ever sees a clear secret. The `routes` table makes RouteMessage
+idempotent: it records, per inbound message id, the agent reply (once obtained) and the final outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, fields
+from typing import Any
+
+from servicekit.database import Database, Executor, Migration, Row
+from servicekit.errors import AlreadyExistsError
+from services.router.core.models import SECRET_FIELDS, Instance
+from services.router.secret_box import SecretBox
+
+SCHEMA = "omni_router"
+"""PostgreSQL schema of the router's tables."""
+
+MIGRATIONS: list[Migration] = [
+    Migration(
+        1,
+        "instances, users, identities, sessions, routes",
+        [
+            """CREATE TABLE instances (
+                name TEXT PRIMARY KEY,
+                channel TEXT NOT NULL,
+                evolution_url TEXT NOT NULL DEFAULT '',
+                evolution_key_enc TEXT NOT NULL DEFAULT '',
+                whatsapp_instance TEXT NOT NULL DEFAULT '',
+                discord_bot_token_enc TEXT NOT NULL DEFAULT '',
+                discord_client_id TEXT NOT NULL DEFAULT '',
+                discord_guild_id TEXT NOT NULL DEFAULT '',
+                slack_bot_token_enc TEXT NOT NULL DEFAULT '',
+                slack_signing_secret_enc TEXT NOT NULL DEFAULT '',
+                agent_api_url TEXT NOT NULL DEFAULT '',
+                agent_api_key_enc TEXT NOT NULL DEFAULT '',
+                default_agent TEXT NOT NULL DEFAULT '',
+                agent_timeout_seconds INTEGER NOT NULL DEFAULT 60,
+                enable_auto_split BOOLEAN NOT NULL DEFAULT TRUE,
+                is_active BOOLEAN NOT NULL DEFAULT TRUE,
+                automagik_instance_id TEXT NOT NULL DEFAULT '',
+                automagik_instance_name TEXT NOT NULL DEFAULT '',
+                fallback_text TEXT NOT NULL DEFAULT '',
+                webhook_secret_enc TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX instances_channel ON instances (channel, name)",
+            """CREATE TABLE users (
+                id TEXT PRIMARY KEY,
+                instance_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                identity TEXT NOT NULL,
+                display_name TEXT NOT NULL DEFAULT '',
+                phone_number TEXT NOT NULL DEFAULT '',
+                created_at DOUBLE PRECISION NOT NULL,
+                last_seen_at DOUBLE PRECISION NOT NULL,
+                message_count BIGINT NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX users_instance ON users (instance_name)",
+            """CREATE TABLE user_identities (
+                instance_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                external_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (instance_name, channel, external_id)
+            )""",
+            """CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                instance_name TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                session_name TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                last_message_at DOUBLE PRECISION NOT NULL,
+                message_count BIGINT NOT NULL DEFAULT 0,
+                UNIQUE (instance_name, chat_id)
+            )""",
+            """CREATE TABLE routes (
+                message_id TEXT PRIMARY KEY,
+                instance_name TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                agent_reply TEXT,
+                outcome TEXT,
+                error_message TEXT NOT NULL DEFAULT '',
+                sent_message_ids TEXT NOT NULL DEFAULT '[]',
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX routes_instance ON routes (instance_name)",
+        ],
+    ),
+]
+
+_PLAIN_COLUMNS = [f.name for f in fields(Instance) if f.name not in SECRET_FIELDS]
+_COLUMNS = _PLAIN_COLUMNS + [f"{name}_enc" for name in SECRET_FIELDS]
+
+
+class InstanceRepository:
+    """Instances, with secrets encrypted on the way in and decrypted on the way out."""
+
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self._db = db
+        self._box = box
+
+    def _values(self, instance: Instance) -> list[Any]:
+        plain = [getattr(instance, name) for name in _PLAIN_COLUMNS]
+        return plain + [self._box.encrypt(getattr(instance, name)) for name in SECRET_FIELDS]
+
+    def _from_row(self, row: Row) -> Instance:
+        values: dict[str, Any] = {name: row[name] for name in _PLAIN_COLUMNS}
+        values["enable_auto_split"] = bool(values["enable_auto_split"])
+        values["is_active"] = bool(values["is_active"])
+        values["agent_timeout_seconds"] = int(values["agent_timeout_seconds"])
+        for name in SECRET_FIELDS:
+            values[name] = self._box.decrypt(row[f"{name}_enc"] or "")
+        return Instance(**values)
+
+    async def create(self, instance: Instance) -> None:
+        """Insert; raises `AlreadyExistsError` when the name is taken."""
+        placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+        inserted = await self._db.execute(
+            f"INSERT INTO instances ({', '.join(_COLUMNS)}) VALUES ({placeholders}) ON CONFLICT (name) DO NOTHING",
+            *self._values(instance),
+        )
+        if inserted == 0:
+            raise AlreadyExistsError(f"instance {instance.name!r} already exists", reason="INSTANCE_EXISTS")
+
+    async def get(self, name: str) -> Instance | None:
+        row = await self._db.fetchrow(f"SELECT {', '.join(_COLUMNS)} FROM instances WHERE name = $1", name)
+        return self._from_row(row) if row is not None else None
+
+    async def list_page(self, *, offset: int, limit: int, channel: str = "") -> tuple[list[Instance], int]:
+        """One page ordered by name, and the total matching `channel` ("" for all)."""
+        where, args = ("WHERE channel = $1", [channel]) if channel else ("", [])
+        n = len(args)
+        rows = await self._db.fetch(
+            f"SELECT {', '.join(_COLUMNS)} FROM instances {where} ORDER BY name LIMIT ${n + 1} OFFSET ${n + 2}",
+            *args,
+            limit,
+            offset,
+        )
+        total = await self._db.fetchval(f"SELECT COUNT(*) FROM instances {where}", *args)
+        return [self._from_row(r) for r in rows], int(total or 0)
+
+    async def list_all(self) -> list[Instance]:
+        rows = await self._db.fetch(f"SELECT {', '.join(_COLUMNS)} FROM instances ORDER BY name")
+        return [self._from_row(r) for r in rows]
+
+    async def update(self, instance: Instance) -> bool:
+        """Rewrite every column of the named instance; False when it no longer exists."""
+        assignments = ", ".join(f"{col} = ${i}" for i, col in enumerate(_COLUMNS[1:], start=2))
+        changed = await self._db.execute(f"UPDATE instances SET {assignments} WHERE name = $1", *self._values(instance))
+        return changed > 0
+
+    async def delete(self, name: str) -> bool:
+        """Delete the instance with its users, identities, sessions and routes; False when it did not exist."""
+        async with self._db.transaction() as tx:
+            deleted = await tx.execute("DELETE FROM instances WHERE name = $1", name)
+            for table in ("user_identities", "users", "sessions", "routes"):
+                await tx.execute(f"DELETE FROM {table} WHERE instance_name = $1", name)
+        return deleted > 0
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who sent a message, as the identity resolver needs it."""
+
+    instance_name: str
+    channel: str
+    identity: str
+    """The preferred identity: the phone JID when known, else the channel id."""
+    external_ids: tuple[str, ...]
+    """Every id the sender is known by in this message (identity first)."""
+    display_name: str = ""
+    phone_number: str = ""
+
+
+_NAMESPACE = uuid.UUID("5f0b6a52-8f7e-4f63-9c55-0d7f1c1b1e10")
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic UUID for the parts, so concurrent resolvers of one identity agree on the id."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+class IdentityRepository:
+    """Users (one per person per instance, known under several external ids) and sessions (one per chat)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def resolve_user(self, person: Person, now: float) -> str:
+        """The user id of `person`, creating the user and recording any id not seen before."""
+        async with self._db.transaction() as tx:
+            user_id = await self._find(tx, person)
+            if user_id is None:
+                user_id = stable_id("user", person.instance_name, person.channel, person.identity)
+                await tx.execute(
+                    "INSERT INTO users (id, instance_name, channel, identity, display_name, phone_number, created_at,"
+                    " last_seen_at, message_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    user_id,
+                    person.instance_name,
+                    person.channel,
+                    person.identity,
+                    person.display_name,
+                    person.phone_number,
+                    now,
+                )
+            for external_id in person.external_ids:
+                await tx.execute(
+                    "INSERT INTO user_identities (instance_name, channel, external_id, user_id, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (instance_name, channel, external_id) DO NOTHING",
+                    person.instance_name,
+                    person.channel,
+                    external_id,
+                    user_id,
+                    now,
+                )
+        return user_id
+
+    @staticmethod
+    async def _find(tx: Executor, person: Person) -> str | None:
+        for external_id in person.external_ids:
+            found = await tx.fetchval(
+                "SELECT user_id FROM user_identities WHERE instance_name = $1 AND channel = $2 AND external_id = $3",
+                person.instance_name,
+                person.channel,
+                external_id,
+            )
+            if found:
+                return str(found)
+        return None
+
+    async def resolve_session(
+        self, instance_name: str, channel: str, chat_id: str, session_name: str, user_id: str, now: float
+    ) -> str:
+        """The session id of the chat, creating the session on its first message."""
+        session_id = stable_id("session", instance_name, chat_id)
+        await self._db.execute(
+            "INSERT INTO sessions (id, instance_name, chat_id, channel, session_name, user_id, created_at,"
+            " last_message_at, message_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)"
+            " ON CONFLICT (instance_name, chat_id) DO NOTHING",
+            session_id,
+            instance_name,
+            chat_id,
+            channel,
+            session_name,
+            user_id,
+            now,
+        )
+        stored = await self._db.fetchval(
+            "SELECT id FROM sessions WHERE instance_name = $1 AND chat_id = $2", instance_name, chat_id
+        )
+        return str(stored or session_id)
+
+    async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:
+        """Count one message for the user and the session, and refresh the user's name and phone."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE users SET message_count = message_count + 1, last_seen_at = $2,"
+                " display_name = CASE WHEN $3 = '' THEN display_name ELSE $3 END,"
+                " phone_number = CASE WHEN $4 = '' THEN phone_number ELSE $4 END WHERE id = $1",
+                user_id,
+                now,
+                person.display_name,
+                person.phone_number,
+            )
+            await tx.execute(
+                "UPDATE sessions SET message_count = message_count + 1, last_message_at = $2, user_id = $3"
+                " WHERE id = $1",
+                session_id,
+                now,
+                user_id,
+            )
+
+    async def get_user(self, user_id: str) -> Row | None:
+        return await self._db.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+
+    async def get_session(self, session_id: str) -> Row | None:
+        return await self._db.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    """How far RouteMessage got with one inbound message."""
+
+    message_id: str
+    instance_name: str
+    user_id: str
+    session_id: str
+    agent_reply: dict[str, Any] | None = None
+    """The agent's parsed reply ({"text", "media", "actions", "raw"}) or a permanent failure ({"error"})."""
+    outcome: str | None = None
+    """sent or error once final; None while in progress."""
+    error_message: str = ""
+    sent_message_ids: tuple[str, ...] = ()
+    attempts: int = 0
+
+
+class RouteRepository:
+    """The idempotency record of RouteMessage, keyed by inbound message id."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @staticmethod
+    def _from_row(row: Row) -> RouteRecord:
+        return RouteRecord(
+            message_id=row["message_id"],
+            instance_name=row["instance_name"],
+            user_id=row["user_id"],
+            session_id=row["session_id"],
+            agent_reply=json.loads(row["agent_reply"]) if row["agent_reply"] else None,
+            outcome=row["outcome"],
+            error_message=row["error_message"] or "",
+            sent_message_ids=tuple(json.loads(row["sent_message_ids"] or "[]")),
+            attempts=int(row["attempts"]),
+        )
+
+    async def get(self, message_id: str) -> RouteRecord | None:
+        row = await self._db.fetchrow("SELECT * FROM routes WHERE message_id = $1", message_id)
+        return self._from_row(row) if row is not None else None
+
+    async def claim(self, record: RouteRecord, now: float) -> bool:
+        """Insert the record of a new message; False when another attempt already did."""
+        inserted = await self._db.execute(
+            "INSERT INTO routes (message_id, instance_name, user_id, session_id, attempts, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, 1, $5, $5) ON CONFLICT (message_id) DO NOTHING",
+            record.message_id,
+            record.instance_name,
+            record.user_id,
+            record.session_id,
+            now,
+        )
+        return inserted > 0
+
+    async def count_attempt(self, message_id: str, now: float) -> None:
+        await self._db.execute(
+            "UPDATE routes SET attempts = attempts + 1, updated_at = $2 WHERE message_id = $1", message_id, now
+        )
+
+    async def store_reply(self, message_id: str, reply: dict[str, Any], now: float) -> dict[str, Any]:
+        """Store the agent reply unless one is stored already; returns the stored one (the first wins)."""
+        await self._db.execute(
+            "UPDATE routes SET agent_reply = $2, updated_at = $3 WHERE message_id = $1 AND agent_reply IS NULL",
+            message_id,
+            json.dumps(reply),
+            now,
+        )
+        stored = await self._db.fetchval("SELECT agent_reply FROM routes WHERE message_id = $1", message_id)
+        result: dict[str, Any] = json.loads(stored) if stored else reply
+        return result
+
+    async def finish(
+        self, message_id: str, outcome: str, error_message: str, sent_message_ids: list[str], now: float
+    ) -> None:
+        """Record the final outcome; later attempts return it without doing anything."""
+        await self._db.execute(
+            "UPDATE routes SET outcome = $2, error_message = $3, sent_message_ids = $4, updated_at = $5"
+            " WHERE message_id = $1",
+            message_id,
+            outcome,
+            error_message,
+            json.dumps(sent_message_ids),
+            now,
+        )
