@@ -35,10 +35,10 @@ from gateway.app.config import Settings
 MESH_SERVICES = ("ingress", "router", "channels", "tracing")
 """The services /health reports on, in display order."""
 
-HealthStubs = dict[str, Any]
+HealthStubMap = dict[str, Any]
 """Service name -> grpc.health.v1 HealthStub (untyped upstream)."""
 
-__all__ = ["MESH_SERVICES", "ChannelsStub", "HealthStubs", "IngressStub", "Mesh", "RouterStub", "TracingStub"]
+__all__ = ["MESH_SERVICES", "ChannelsStub", "HealthStubMap", "IngressStub", "Mesh", "RouterStub", "TracingStub"]
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,14 @@ class Mesh:
     ingress: IngressStub
     channels: ChannelsStub
     tracing: TracingStub
-    health: HealthStubs
+    health: HealthStubMap
     grpc_channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
     def open(cls, settings: Settings) -> Mesh:
         """Open one channel per service; with tracing, the OTel client interceptor starts each trace here."""
-        opened = {name: open_channel(settings.address_of(name), tracing=settings.enable_tracing) for name in MESH_SERVICES}
+        tracing = settings.enable_tracing
+        opened = {name: open_channel(settings.address_of(name), tracing=tracing) for name in MESH_SERVICES}
         return cls(
             router=router_service_pb2_grpc.RouterServiceStub(opened["router"]),
             ingress=ingress_service_pb2_grpc.IngressServiceStub(opened["ingress"]),

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from gateway.app.config import Settings
-from gateway.app.mesh import ChannelsStub, HealthStubs, IngressStub, Mesh, RouterStub, TracingStub
+from gateway.app.mesh import ChannelsStub, HealthStubMap, IngressStub, Mesh, RouterStub, TracingStub
 from servicekit.errors import UnauthenticatedError, UnavailableError
 
 API_KEY_HEADER = "x-api-key"
@@ -61,7 +61,7 @@ async def get_tracing_stub(request: Request) -> TracingStub:
     return _mesh(request).tracing
 
 
-async def get_health_stubs(request: Request) -> HealthStubs:
+async def get_health_stubs(request: Request) -> HealthStubMap:
     """One grpc.health.v1 stub per mesh service."""
     return _mesh(request).health
 
@@ -71,7 +71,7 @@ RouterStubDep = Annotated[RouterStub, Depends(get_router_stub)]
 IngressStubDep = Annotated[IngressStub, Depends(get_ingress_stub)]
 ChannelsStubDep = Annotated[ChannelsStub, Depends(get_channels_stub)]
 TracingStubDep = Annotated[TracingStub, Depends(get_tracing_stub)]
-HealthStubsDep = Annotated[HealthStubs, Depends(get_health_stubs)]
+HealthStubs = Annotated[HealthStubMap, Depends(get_health_stubs)]
 
 
 async def require_api_key(settings: SettingsDep, provided: Annotated[str | None, Depends(api_key_scheme)]) -> str:
@@ -89,3 +89,17 @@ async def require_api_key(settings: SettingsDep, provided: Annotated[str | None,
 
 
 ApiKeyDep = Annotated[str, Depends(require_api_key)]
+
+
+def needs_api_key_and_lacks_it(request: Request) -> bool:
+    """True for a protected /api/v1 path without the right key.
+
+    FastAPI decodes a JSON body before it runs dependencies, so a non-JSON body would otherwise be answered
+    400 before the key is checked; the error handler asks this first so an anonymous caller only ever sees 401.
+    """
+    path = request.url.path
+    if not path.startswith("/api/v1/") or path.startswith("/api/v1/webhook/"):
+        return False
+    provided = request.headers.get(API_KEY_HEADER, "")
+    settings: Settings = request.app.state.settings
+    return not (provided and hmac.compare_digest(provided.encode(), settings.api_key.encode()))

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from gateway.app.api.deps import needs_api_key_and_lacks_it
 from servicekit import errors
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ _STATUS_BY_ERROR: tuple[tuple[type[errors.OmniError], int], ...] = (
 )
 
 
-def json_error(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def json_response(status_code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """A JSON error response; ASCII-escaped so that no input (even a lone surrogate) can break the encoding."""
     content = json.dumps(body, ensure_ascii=True, default=str, separators=(",", ":"))
     return Response(content=content, status_code=status_code, headers=headers, media_type="application/json")
@@ -58,7 +59,7 @@ def error_response(exc: errors.OmniError) -> Response:
     status_code = status_for(exc)
     if status_code == 500:
         log.error("internal error from the mesh: %s (%s)", exc.message, exc.reason)
-        return json_error(500, {"detail": "internal error", "reason": "INTERNAL"})
+        return json_response(500, {"detail": "internal error", "reason": "INTERNAL"})
     body: dict[str, Any] = {"detail": exc.message, "reason": exc.reason}
     headers: dict[str, str] = {}
     if isinstance(exc, errors.InvalidArgumentError) and exc.violations:
@@ -67,7 +68,7 @@ def error_response(exc: errors.OmniError) -> Response:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if isinstance(exc, errors.UnauthenticatedError):
         headers["WWW-Authenticate"] = "ApiKey"
-    return json_error(status_code, body, headers or None)
+    return json_response(status_code, body, headers or None)
 
 
 async def omni_error_handler(request: Request, exc: Exception) -> Response:
@@ -89,8 +90,10 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     assert isinstance(exc, RequestValidationError)
     details = _clean_validation_errors(exc.errors())
     if any(item["type"] == "json_invalid" for item in details):
-        return json_error(400, {"detail": "request body is not valid JSON", "reason": "INVALID_JSON"})
-    return json_error(422, {"detail": details, "reason": "INVALID_ARGUMENT"})
+        if needs_api_key_and_lacks_it(request):
+            return error_response(errors.UnauthenticatedError("missing or invalid API key", reason="API_KEY_INVALID"))
+        return json_response(400, {"detail": "request body is not valid JSON", "reason": "INVALID_JSON"})
+    return json_response(422, {"detail": details, "reason": "INVALID_ARGUMENT"})
 
 
 _REASON_BY_STATUS = {
@@ -109,13 +112,13 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     reason = _REASON_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
     detail = exc.detail if exc.status_code != 404 or exc.detail != "Not Found" else "not found"
-    return json_error(exc.status_code, {"detail": detail, "reason": reason}, dict(exc.headers or {}) or None)
+    return json_response(exc.status_code, {"detail": detail, "reason": reason}, dict(exc.headers or {}) or None)
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> Response:
     """Last resort: a bug in the gateway is logged with its traceback and answered with a generic 500 JSON."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return json_error(500, {"detail": "internal error", "reason": "INTERNAL"})
+    return json_response(500, {"detail": "internal error", "reason": "INTERNAL"})
 
 
 def install_error_handlers(app: FastAPI) -> None:

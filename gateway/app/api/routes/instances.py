@@ -1,0 +1,175 @@
+"""Instance CRUD and connection state: /api/v1/instances, backed by RouterService and ChannelsService."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from omni.channels.v1 import channels_service_pb2, outbound_pb2
+from omni.common.v1 import channel_pb2
+from omni.router.v1 import router_service_pb2
+
+from gateway.app.api.deps import ChannelsStubDep, RouterStubDep, SettingsDep
+from gateway.app.config import Settings
+from gateway.app.mappers.instances import (
+    CHANNEL_BY_NAME,
+    channel_name,
+    create_to_proto,
+    instance_out,
+    update_to_proto,
+)
+from gateway.app.schemas.common import PAGE_MAX
+from gateway.app.schemas.instances import (
+    ChannelType,
+    ConnectionStatus,
+    ConnectionStatusOut,
+    InstanceCreate,
+    InstanceList,
+    InstanceOut,
+    InstanceUpdate,
+    QrCodeOut,
+)
+from servicekit.errors import FieldViolation, InvalidArgumentError
+from servicekit.grpc_clients import call
+
+router = APIRouter(prefix="/instances", tags=["instances"])
+
+_STATUS_BY_STATE: dict[int, ConnectionStatus] = {
+    outbound_pb2.CONNECTION_STATE_CONNECTED: "connected",
+    outbound_pb2.CONNECTION_STATE_CONNECTING: "connecting",
+    outbound_pb2.CONNECTION_STATE_DISCONNECTED: "disconnected",
+    outbound_pb2.CONNECTION_STATE_ERROR: "error",
+}
+
+
+def public_base_url(request: Request, settings: Settings) -> str:
+    """Where the outside world reaches this gateway: the configured public URL, else the request's own base."""
+    return settings.api_public_url or str(request.base_url)
+
+
+@router.post("", status_code=201, response_model=InstanceOut)
+async def create_instance(
+    body: InstanceCreate, stub: RouterStubDep, settings: SettingsDep, request: Request
+) -> InstanceOut:
+    """Create an instance. 409 when the name is taken."""
+    answer = await call(
+        stub.CreateInstance,
+        router_service_pb2.CreateInstanceRequest(instance=create_to_proto(body)),
+        timeout=settings.api_rpc_timeout_seconds,
+    )
+    return instance_out(answer.instance, public_base_url(request, settings))
+
+
+@router.get("", response_model=InstanceList)
+async def list_instances(
+    stub: RouterStubDep,
+    settings: SettingsDep,
+    request: Request,
+    page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 100,
+    channel_type: ChannelType | None = None,
+) -> InstanceList:
+    """One page of instances ordered by name."""
+    answer = await call(
+        stub.ListInstances,
+        router_service_pb2.ListInstancesRequest(
+            page=page,
+            page_size=page_size,
+            channel=CHANNEL_BY_NAME[channel_type] if channel_type else channel_pb2.CHANNEL_UNSPECIFIED,
+        ),
+        timeout=settings.api_rpc_timeout_seconds,
+    )
+    base_url = public_base_url(request, settings)
+    return InstanceList(
+        instances=[instance_out(instance, base_url) for instance in answer.instances],
+        page=page,
+        page_size=page_size,
+        total_count=answer.total_count,
+    )
+
+
+@router.get("/{name}", response_model=InstanceOut)
+async def get_instance(name: str, stub: RouterStubDep, settings: SettingsDep, request: Request) -> InstanceOut:
+    """One instance, secrets masked. 404 when unknown."""
+    answer = await call(
+        stub.GetInstance, router_service_pb2.GetInstanceRequest(name=name), timeout=settings.api_rpc_timeout_seconds
+    )
+    return instance_out(answer.instance, public_base_url(request, settings))
+
+
+@router.put("/{name}", response_model=InstanceOut)
+async def update_instance(
+    name: str, body: InstanceUpdate, stub: RouterStubDep, settings: SettingsDep, request: Request
+) -> InstanceOut:
+    """Change the fields present in the body (null clears an optional field or a secret)."""
+    if body.name is not None and body.name != name:
+        raise InvalidArgumentError(
+            "instances cannot be renamed",
+            reason="RENAME_NOT_SUPPORTED",
+            violations=[FieldViolation("name", f"must be '{name}' (the name in the path) or absent")],
+        )
+    instance, mask = update_to_proto(name, body)
+    if not mask.paths:
+        return await get_instance(name, stub, settings, request)
+    answer = await call(
+        stub.UpdateInstance,
+        router_service_pb2.UpdateInstanceRequest(instance=instance, update_mask=mask),
+        timeout=settings.api_rpc_timeout_seconds,
+    )
+    return instance_out(answer.instance, public_base_url(request, settings))
+
+
+@router.delete("/{name}", status_code=204, response_class=Response)
+async def delete_instance(name: str, stub: RouterStubDep, settings: SettingsDep) -> Response:
+    """Delete an instance with its users and sessions. 404 when unknown."""
+    await call(
+        stub.DeleteInstance,
+        router_service_pb2.DeleteInstanceRequest(name=name),
+        timeout=settings.api_rpc_timeout_seconds,
+    )
+    return Response(status_code=204)
+
+
+async def _connection(
+    name: str, include_qr_code: bool, stub: RouterStubDep, channels: ChannelsStubDep, settings: Settings
+) -> tuple[str, channels_service_pb2.GetConnectionStatusResponse]:
+    """The instance's channel type (404 via the router when unknown) and its connection state."""
+    found = await call(
+        stub.GetInstance, router_service_pb2.GetInstanceRequest(name=name), timeout=settings.api_rpc_timeout_seconds
+    )
+    state = await call(
+        channels.GetConnectionStatus,
+        channels_service_pb2.GetConnectionStatusRequest(instance_name=name, include_qr_code=include_qr_code),
+        timeout=settings.api_channel_timeout_seconds,
+    )
+    return channel_name(found.instance.channel), state
+
+
+@router.get("/{name}/status", response_model=ConnectionStatusOut)
+async def connection_status(
+    name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep
+) -> ConnectionStatusOut:
+    """Whether the channel account is connected."""
+    channel_type, state = await _connection(name, False, stub, channels, settings)
+    return ConnectionStatusOut(
+        instance_name=name,
+        channel_type=channel_type,
+        status=_STATUS_BY_STATE.get(state.state, "error"),
+        raw_state=state.raw_state or None,
+        detail=state.detail or None,
+    )
+
+
+@router.get("/{name}/qr-code", response_model=QrCodeOut)
+async def qr_code(name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep) -> QrCodeOut:
+    """The login QR code (base64 PNG) while the instance is connecting; null otherwise."""
+    channel_type, state = await _connection(name, True, stub, channels, settings)
+    return QrCodeOut(
+        instance_name=name,
+        channel_type=channel_type,
+        status=_STATUS_BY_STATE.get(state.state, "error"),
+        raw_state=state.raw_state or None,
+        detail=state.detail or None,
+        qr_code=state.qr_code or None,
+        pairing_code=state.pairing_code or None,
+    )

@@ -1,0 +1,103 @@
+"""Instance JSON <-> omni.router.v1.Instance.
+
+The JSON names follow the public contract (`channel_type`, `agent_timeout`); the proto names follow the mesh
+(`channel`, `agent_timeout_seconds`). Secrets travel to the router in `SecretValue.value` and come back only as
+`is_set` + `hint`: the clear value is never read here, even if a peer sent it by mistake.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.field_mask_pb2 import FieldMask
+from omni.common.v1 import channel_pb2
+from omni.router.v1 import instance_pb2
+
+from gateway.app.mappers.timestamps import to_datetime
+from gateway.app.schemas.instances import SECRET_FIELDS, InstanceCreate, InstanceOut, InstanceUpdate
+
+CHANNEL_BY_NAME = {
+    "whatsapp": channel_pb2.CHANNEL_WHATSAPP,
+    "discord": channel_pb2.CHANNEL_DISCORD,
+    "slack": channel_pb2.CHANNEL_SLACK,
+}
+NAME_BY_CHANNEL = {value: name for name, value in CHANNEL_BY_NAME.items()}
+
+_PROTO_NAME = {"channel_type": "channel", "agent_timeout": "agent_timeout_seconds"}
+"""JSON field -> proto field where the two differ."""
+
+_PLAIN_STRINGS = (
+    "evolution_url",
+    "whatsapp_instance",
+    "discord_client_id",
+    "discord_guild_id",
+    "agent_api_url",
+    "default_agent",
+    "automagik_instance_id",
+    "automagik_instance_name",
+    "fallback_text",
+)
+
+WEBHOOK_PATH = "/api/v1/webhook/evolution/{name}"
+
+
+def channel_name(channel: channel_pb2.Channel.ValueType) -> str:
+    """The contract's channel_type for a proto Channel ("unspecified" if the router sent none)."""
+    return NAME_BY_CHANNEL.get(channel, "unspecified")
+
+
+def _set_field(instance: instance_pb2.Instance, field: str, value: Any) -> str:
+    """Write one JSON field into the proto; returns the proto field name (the update_mask path)."""
+    proto_name = _PROTO_NAME.get(field, field)
+    if field in SECRET_FIELDS:
+        secret = getattr(instance, proto_name)
+        secret.value = value or ""
+        secret.is_set = bool(value)
+    elif field == "channel_type":
+        instance.channel = CHANNEL_BY_NAME[value]
+    elif field in _PLAIN_STRINGS:
+        setattr(instance, proto_name, value or "")
+    else:
+        setattr(instance, proto_name, value)
+    return proto_name
+
+
+def create_to_proto(body: InstanceCreate) -> instance_pb2.Instance:
+    """The Instance a CreateInstance call carries."""
+    instance = instance_pb2.Instance(name=body.name)
+    for field, value in body.model_dump(exclude={"name"}).items():
+        _set_field(instance, field, value)
+    return instance
+
+
+def update_to_proto(name: str, body: InstanceUpdate) -> tuple[instance_pb2.Instance, FieldMask]:
+    """The Instance and update_mask of an UpdateInstance call: only the fields present in the body."""
+    instance = instance_pb2.Instance(name=name)
+    paths = [_set_field(instance, field, getattr(body, field)) for field in sorted(body.model_fields_set - {"name"})]
+    return instance, FieldMask(paths=paths)
+
+
+def _hint(secret: instance_pb2.SecretValue) -> str | None:
+    if not secret.is_set:
+        return None
+    return secret.hint or "****"
+
+
+def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
+    """The API view of an instance: masked secrets, has_<secret> flags, ISO times and the webhook URL."""
+    values: dict[str, Any] = {field: getattr(instance, field) or None for field in _PLAIN_STRINGS}
+    for field in SECRET_FIELDS:
+        secret = getattr(instance, field)
+        values[field] = _hint(secret)
+        values[f"has_{field}"] = secret.is_set
+    return InstanceOut(
+        name=instance.name,
+        channel_type=channel_name(instance.channel),
+        agent_timeout=instance.agent_timeout_seconds or 60,
+        enable_auto_split=instance.enable_auto_split,
+        is_active=instance.is_active,
+        webhook_url=base_url.rstrip("/") + WEBHOOK_PATH.format(name=instance.name),
+        created_at=to_datetime(instance.created_at),
+        updated_at=to_datetime(instance.updated_at),
+        **values,
+    )

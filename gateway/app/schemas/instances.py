@@ -1,0 +1,190 @@
+"""Instance request and response models (the public contract's instance JSON)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, model_validator
+
+from gateway.app.schemas.common import HttpUrl, LongText, SecretText, ShortText, valid_utf8
+
+ChannelType = Literal["whatsapp", "discord", "slack"]
+ConnectionStatus = Literal["connected", "connecting", "disconnected", "error"]
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+RESERVED_NAMES = frozenset(
+    {
+        "instances",
+        "traces",
+        "webhook",
+        "webhooks",
+        "health",
+        "access",
+        "api",
+        "docs",
+        "openapi",
+        "redoc",
+        "dead-letters",
+        "send-text",
+        "send-media",
+        "contacts",
+        "chats",
+        "channels",
+        "static",
+        "v1",
+    }
+)
+"""Names that would collide with a top-level route segment (e.g. /api/v1/{instance}/send-text)."""
+
+SECRET_FIELDS = (
+    "evolution_key",
+    "discord_bot_token",
+    "slack_bot_token",
+    "slack_signing_secret",
+    "agent_api_key",
+    "webhook_secret",
+)
+"""Instance fields that are secrets: written in clear, read back only as a masked hint."""
+
+
+def valid_instance_name(value: str) -> str:
+    """Lower-case `[a-z0-9][a-z0-9_-]{0,62}` and not a reserved route word."""
+    valid_utf8(value)
+    if not NAME_PATTERN.fullmatch(value):
+        raise ValueError("must match [a-z0-9][a-z0-9_-]{0,62} (lower case letters, digits, '_' and '-')")
+    if value in RESERVED_NAMES:
+        raise ValueError(f"'{value}' is reserved (it collides with an API route)")
+    return value
+
+
+def _blank_to_none(value: object) -> object:
+    """Clients often send "" for an unset optional field; treat it as not set."""
+    return None if value == "" else value
+
+
+InstanceName = Annotated[str, AfterValidator(valid_instance_name)]
+OptionalUrl = Annotated[HttpUrl | None, BeforeValidator(_blank_to_none)]
+AgentTimeout = Annotated[int, Field(ge=1, le=600, description="Seconds an agent call may take, retries included.")]
+
+
+class InstanceFields(BaseModel):
+    """Fields that are optional both when creating and when updating an instance."""
+
+    evolution_url: OptionalUrl = Field(default=None, description="Base URL of the Evolution API server (WhatsApp).")
+    evolution_key: SecretText | None = Field(default=None, description="Evolution API key (write-only).")
+    whatsapp_instance: ShortText | None = Field(default=None, description="Evolution's own instance name.")
+    discord_bot_token: SecretText | None = Field(default=None, description="Discord bot token (write-only).")
+    discord_client_id: ShortText | None = None
+    discord_guild_id: ShortText | None = None
+    slack_bot_token: SecretText | None = Field(default=None, description="Slack bot token xoxb-... (write-only).")
+    slack_signing_secret: SecretText | None = Field(default=None, description="Slack signing secret (write-only).")
+    agent_api_key: SecretText | None = Field(default=None, description="Sent to the agent as x-api-key (write-only).")
+    default_agent: ShortText | None = None
+    automagik_instance_id: ShortText | None = None
+    automagik_instance_name: ShortText | None = None
+    fallback_text: LongText | None = Field(default=None, description="Sent when the agent fails for good.")
+    webhook_secret: SecretText | None = Field(
+        default=None, description="When set, webhooks must present it (header x-omni-webhook-secret or ?secret=)."
+    )
+
+
+class InstanceCreate(InstanceFields):
+    """Body of POST /api/v1/instances."""
+
+    name: InstanceName
+    channel_type: ChannelType = "whatsapp"
+    agent_api_url: HttpUrl = Field(description="Base URL of the agent (the hub POSTs to {url}/api/agent/chat).")
+    agent_timeout: AgentTimeout = 60
+    enable_auto_split: bool = True
+    is_active: bool = True
+
+    @model_validator(mode="after")
+    def _channel_requirements(self) -> InstanceCreate:
+        if self.channel_type == "whatsapp":
+            missing = [f for f in ("evolution_url", "whatsapp_instance") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"a whatsapp instance needs {' and '.join(missing)}")
+        return self
+
+
+_NOT_NULLABLE = ("name", "channel_type", "agent_api_url", "agent_timeout", "enable_auto_split", "is_active")
+
+
+class InstanceUpdate(InstanceFields):
+    """Body of PUT /api/v1/instances/{name}: any subset of the create fields; only the fields sent change."""
+
+    name: InstanceName | None = Field(default=None, description="Must equal the name in the path (no renames).")
+    channel_type: ChannelType | None = None
+    agent_api_url: HttpUrl | None = None
+    agent_timeout: AgentTimeout | None = None
+    enable_auto_split: bool | None = None
+    is_active: bool | None = None
+
+    @model_validator(mode="after")
+    def _required_fields_not_cleared(self) -> InstanceUpdate:
+        cleared = [f for f in _NOT_NULLABLE if f in self.model_fields_set and getattr(self, f) is None]
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self
+
+
+class InstanceOut(BaseModel):
+    """An instance as the API shows it: secrets only as a masked hint plus has_<field>."""
+
+    name: str
+    channel_type: str
+    evolution_url: str | None = None
+    evolution_key: str | None = Field(default=None, description="Masked hint, e.g. ****1FAB.")
+    has_evolution_key: bool = False
+    whatsapp_instance: str | None = None
+    discord_bot_token: str | None = None
+    has_discord_bot_token: bool = False
+    discord_client_id: str | None = None
+    discord_guild_id: str | None = None
+    slack_bot_token: str | None = None
+    has_slack_bot_token: bool = False
+    slack_signing_secret: str | None = None
+    has_slack_signing_secret: bool = False
+    agent_api_url: str | None = None
+    agent_api_key: str | None = None
+    has_agent_api_key: bool = False
+    default_agent: str | None = None
+    agent_timeout: int = 60
+    enable_auto_split: bool = True
+    is_active: bool = True
+    automagik_instance_id: str | None = None
+    automagik_instance_name: str | None = None
+    fallback_text: str | None = None
+    webhook_secret: str | None = None
+    has_webhook_secret: bool = False
+    webhook_url: str = Field(description="The URL Evolution should POST its webhooks to.")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class InstanceList(BaseModel):
+    """One page of instances, ordered by name."""
+
+    instances: list[InstanceOut]
+    page: int
+    page_size: int
+    total_count: int
+
+
+class ConnectionStatusOut(BaseModel):
+    """The channel connection state of an instance."""
+
+    instance_name: str
+    channel_type: str
+    status: ConnectionStatus
+    raw_state: str | None = Field(default=None, description="The channel gateway's own word (Evolution 'open', ...).")
+    detail: str | None = None
+
+
+class QrCodeOut(ConnectionStatusOut):
+    """The connection state plus the login QR code while connecting."""
+
+    qr_code: str | None = Field(default=None, description="Base64 PNG (no data: prefix), or null.")
+    pairing_code: str | None = None

@@ -1,0 +1,324 @@
+"""Fake mesh services for the gateway tests: subclasses of the generated servicers with configurable outcomes.
+
+Each fake answers from a small in-memory model (the router keeps instances and redacts secrets as the real one
+must), and a `Script` lets a test replace any RPC's outcome with a canned response or a raised servicekit error,
+which the real `ErrorMappingInterceptor` of `new_server` turns into a rich gRPC status.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, outbound_pb2
+from omni.common.v1 import channel_pb2
+from omni.ingress.v1 import inbox_pb2, ingress_service_pb2, ingress_service_pb2_grpc
+from omni.router.v1 import instance_pb2, router_service_pb2, router_service_pb2_grpc
+from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
+
+from servicekit.errors import AlreadyExistsError, NotFoundError, OmniError
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SECRET_PROTO_FIELDS = (
+    "evolution_key",
+    "discord_bot_token",
+    "slack_bot_token",
+    "slack_signing_secret",
+    "agent_api_key",
+    "webhook_secret",
+)
+
+
+class Script:
+    """Per-RPC outcomes chosen by a test, plus what each RPC received and how much deadline it had left."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, OmniError] = {}
+        self.responses: dict[str, Any] = {}
+        self.calls: dict[str, list[Any]] = defaultdict(list)
+        self.time_remaining: dict[str, float | None] = {}
+
+    def fail(self, method: str, error: OmniError) -> None:
+        """Make `method` raise `error`."""
+        self.errors[method] = error
+
+    def respond(self, method: str, response: Any) -> None:
+        """Make `method` answer `response`."""
+        self.responses[method] = response
+
+    def record(self, method: str, request: Any, context: Context) -> Any:
+        """Note the call; raise the scripted error or return the scripted response (None: use the model)."""
+        self.calls[method].append(request)
+        self.time_remaining[method] = context.time_remaining()
+        if method in self.errors:
+            raise self.errors[method]
+        return self.responses.get(method)
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def redacted(instance: instance_pb2.Instance) -> instance_pb2.Instance:
+    """The instance as the router returns it to the gateway: secrets as is_set + hint, never the value."""
+    copy = instance_pb2.Instance()
+    copy.CopyFrom(instance)
+    for field in SECRET_PROTO_FIELDS:
+        secret = getattr(copy, field)
+        if secret.value:
+            secret.is_set = True
+            secret.hint = "****" + secret.value[-4:]
+        secret.value = ""
+    return copy
+
+
+class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
+    """Keeps instances in memory; sends answer with fixed message ids."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.instances: dict[str, instance_pb2.Instance] = {}
+
+    async def RouteMessage(
+        self, request: router_service_pb2.RouteMessageRequest, context: Context
+    ) -> router_service_pb2.RouteMessageResponse:
+        canned = self.script.record("RouteMessage", request, context)
+        return canned or router_service_pb2.RouteMessageResponse()
+
+    async def SendText(
+        self, request: router_service_pb2.SendTextRequest, context: Context
+    ) -> router_service_pb2.SendTextResponse:
+        canned = self.script.record("SendText", request, context)
+        return canned or router_service_pb2.SendTextResponse(message_ids=["wamid-1"], trace_id="ab" * 16)
+
+    async def SendMedia(
+        self, request: router_service_pb2.SendMediaRequest, context: Context
+    ) -> router_service_pb2.SendMediaResponse:
+        canned = self.script.record("SendMedia", request, context)
+        return canned or router_service_pb2.SendMediaResponse(message_ids=["wamid-2"], trace_id="cd" * 16)
+
+    async def CreateInstance(
+        self, request: router_service_pb2.CreateInstanceRequest, context: Context
+    ) -> router_service_pb2.CreateInstanceResponse:
+        canned = self.script.record("CreateInstance", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        name = request.instance.name
+        if name in self.instances:
+            raise AlreadyExistsError(f"instance {name} already exists")
+        stored = instance_pb2.Instance()
+        stored.CopyFrom(request.instance)
+        stored.created_at.CopyFrom(_now())
+        stored.updated_at.CopyFrom(stored.created_at)
+        self.instances[name] = stored
+        return router_service_pb2.CreateInstanceResponse(instance=redacted(stored))
+
+    def _get(self, name: str) -> instance_pb2.Instance:
+        if name not in self.instances:
+            raise NotFoundError(f"instance {name} not found")
+        return self.instances[name]
+
+    async def GetInstance(
+        self, request: router_service_pb2.GetInstanceRequest, context: Context
+    ) -> router_service_pb2.GetInstanceResponse:
+        canned = self.script.record("GetInstance", request, context)
+        return canned or router_service_pb2.GetInstanceResponse(instance=redacted(self._get(request.name)))
+
+    async def ListInstances(
+        self, request: router_service_pb2.ListInstancesRequest, context: Context
+    ) -> router_service_pb2.ListInstancesResponse:
+        canned = self.script.record("ListInstances", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        names = sorted(self.instances)
+        start = (request.page - 1) * request.page_size
+        page = [redacted(self.instances[n]) for n in names[start : start + request.page_size]]
+        return router_service_pb2.ListInstancesResponse(instances=page, total_count=len(names))
+
+    async def UpdateInstance(
+        self, request: router_service_pb2.UpdateInstanceRequest, context: Context
+    ) -> router_service_pb2.UpdateInstanceResponse:
+        canned = self.script.record("UpdateInstance", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        stored = self._get(request.instance.name)
+        for path in request.update_mask.paths:
+            if path in SECRET_PROTO_FIELDS:
+                getattr(stored, path).CopyFrom(getattr(request.instance, path))
+            else:
+                setattr(stored, path, getattr(request.instance, path))
+        stored.updated_at.CopyFrom(_now())
+        return router_service_pb2.UpdateInstanceResponse(instance=redacted(stored))
+
+    async def DeleteInstance(
+        self, request: router_service_pb2.DeleteInstanceRequest, context: Context
+    ) -> router_service_pb2.DeleteInstanceResponse:
+        self.script.record("DeleteInstance", request, context)
+        self._get(request.name)
+        del self.instances[request.name]
+        return router_service_pb2.DeleteInstanceResponse()
+
+    async def WatchInstances(self, request: router_service_pb2.WatchInstancesRequest, context: Context) -> Any:
+        yield router_service_pb2.WatchInstancesResponse(kind=instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT_DONE)
+
+
+class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
+    """Knows a fixed set of instances; accepts every webhook for them."""
+
+    def __init__(self, script: Script, known: set[str]) -> None:
+        self.script = script
+        self.known = known
+        self.dead = {"dead-1"}
+
+    async def ReceiveWebhook(
+        self, request: ingress_service_pb2.ReceiveWebhookRequest, context: Context
+    ) -> ingress_service_pb2.ReceiveWebhookResponse:
+        canned = self.script.record("ReceiveWebhook", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        if request.instance_name not in self.known:
+            raise NotFoundError(f"instance {request.instance_name} not found")
+        return ingress_service_pb2.ReceiveWebhookResponse(
+            disposition=ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED,
+            message_id="msg-1",
+            trace_id="ef" * 16,
+            event="messages.upsert",
+        )
+
+    async def IngestMessage(
+        self, request: ingress_service_pb2.IngestMessageRequest, context: Context
+    ) -> ingress_service_pb2.IngestMessageResponse:
+        canned = self.script.record("IngestMessage", request, context)
+        return canned or ingress_service_pb2.IngestMessageResponse(message_id="msg-2")
+
+    async def ListDeadLetters(
+        self, request: ingress_service_pb2.ListDeadLettersRequest, context: Context
+    ) -> ingress_service_pb2.ListDeadLettersResponse:
+        canned = self.script.record("ListDeadLetters", request, context)
+        return canned or ingress_service_pb2.ListDeadLettersResponse(total_count=0)
+
+    async def RedeliverDeadLetter(
+        self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
+    ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
+        self.script.record("RedeliverDeadLetter", request, context)
+        if request.id not in self.dead:
+            raise NotFoundError(f"no dead letter {request.id}")
+        return ingress_service_pb2.RedeliverDeadLetterResponse(id=request.id)
+
+
+class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
+    """Every instance is waiting for a QR scan."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    async def SendMessage(
+        self, request: channels_service_pb2.SendMessageRequest, context: Context
+    ) -> channels_service_pb2.SendMessageResponse:
+        canned = self.script.record("SendMessage", request, context)
+        return canned or channels_service_pb2.SendMessageResponse()
+
+    async def SendPresence(
+        self, request: channels_service_pb2.SendPresenceRequest, context: Context
+    ) -> channels_service_pb2.SendPresenceResponse:
+        canned = self.script.record("SendPresence", request, context)
+        return canned or channels_service_pb2.SendPresenceResponse()
+
+    async def GetConnectionStatus(
+        self, request: channels_service_pb2.GetConnectionStatusRequest, context: Context
+    ) -> channels_service_pb2.GetConnectionStatusResponse:
+        canned = self.script.record("GetConnectionStatus", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        return channels_service_pb2.GetConnectionStatusResponse(
+            state=outbound_pb2.CONNECTION_STATE_CONNECTING,
+            raw_state="connecting",
+            qr_code="iVBORw0KGgo=" if request.include_qr_code else "",
+        )
+
+
+def sample_trace(trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> trace_pb2.Trace:
+    """A finished trace with payloads and two spans, as the tracing service would derive it."""
+    trace = trace_pb2.Trace(
+        trace_id=trace_id,
+        instance_name="acme",
+        status=trace_pb2.TRACE_STATUS_SENT,
+        source_channel="whatsapp",
+        source_user_id="5511999999999@s.whatsapp.net",
+        session_id="sess-1",
+        duration_ms=1234,
+        agent_duration_ms=800,
+        message_id="msg-1",
+        channel_message_id="3EB0ABC",
+    )
+    trace.created_at.FromSeconds(1_760_000_000)
+    trace.updated_at.FromSeconds(1_760_000_001)
+    trace.incoming_payload.struct_value.update({"event": "messages.upsert", "data": {"key": {"id": "3EB0ABC"}}})
+    trace.agent_request_payload.struct_value.update({"message": "Hello!", "session_id": "sess-1"})
+    trace.agent_response_payload.struct_value.update({"text": "Hi there"})
+    # outgoing_payload left unset on purpose: it must come back as null.
+    agent = trace.spans.add(name="agent.call", span_id="b7ad6b7169203331", parent_span_id="00f067aa0ba902b7")
+    agent.start_time.FromMilliseconds(1_760_000_000_100)
+    agent.end_time.FromMilliseconds(1_760_000_000_900)
+    agent.duration_ms = 800.0
+    agent.status = "ok"
+    agent.attributes.update({"omni.step": "agent_call", "http.status_code": 200})
+    agent.service_name = "omni-router"
+    send = trace.spans.add(name="channels.send", span_id="c7ad6b7169203331", status="unset")
+    send.start_time.FromMilliseconds(1_760_000_000_950)
+    send.end_time.FromMilliseconds(1_760_000_001_000)
+    send.duration_ms = 50.0
+    return trace
+
+
+class FakeTracing(tracing_service_pb2_grpc.TracingServiceServicer):
+    """Serves the traces a test puts in `traces`."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.traces: dict[str, trace_pb2.Trace] = {}
+
+    async def ListTraces(
+        self, request: tracing_service_pb2.ListTracesRequest, context: Context
+    ) -> tracing_service_pb2.ListTracesResponse:
+        canned = self.script.record("ListTraces", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        summaries = []
+        for trace in self.traces.values():
+            summary = trace_pb2.Trace()
+            summary.CopyFrom(trace)
+            for field in ("incoming_payload", "agent_request_payload", "agent_response_payload", "outgoing_payload"):
+                summary.ClearField(field)
+            del summary.spans[:]
+            summaries.append(summary)
+        return tracing_service_pb2.ListTracesResponse(traces=summaries, total_count=len(summaries))
+
+    async def GetTrace(
+        self, request: tracing_service_pb2.GetTraceRequest, context: Context
+    ) -> tracing_service_pb2.GetTraceResponse:
+        self.script.record("GetTrace", request, context)
+        if request.trace_id not in self.traces:
+            raise NotFoundError(f"trace {request.trace_id} not found")
+        return tracing_service_pb2.GetTraceResponse(trace=self.traces[request.trace_id])
+
+
+def dead_letter() -> inbox_pb2.DeadLetter:
+    """A dead letter as ingress lists it."""
+    letter = inbox_pb2.DeadLetter(id="dead-1", attempts=8, last_error="agent unavailable", trace_id="12" * 16)
+    letter.message.id = "dead-1"
+    letter.message.instance_name = "acme"
+    letter.message.channel = channel_pb2.CHANNEL_WHATSAPP
+    letter.message.chat_id = "5511999999999@s.whatsapp.net"
+    letter.message.sender.id = "5511999999999@s.whatsapp.net"
+    letter.message.text = "hello"
+    letter.dead_at.FromSeconds(1_760_000_500)
+    return letter
+
+
+__all__ = ["FakeChannels", "FakeIngress", "FakeRouter", "FakeTracing", "Script", "dead_letter", "sample_trace"]

@@ -1,0 +1,64 @@
+"""/health asks each mesh service's standard gRPC health service, concurrently, with a short deadline."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway.app.mesh import MESH_SERVICES
+from servicekit.grpc_clients import open_channel
+from servicekit.grpc_server import add_health_and_reflection, bind, new_server, set_serving
+from tests.gateway.conftest import FakeMesh, override_stubs
+
+
+@pytest.fixture
+async def not_serving() -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a server whose health says NOT_SERVING (a service draining for shutdown)."""
+    server = new_server("draining", tracing=False)
+    health = add_health_and_reflection(server, [])
+    port = bind(server, "127.0.0.1", 0)
+    await server.start()
+    await set_serving(health, [], False)
+    channel = open_channel(f"127.0.0.1:{port}", tracing=False)
+    yield channel
+    await channel.close(None)
+    await server.stop(None)
+
+
+async def test_healthy_mesh(anon: httpx.AsyncClient) -> None:
+    response = await anon.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy", "services": dict.fromkeys(MESH_SERVICES, "SERVING")}
+
+
+async def test_one_service_not_serving_makes_it_503(
+    app: FastAPI, anon: httpx.AsyncClient, mesh: FakeMesh, not_serving: grpc.aio.Channel
+) -> None:
+    override_stubs(app, mesh.channel, {**dict.fromkeys(MESH_SERVICES, mesh.channel), "router": not_serving})
+    response = await anon.get("/health")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unhealthy",
+        "services": {"ingress": "SERVING", "router": "NOT_SERVING", "channels": "SERVING", "tracing": "SERVING"},
+    }
+
+
+async def test_unreachable_services_answer_within_the_deadline(
+    app: FastAPI, anon: httpx.AsyncClient, mesh: FakeMesh
+) -> None:
+    dead = open_channel("127.0.0.1:1", tracing=False)
+    override_stubs(app, mesh.channel, {**dict.fromkeys(MESH_SERVICES, dead), "ingress": mesh.channel})
+    started = time.monotonic()
+    response = await anon.get("/health")
+    elapsed = time.monotonic() - started
+    await dead.close(None)
+    assert response.status_code == 503
+    services = response.json()["services"]
+    assert services["ingress"] == "SERVING"
+    assert {services[name] for name in ("router", "channels", "tracing")} <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+    assert elapsed < 2.5  # concurrent 1 s checks, not 3 s in a row

@@ -1,0 +1,289 @@
+"""Instance CRUD through the gateway: validation, masking, status codes and what reaches the router."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from omni.channels.v1 import channels_service_pb2, outbound_pb2
+from omni.common.v1 import channel_pb2
+
+from tests.gateway.conftest import FakeMesh, whatsapp_instance
+
+SECRETS = {
+    "evolution_key": "evo-secret-1FAB",
+    "agent_api_key": "agent-secret-9XYZ",
+    "discord_bot_token": "discord-token-D1SC",
+    "slack_bot_token": "xoxb-slack-SL4K",
+    "slack_signing_secret": "signing-S1GN",
+    "webhook_secret": "hook-HOOK",
+}
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """One create body that must be refused with 422, and the field the error names."""
+
+    id: str
+    overrides: dict[str, Any]
+    field: str
+
+
+INVALID_CREATES = [
+    Invalid("upper-case name", {"name": "Acme"}, "name"),
+    Invalid("name with space", {"name": "ac me"}, "name"),
+    Invalid("name starts with dash", {"name": "-acme"}, "name"),
+    Invalid("name too long", {"name": "a" * 64}, "name"),
+    Invalid("empty name", {"name": ""}, "name"),
+    Invalid("name with slash", {"name": "a/b"}, "name"),
+    Invalid("name not a string", {"name": 12}, "name"),
+    *[
+        Invalid(f"reserved {word}", {"name": word}, "name")
+        for word in ("instances", "traces", "webhook", "health", "access", "api", "docs", "dead-letters", "send-text")
+    ],
+    Invalid("unknown channel", {"channel_type": "telegram"}, "channel_type"),
+    Invalid("ftp evolution url", {"evolution_url": "ftp://evolution.local"}, "evolution_url"),
+    Invalid("evolution url without host", {"evolution_url": "http://"}, "evolution_url"),
+    Invalid("agent url not a url", {"agent_api_url": "agent.local"}, "agent_api_url"),
+    Invalid("agent url javascript", {"agent_api_url": "javascript:alert(1)"}, "agent_api_url"),
+    Invalid("agent url missing", {"agent_api_url": None}, "agent_api_url"),
+    Invalid("whatsapp without evolution url", {"evolution_url": None}, ""),
+    Invalid("whatsapp without whatsapp_instance", {"whatsapp_instance": ""}, ""),
+    Invalid("timeout zero", {"agent_timeout": 0}, "agent_timeout"),
+    Invalid("timeout too long", {"agent_timeout": 601}, "agent_timeout"),
+    Invalid("timeout beyond int32", {"agent_timeout": 2**40}, "agent_timeout"),
+    Invalid("timeout fractional", {"agent_timeout": 1.5}, "agent_timeout"),
+    Invalid("auto split not bool", {"enable_auto_split": "sometimes"}, "enable_auto_split"),
+    Invalid("secret too long", {"evolution_key": "k" * 5000}, "evolution_key"),
+    Invalid("lone surrogate", {"default_agent": "\ud800"}, "default_agent"),
+]
+
+
+def _drop_nones(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None}
+
+
+@pytest.mark.parametrize("case", INVALID_CREATES, ids=lambda c: c.id)
+async def test_invalid_creates_are_422_and_never_reach_the_router(
+    client: httpx.AsyncClient, mesh: FakeMesh, case: Invalid
+) -> None:
+    body = _drop_nones(whatsapp_instance(**case.overrides))
+    # json.dumps escapes a lone surrogate as \\ud800, exactly as a hostile client would send it.
+    content = json.dumps(body).encode()
+    response = await client.post("/api/v1/instances", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    payload = response.json()
+    assert payload["reason"] == "INVALID_ARGUMENT"
+    fields = {tuple(error["loc"][1:2]) for error in payload["detail"]}
+    if case.field:
+        assert (case.field,) in fields
+    assert "evo-secret" not in response.text
+    assert mesh.script.calls["CreateInstance"] == []
+
+
+async def test_create_returns_201_with_every_secret_masked(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    body = whatsapp_instance(agent_timeout=30, fallback_text="Sorry!", **SECRETS)
+    response = await client.post("/api/v1/instances", json=body)
+    assert response.status_code == 201, response.text
+    instance = response.json()
+    for field, secret in SECRETS.items():
+        assert instance[field] == "****" + secret[-4:]
+        assert instance[f"has_{field}"] is True
+        assert secret not in response.text
+    assert instance["name"] == "acme"
+    assert instance["channel_type"] == "whatsapp"
+    assert instance["agent_timeout"] == 30
+    assert instance["enable_auto_split"] is True
+    assert instance["is_active"] is True
+    assert instance["fallback_text"] == "Sorry!"
+    assert instance["webhook_url"] == "http://hub.test/api/v1/webhook/evolution/acme"
+    assert instance["created_at"].endswith("Z")
+    assert instance["discord_client_id"] is None
+
+    sent = mesh.script.calls["CreateInstance"][0].instance
+    assert sent.channel == channel_pb2.CHANNEL_WHATSAPP
+    assert sent.agent_timeout_seconds == 30
+    assert sent.evolution_key.value == SECRETS["evolution_key"]
+    assert sent.evolution_key.is_set
+
+
+async def test_unset_secrets_are_null_with_has_false(client: httpx.AsyncClient) -> None:
+    body = whatsapp_instance(evolution_key=None, agent_api_key=None)
+    instance = (await client.post("/api/v1/instances", json=_drop_nones(body))).json()
+    assert instance["evolution_key"] is None
+    assert instance["has_evolution_key"] is False
+    assert instance["agent_api_key"] is None
+    assert instance["has_agent_api_key"] is False
+    assert instance["agent_timeout"] == 60
+
+
+async def test_discord_instance_needs_no_evolution_fields(client: httpx.AsyncClient) -> None:
+    body = {
+        "name": "disco_1",
+        "channel_type": "discord",
+        "discord_bot_token": "tok-ABCD",
+        "agent_api_url": "https://agent.example.com",
+        "evolution_url": "",
+    }
+    response = await client.post("/api/v1/instances", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["channel_type"] == "discord"
+    assert response.json()["evolution_url"] is None
+
+
+async def test_duplicate_name_is_409(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/api/v1/instances", json=whatsapp_instance())).status_code == 201
+    response = await client.post("/api/v1/instances", json=whatsapp_instance())
+    assert response.status_code == 409
+    assert response.json()["reason"] == "ALREADY_EXISTS"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/instances/ghost", None),
+        ("PUT", "/api/v1/instances/ghost", {"is_active": False}),
+        ("DELETE", "/api/v1/instances/ghost", None),
+        ("GET", "/api/v1/instances/ghost/status", None),
+        ("GET", "/api/v1/instances/ghost/qr-code", None),
+    ],
+)
+async def test_unknown_instance_is_404(
+    client: httpx.AsyncClient, mesh: FakeMesh, method: str, path: str, body: Any
+) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "instance ghost not found", "reason": "NOT_FOUND"}
+    assert mesh.script.calls["GetConnectionStatus"] == []
+
+
+async def test_list_pages_and_get_one(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    for name in ("c", "a", "b"):
+        await client.post("/api/v1/instances", json=whatsapp_instance(name))
+    page = (await client.get("/api/v1/instances", params={"page": 2, "page_size": 2})).json()
+    assert [i["name"] for i in page["instances"]] == ["c"]
+    assert (page["page"], page["page_size"], page["total_count"]) == (2, 2, 3)
+    assert mesh.script.calls["ListInstances"][-1].page == 2
+    one = (await client.get("/api/v1/instances/b")).json()
+    assert one["name"] == "b"
+    assert one["evolution_key"] == "****1FAB"
+
+
+@pytest.mark.parametrize(
+    "params", [{"page": 0}, {"page_size": 0}, {"page_size": 501}, {"page": "x"}, {"page": 2**40}, {"channel_type": "x"}]
+)
+async def test_bad_paging_is_422(client: httpx.AsyncClient, params: dict[str, Any]) -> None:
+    response = await client.get("/api/v1/instances", params=params)
+    assert response.status_code == 422
+    assert response.json()["reason"] == "INVALID_ARGUMENT"
+
+
+async def test_put_changes_only_the_fields_sent(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    await client.post("/api/v1/instances", json=whatsapp_instance())
+    response = await client.put(
+        "/api/v1/instances/acme",
+        json={"agent_timeout": 90, "is_active": False, "evolution_key": "new-key-NEWK", "default_agent": None},
+    )
+    assert response.status_code == 200, response.text
+    request = mesh.script.calls["UpdateInstance"][0]
+    assert sorted(request.update_mask.paths) == ["agent_timeout_seconds", "default_agent", "evolution_key", "is_active"]
+    instance = response.json()
+    assert instance["agent_timeout"] == 90
+    assert instance["is_active"] is False
+    assert instance["evolution_key"] == "****NEWK"
+    assert instance["default_agent"] is None
+    assert instance["agent_api_key"] == "****9XYZ"
+    assert instance["whatsapp_instance"] == "acme-support"
+
+
+async def test_put_can_clear_a_secret(client: httpx.AsyncClient) -> None:
+    await client.post("/api/v1/instances", json=whatsapp_instance())
+    instance = (await client.put("/api/v1/instances/acme", json={"agent_api_key": None})).json()
+    assert instance["agent_api_key"] is None
+    assert instance["has_agent_api_key"] is False
+
+
+async def test_empty_put_returns_the_instance_unchanged(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    await client.post("/api/v1/instances", json=whatsapp_instance())
+    response = await client.put("/api/v1/instances/acme", json={})
+    assert response.status_code == 200
+    assert response.json()["name"] == "acme"
+    assert mesh.script.calls["UpdateInstance"] == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "other"},
+        {"name": "Bad Name"},
+        {"agent_timeout": None},
+        {"is_active": None},
+        {"channel_type": None},
+        {"agent_api_url": "not a url"},
+        {"agent_timeout": 1000},
+        {"evolution_url": "file:///etc/passwd"},
+    ],
+)
+async def test_invalid_updates_are_422(client: httpx.AsyncClient, mesh: FakeMesh, body: dict[str, Any]) -> None:
+    await client.post("/api/v1/instances", json=whatsapp_instance())
+    response = await client.put("/api/v1/instances/acme", json=body)
+    assert response.status_code == 422, response.text
+    assert mesh.script.calls["UpdateInstance"] == []
+
+
+async def test_delete_is_204_then_404(client: httpx.AsyncClient) -> None:
+    await client.post("/api/v1/instances", json=whatsapp_instance())
+    response = await client.delete("/api/v1/instances/acme")
+    assert response.status_code == 204
+    assert response.content == b""
+    assert (await client.get("/api/v1/instances/acme")).status_code == 404
+
+
+async def test_qr_code_and_status(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    await client.post("/api/v1/instances", json=whatsapp_instance())
+    qr = await client.get("/api/v1/instances/acme/qr-code")
+    assert qr.status_code == 200
+    assert qr.json() == {
+        "instance_name": "acme",
+        "channel_type": "whatsapp",
+        "status": "connecting",
+        "raw_state": "connecting",
+        "detail": None,
+        "qr_code": "iVBORw0KGgo=",
+        "pairing_code": None,
+    }
+    assert mesh.script.calls["GetConnectionStatus"][-1].include_qr_code is True
+
+    mesh.script.respond(
+        "GetConnectionStatus",
+        channels_service_pb2.GetConnectionStatusResponse(
+            state=outbound_pb2.CONNECTION_STATE_CONNECTED, raw_state="open"
+        ),
+    )
+    status = (await client.get("/api/v1/instances/acme/status")).json()
+    assert status["status"] == "connected"
+    assert status["raw_state"] == "open"
+    assert mesh.script.calls["GetConnectionStatus"][-1].include_qr_code is False
+
+
+async def test_reads_carry_a_deadline(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    await client.get("/api/v1/instances")
+    remaining = mesh.script.time_remaining["ListInstances"]
+    assert remaining is not None
+    assert 0 < remaining <= 10.0
+
+
+async def test_public_url_setting_shapes_the_webhook_url(mesh: FakeMesh) -> None:
+    from gateway.app.main import create_app
+    from gateway.app.mesh import MESH_SERVICES
+    from tests.gateway.conftest import API_KEY, gateway_settings, override_stubs
+
+    app = create_app(gateway_settings(api_public_url="https://hub.example.com/"))
+    override_stubs(app, mesh.channel, dict.fromkeys(MESH_SERVICES, mesh.channel))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://x", headers={"x-api-key": API_KEY}) as c:
+        instance = (await c.post("/api/v1/instances", json=whatsapp_instance())).json()
+    assert instance["webhook_url"] == "https://hub.example.com/api/v1/webhook/evolution/acme"
