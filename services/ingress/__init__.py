@@ -1,0 +1,1 @@
+"""The ingress service: the inbox of everything that arrives from the channels."""

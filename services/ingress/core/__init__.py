@@ -1,0 +1,1 @@
+"""Ingress logic without gRPC: the Evolution parser, the accept path and the durable dispatcher."""

@@ -1,0 +1,281 @@
+"""The accept path: authenticate a webhook, parse it, de-duplicate and store it before answering.
+
+Evolution retries any webhook that is not answered within 30 s and may deliver each event twice (instance and
+global webhooks), so the answer must be quick and idempotent: the inbox's unique key decides what is new, and
+the dispatcher does the slow work afterwards. Each stored row carries the W3C traceparent of its
+`ingress.accept` span so that delivery spans (and the router's) join the message's trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+from opentelemetry import propagate, trace
+
+from servicekit import errors
+from servicekit import trace_attributes as attrs
+from servicekit.instances import InstanceConfig, InstanceDirectory
+from servicekit.telemetry import payload_json
+from services.ingress.core.evolution_parser import ParsedWebhook, parse_envelope
+from services.ingress.core.model import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
+from services.ingress.storage import IGNORED, RECEIVED, InboxRow, InboxStore, conversation_key
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_SECRET_HEADER = "x-omni-webhook-secret"
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+IGNORED_DISPOSITION = "ignored"
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    """What became of one webhook: accepted, duplicate or ignored."""
+
+    disposition: str
+    message_id: str = ""
+    reason: str = ""
+    trace_id: str = ""
+    event: str = ""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The id of an ingested canonical message and whether it had been stored before."""
+
+    message_id: str
+    duplicate: bool
+    trace_id: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message whose delivery gave up."""
+
+    id: str
+    message: InboundMessage
+    attempts: int
+    last_error: str
+    dead_at: float
+    trace_id: str
+
+
+class IngressCore:
+    """ReceiveWebhook, IngestMessage and the dead-letter operations, over the inbox store.
+
+    `on_accept` is called after each new row is stored (the dispatcher's wake-up), so a message is handed to
+    the router at once rather than at the next poll.
+    """
+
+    def __init__(
+        self,
+        store: InboxStore,
+        instances: InstanceDirectory,
+        *,
+        on_accept: Callable[[], None] | None = None,
+        tracer: trace.Tracer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._instances = instances
+        self._on_accept = on_accept or (lambda: None)
+        self._tracer = tracer or trace.get_tracer(__name__)
+        self._clock = clock
+
+    async def receive_webhook(
+        self, instance_name: str, channel: str, body: bytes, headers: Mapping[str, str]
+    ) -> WebhookResult:
+        """Store the message a raw webhook carries; raises NotFound, InvalidArgument or PermissionDenied."""
+        instance = await self._instances.get(instance_name)
+        self._authenticate(instance, headers)
+        channel = channel or instance.channel
+        if channel != "whatsapp":
+            raise errors.InvalidArgumentError(
+                f"webhooks of channel {channel!r} are not supported",
+                violations=[errors.FieldViolation("channel", "only whatsapp (Evolution API) webhooks are parsed")],
+            )
+        envelope = _decode_object(body)
+        parsed = parse_envelope(envelope)
+        with self._tracer.start_as_current_span("ingress.accept") as span:
+            span.set_attribute(attrs.INSTANCE_NAME, instance.name)
+            span.set_attribute(attrs.SOURCE_CHANNEL, channel)
+            span.set_attribute("omni.event", parsed.event)
+            span.set_attribute(attrs.PAYLOAD_INCOMING, payload_json(envelope))
+            trace_id = _trace_id(span)
+            if parsed.message is not None or parsed.kind == "own_send":
+                return await self._store_parsed(instance, parsed, span, trace_id)
+            span.set_attribute("omni.ignored_reason", parsed.reason)
+            return WebhookResult(disposition=IGNORED_DISPOSITION, reason=parsed.reason, event=parsed.event)
+
+    async def _store_parsed(
+        self, instance: InstanceConfig, parsed: ParsedWebhook, span: trace.Span, trace_id: str
+    ) -> WebhookResult:
+        now = self._clock()
+        message = parsed.message or InboundMessage(
+            channel_message_id=parsed.channel_message_id, chat_id="", sender=Sender(id=""), raw_event=parsed.event
+        )
+        message = replace(message, id=uuid.uuid4().hex, instance_name=instance.name, received_at=now)
+        state = RECEIVED if parsed.kind == "message" else IGNORED
+        span.set_attribute(attrs.MESSAGE_ID, message.id)
+        span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
+        if message.sender.id:
+            span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
+        existing = await self._insert(message, state, parsed.event, now)
+        if existing is not None:
+            span.set_attribute(attrs.MESSAGE_ID, existing)
+            span.set_attribute("omni.duplicate", True)
+            return WebhookResult(disposition=DUPLICATE, message_id=existing, event=parsed.event)
+        if parsed.kind == "message":
+            span.set_attribute(attrs.STATUS, attrs.STATUS_PROCESSING)
+            self._on_accept()
+            return WebhookResult(disposition=ACCEPTED, message_id=message.id, trace_id=trace_id, event=parsed.event)
+        if parsed.is_message_event:
+            # An ignored inbound message (fromMe, no content, broadcast) is a message trace that ends at once.
+            span.set_attribute(attrs.STATUS, attrs.STATUS_IGNORED)
+            span.set_attribute(attrs.ERROR_MESSAGE, parsed.reason)
+        else:
+            span.set_attribute("omni.ignored_reason", parsed.reason)
+        return WebhookResult(
+            disposition=IGNORED_DISPOSITION,
+            message_id=message.id,
+            reason=parsed.reason,
+            trace_id=trace_id if parsed.is_message_event else "",
+            event=parsed.event,
+        )
+
+    async def ingest_message(self, message: InboundMessage) -> IngestResult:
+        """Store an already canonical message (its id is assigned here)."""
+        violations = [
+            errors.FieldViolation(name, "required")
+            for name, value in (
+                ("message.instance_name", message.instance_name),
+                ("message.channel_message_id", message.channel_message_id),
+                ("message.chat_id", message.chat_id),
+            )
+            if not value
+        ]
+        if violations:
+            raise errors.InvalidArgumentError("the message misses required ids", violations=violations)
+        instance = await self._instances.get(message.instance_name)
+        now = self._clock()
+        message = replace(message, id=uuid.uuid4().hex, instance_name=instance.name, received_at=now)
+        with self._tracer.start_as_current_span("ingress.accept") as span:
+            span.set_attribute(attrs.INSTANCE_NAME, instance.name)
+            span.set_attribute(attrs.SOURCE_CHANNEL, message.channel)
+            span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
+            span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
+            span.set_attribute(attrs.PAYLOAD_INCOMING, payload_json(message_to_dict(message)))
+            existing = await self._insert(message, RECEIVED, message.raw_event, now)
+            if existing is not None:
+                span.set_attribute(attrs.MESSAGE_ID, existing)
+                span.set_attribute("omni.duplicate", True)
+                return IngestResult(message_id=existing, duplicate=True)
+            span.set_attribute(attrs.MESSAGE_ID, message.id)
+            span.set_attribute(attrs.STATUS, attrs.STATUS_PROCESSING)
+            self._on_accept()
+            return IngestResult(message_id=message.id, duplicate=False, trace_id=_trace_id(span))
+
+    async def list_dead_letters(self, instance_name: str, page: int, page_size: int) -> tuple[list[DeadLetter], int]:
+        """One page (1-based; page_size default 50, at most 500) of dead letters, newest first, and the total."""
+        page = max(page, 1)
+        page_size = 50 if page_size <= 0 else min(page_size, 500)
+        rows, total = await self._store.list_dead(instance_name, page_size, (page - 1) * page_size)
+        return [_dead_letter(row) for row in rows], total
+
+    async def redeliver_dead_letter(self, message_id: str) -> str:
+        """Put a dead message back in the inbox with attempts reset; raises NotFound or FailedPrecondition."""
+        state = await self._store.redeliver(message_id, self._clock())
+        if state == "":
+            raise errors.NotFoundError(f"no dead letter with id {message_id!r}")
+        if state is not None:
+            raise errors.FailedPreconditionError(f"message {message_id!r} is {state}, not dead", reason="NOT_DEAD")
+        self._on_accept()
+        return message_id
+
+    def _authenticate(self, instance: InstanceConfig, headers: Mapping[str, str]) -> None:
+        if not instance.webhook_secret:
+            return
+        lowered = {k.lower(): v for k, v in headers.items()}
+        presented = lowered.get(WEBHOOK_SECRET_HEADER, "")
+        if not presented:
+            scheme, _, token = lowered.get("authorization", "").partition(" ")
+            presented = token.strip() if scheme.lower() == "bearer" else ""
+        if not presented or not hmac.compare_digest(presented.encode(), instance.webhook_secret.encode()):
+            raise errors.PermissionDeniedError("webhook authentication failed", reason="BAD_WEBHOOK_SECRET")
+
+    async def _insert(self, message: InboundMessage, state: str, event: str, now: float) -> str | None:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        row = InboxRow(
+            id=message.id,
+            instance_name=message.instance_name,
+            channel=message.channel,
+            channel_message_id=message.channel_message_id,
+            chat_id=message.chat_id,
+            conversation_key=conversation_key(message.instance_name, message.channel, message.chat_id),
+            event=event,
+            message=message_to_json(message),
+            traceparent=carrier.get("traceparent", ""),
+            sent_at=message.sent_at or now,
+            received_ns=time.time_ns(),
+            state=state,
+            attempts=0,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_until=None,
+            last_error="",
+            outcome="",
+            dead_at=None,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            return await self._store.insert(row)
+        except Exception as exc:
+            log.exception("inbox insert failed")
+            raise errors.UnavailableError("the inbox is unavailable; retry later", retry_after=1.0) from exc
+
+
+def _decode_object(body: bytes) -> dict[str, Any]:
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidArgumentError(
+            "the webhook body is not JSON", violations=[errors.FieldViolation("body", str(exc))]
+        ) from None
+    if not isinstance(decoded, dict):
+        raise errors.InvalidArgumentError(
+            "the webhook body is not a JSON object",
+            violations=[errors.FieldViolation("body", f"expected an object, got {type(decoded).__name__}")],
+        )
+    return decoded
+
+
+def _trace_id(span: trace.Span) -> str:
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The trace id of a W3C traceparent ("00-<trace>-<span>-<flags>"), "" when malformed."""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+
+
+def _dead_letter(row: InboxRow) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        message=message_from_json(row.message),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        dead_at=row.dead_at or row.updated_at,
+        trace_id=trace_id_of(row.traceparent),
+    )

@@ -1,0 +1,437 @@
+"""Evolution API webhook envelopes → canonical messages (evolution/CONTRACT.md §1-§3, §6).
+
+A pure module: no I/O, no clock. Deployed Evolution servers span v1.8 to 2.4.0-rc, so every field is read
+defensively (a wrong type is treated as absent) and nothing here raises on an odd payload: the worst outcome is
+an `ignored` result with the reason "malformed".
+
+Only `messages.upsert` produces a message to handle. `send.message` (our own API sends) yields an own-send
+record so that a later upsert echo of the same `key.id` is recognised as a duplicate. Every other event is
+ignored with a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from services.ingress.core.model import InboundMessage, Media, QuotedMessage, Sender
+
+MESSAGES_UPSERT = "messages.upsert"
+SEND_MESSAGE = "send.message"
+
+KNOWN_EVENTS = (
+    "application.startup",
+    "call",
+    "chats.delete",
+    "chats.set",
+    "chats.update",
+    "chats.upsert",
+    "connection.update",
+    "contacts.set",
+    "contacts.update",
+    "contacts.upsert",
+    "group-participants.update",
+    "groups.update",
+    "groups.upsert",
+    "instance.create",
+    "instance.delete",
+    "labels.association",
+    "labels.edit",
+    "logout.instance",
+    "messages.delete",
+    "messages.edited",
+    "messages.set",
+    "messages.update",
+    "messages.upsert",
+    "messaging-history.set",
+    "presence.update",
+    "qrcode.updated",
+    "remove.instance",
+    "send.message",
+    "send.message.update",
+    "status.instance",
+    "typebot.change-status",
+    "typebot.start",
+)
+"""The `Events` enum values of Evolution (src/api/types/wa.types.ts), the spelling the envelope uses."""
+
+_CANONICAL = {name.replace("-", ".").replace("_", "."): name for name in KNOWN_EVENTS}
+
+REASON_FROM_ME = "from_me"
+REASON_BROADCAST = "broadcast"
+REASON_NEWSLETTER = "newsletter"
+REASON_NO_CONTENT = "no_content"
+REASON_MALFORMED = "malformed"
+REASON_OWN_SEND = "own_send"
+REASON_NOT_A_MESSAGE = "not_a_message"
+REASON_NO_EVENT = "no_event"
+
+WRAPPERS = (
+    "ephemeralMessage",
+    "viewOnceMessage",
+    "viewOnceMessageV2",
+    "viewOnceMessageV2Extension",
+    "documentWithCaptionMessage",
+    "editedMessage",
+)
+"""Keys whose `.message` holds the real content; Evolution does not unwrap them (§2.3)."""
+MAX_WRAPPER_DEPTH = 5
+
+_MEDIA_TYPES = {
+    "imageMessage": "image",
+    "videoMessage": "video",
+    "ptvMessage": "video",
+    "audioMessage": "audio",
+    "documentMessage": "document",
+    "stickerMessage": "sticker",
+}
+_STRUCTURED_TYPES = {
+    "reactionMessage": "reaction",
+    "locationMessage": "location",
+    "liveLocationMessage": "location",
+    "contactMessage": "contact",
+    "contactsArrayMessage": "contact",
+}
+_TEXT_KEYS = (
+    "conversation",
+    "extendedTextMessage",
+    "buttonsResponseMessage",
+    "listResponseMessage",
+    "templateButtonReplyMessage",
+    "interactiveResponseMessage",
+    "pollUpdateMessage",
+)
+
+Kind = Literal["message", "own_send", "ignored"]
+
+
+@dataclass(frozen=True)
+class ParsedWebhook:
+    """What one envelope amounts to.
+
+    `kind` is "message" (hand it to the router), "own_send" (record `channel_message_id` for echo protection)
+    or "ignored" (with `reason`). `message` is set whenever the envelope carried a parseable message, also for
+    ignored ones (fromMe, no content), so they can be recorded for de-duplication and visibility.
+    """
+
+    event: str
+    kind: Kind
+    reason: str = ""
+    channel_message_id: str = ""
+    message: InboundMessage | None = None
+
+    @property
+    def is_message_event(self) -> bool:
+        """True when the envelope is about one message (its trace matters), not a contact, presence, ..."""
+        return self.message is not None and self.event == MESSAGES_UPSERT
+
+
+def normalize_event(raw: object) -> str:
+    """The envelope spelling of an event name given in any of Evolution's three spellings (§1.2)."""
+    if not isinstance(raw, str):
+        return ""
+    dotted = raw.strip().lower().replace("_", ".").replace("-", ".")
+    return _CANONICAL.get(dotted, dotted)
+
+
+def parse_envelope(envelope: Mapping[str, Any]) -> ParsedWebhook:
+    """Interpret one decoded webhook body (a JSON object)."""
+    event = normalize_event(envelope.get("event"))
+    if not event:
+        return ParsedWebhook(event="", kind="ignored", reason=REASON_NO_EVENT)
+    own_jid = _str(envelope.get("sender"))
+    data = envelope.get("data")
+    if event == SEND_MESSAGE:
+        return _parse_own_send(event, _dict(data), own_jid)
+    if event != MESSAGES_UPSERT:
+        return ParsedWebhook(event=event, kind="ignored", reason=REASON_NOT_A_MESSAGE)
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if not isinstance(data, dict):
+        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED)
+    return _parse_upsert(event, data, own_jid)
+
+
+def _parse_own_send(event: str, data: dict[str, Any], own_jid: str) -> ParsedWebhook:
+    key = _dict(data.get("key"))
+    key_id = _str(key.get("id"))
+    if not key_id:
+        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED)
+    chat_id = _str(key.get("remoteJid"))
+    message = _build_message(event, data, key, key_id, chat_id, own_jid) if chat_id else None
+    return ParsedWebhook(
+        event=event, kind="own_send", reason=REASON_OWN_SEND, channel_message_id=key_id, message=message
+    )
+
+
+def _parse_upsert(event: str, data: dict[str, Any], own_jid: str) -> ParsedWebhook:
+    key = data.get("key")
+    if not isinstance(key, dict):
+        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED)
+    key_id = _str(key.get("id"))
+    chat_id = _str(key.get("remoteJid"))
+    if not key_id or not chat_id:
+        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED, channel_message_id=key_id)
+    message = _build_message(event, data, key, key_id, chat_id, own_jid)
+    reason = ""
+    if key.get("fromMe") is True:
+        reason = REASON_FROM_ME
+    elif chat_id.endswith("@broadcast"):
+        reason = REASON_BROADCAST
+    elif chat_id.endswith("@newsletter"):
+        reason = REASON_NEWSLETTER
+    elif not message.message_type and not message.text:
+        reason = REASON_NO_CONTENT
+    if reason:
+        return ParsedWebhook(event=event, kind="ignored", reason=reason, channel_message_id=key_id, message=message)
+    return ParsedWebhook(event=event, kind="message", channel_message_id=key_id, message=message)
+
+
+def _build_message(
+    event: str, data: dict[str, Any], key: dict[str, Any], key_id: str, chat_id: str, own_jid: str
+) -> InboundMessage:
+    raw_message = _dict(data.get("message"))
+    content = unwrap(raw_message)
+    message_type = content_type(content)
+    text = extract_text(raw_message)
+    if not text and message_type == "audio":
+        text = _str(raw_message.get("speechToText"))
+    media = _media(raw_message, content, message_type)
+    return InboundMessage(
+        channel_message_id=key_id,
+        chat_id=chat_id,
+        sender=_sender(data, key, chat_id, own_jid),
+        channel="whatsapp",
+        message_type=message_type,
+        text=text,
+        media=media,
+        quoted=_quoted(data, content),
+        is_group=chat_id.endswith("@g.us"),
+        sent_at=float(to_int(data.get("messageTimestamp")) or 0),
+        raw_event=event,
+    )
+
+
+# --- identities (§2.1 "Hub rule") -------------------------------------------------------------------------
+
+
+def bare_jid(jid: str) -> str:
+    """`jid` without a `:device` suffix (5511...:12@s.whatsapp.net → 5511...@s.whatsapp.net)."""
+    user, at, server = jid.partition("@")
+    return f"{user.split(':', 1)[0]}{at}{server}"
+
+
+def is_phone_jid(jid: str) -> bool:
+    """True for a phone-number JID (…@s.whatsapp.net, or the legacy …@c.us)."""
+    return jid.endswith(("@s.whatsapp.net", "@c.us"))
+
+
+def phone_from_jid(jid: str) -> str:
+    """ "+digits" of a phone JID, "" when it has no digits."""
+    digits = "".join(ch for ch in bare_jid(jid).partition("@")[0] if ch.isdigit())
+    return f"+{digits}" if digits else ""
+
+
+def _sender(data: dict[str, Any], key: dict[str, Any], chat_id: str, own_jid: str) -> Sender:
+    own = bare_jid(own_jid) if own_jid else ""
+    if chat_id.endswith("@g.us"):
+        participant = _str(key.get("participant")) or _str(data.get("participant"))
+        alt_candidates = [key.get("participantAlt"), key.get("participantPn"), key.get("senderPn")]
+        alt = next((_str(c) for c in alt_candidates if _str(c)), "")
+        sender_id = participant or alt or chat_id
+    else:
+        sender_id = chat_id
+        alt_candidates = [
+            key.get("remoteJidAlt"),
+            key.get("senderPn"),
+            key.get("previousRemoteJid"),
+            key.get("senderLid"),
+            data.get("senderPn"),
+            data.get("previousRemoteJid"),
+        ]
+        alt = next((_str(c) for c in alt_candidates if _str(c) and bare_jid(_str(c)) != bare_jid(chat_id)), "")
+    if alt and (bare_jid(alt) == bare_jid(sender_id) or (own and bare_jid(alt) == own)):
+        alt = ""
+    phone = ""
+    for jid in (sender_id, alt):
+        if is_phone_jid(jid) and bare_jid(jid) != own:
+            phone = phone_from_jid(jid)
+            break
+    return Sender(id=sender_id, display_name=_str(data.get("pushName")), phone_number=phone, alt_id=alt)
+
+
+# --- content -------------------------------------------------------------------------------------------------
+
+
+def unwrap(message: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """The innermost content of a message wrapped in ephemeral/viewOnce/documentWithCaption/edited wrappers."""
+    if depth >= MAX_WRAPPER_DEPTH:
+        return message
+    for wrapper in WRAPPERS:
+        inner = _dict(_dict(message.get(wrapper)).get("message"))
+        if inner:
+            return unwrap(inner, depth + 1)
+    edited = _dict(_dict(message.get("protocolMessage")).get("editedMessage"))
+    if edited:
+        return unwrap(edited, depth + 1)
+    return message
+
+
+def content_type(content: dict[str, Any]) -> str:
+    """The canonical message type of unwrapped content, "" when it carries nothing we handle."""
+    for key, kind in _STRUCTURED_TYPES.items():
+        if _dict(content.get(key)):
+            return kind
+    for key, kind in _MEDIA_TYPES.items():
+        if _dict(content.get(key)):
+            return kind
+    for key in _TEXT_KEYS:
+        value = content.get(key)
+        if (isinstance(value, str) and value) or _dict(value):
+            return "text"
+    return ""
+
+
+def extract_text(message: dict[str, Any]) -> str:
+    """The text of a message, first match wins (§2.3, a superset of Evolution's getConversationMessage)."""
+    return _direct_text(message, 0) or _structured_text(unwrap(message))
+
+
+def _direct_text(message: dict[str, Any], depth: int) -> str:
+    text = _str(message.get("conversation")) or _str(_dict(message.get("extendedTextMessage")).get("text"))
+    if text:
+        return text
+    for media_key in ("imageMessage", "videoMessage", "documentMessage"):
+        caption = _str(_dict(message.get(media_key)).get("caption"))
+        if caption:
+            return caption
+    if depth >= MAX_WRAPPER_DEPTH:
+        return ""
+    for wrapper in WRAPPERS:
+        inner = _dict(_dict(message.get(wrapper)).get("message"))
+        if inner:
+            text = _direct_text(inner, depth + 1)
+            if text:
+                return text
+    edited = _dict(_dict(message.get("protocolMessage")).get("editedMessage"))
+    return _direct_text(edited, depth + 1) if edited else ""
+
+
+def _structured_text(content: dict[str, Any]) -> str:
+    buttons = _dict(content.get("buttonsResponseMessage"))
+    text = _str(buttons.get("selectedDisplayText")) or _str(buttons.get("selectedButtonId"))
+    if text:
+        return text
+    listing = _dict(content.get("listResponseMessage"))
+    text = _str(listing.get("title")) or _str(_dict(listing.get("singleSelectReply")).get("selectedRowId"))
+    if text:
+        return text
+    template = _dict(content.get("templateButtonReplyMessage"))
+    text = _str(template.get("selectedDisplayText")) or _str(template.get("selectedId"))
+    if text:
+        return text
+    interactive = _dict(content.get("interactiveResponseMessage"))
+    text = _str(_dict(interactive.get("body")).get("text")) or _str(
+        _dict(interactive.get("nativeFlowResponseMessage")).get("paramsJson")
+    )
+    if text:
+        return text
+    options = _dict(_dict(content.get("pollUpdateMessage")).get("vote")).get("selectedOptions")
+    if isinstance(options, list):
+        text = ", ".join(o for o in options if isinstance(o, str) and o)
+        if text:
+            return text
+    text = _str(_dict(content.get("reactionMessage")).get("text"))
+    if text:
+        return text
+    for contact_key in ("contactMessage", "contactsArrayMessage"):
+        contact = _dict(content.get(contact_key))
+        text = _str(contact.get("displayName")) or _str(contact.get("vcard"))
+        if text:
+            return text
+    for location_key in ("locationMessage", "liveLocationMessage"):
+        location = _dict(content.get(location_key))
+        if location:
+            return _location_text(location)
+    return ""
+
+
+def _location_text(location: dict[str, Any]) -> str:
+    label = ", ".join(p for p in (_str(location.get("name")), _str(location.get("address"))) if p)
+    lat, lng = location.get("degreesLatitude"), location.get("degreesLongitude")
+    coords = f"({lat}, {lng})" if _is_number(lat) and _is_number(lng) else ""
+    return " ".join(p for p in (label, coords) if p)
+
+
+def _media(raw_message: dict[str, Any], content: dict[str, Any], message_type: str) -> tuple[Media, ...]:
+    media_key = next((k for k, kind in _MEDIA_TYPES.items() if kind == message_type and _dict(content.get(k))), "")
+    if not media_key:
+        return ()
+    item = _dict(content.get(media_key))
+    return (
+        Media(
+            type=message_type,
+            mime_type=_str(item.get("mimetype")),
+            url=_str(raw_message.get("mediaUrl")) or _str(item.get("url")),
+            base64=_str(raw_message.get("base64")),
+            caption=_str(item.get("caption")),
+            filename=_str(item.get("fileName")) or (_str(item.get("title")) if media_key == "documentMessage" else ""),
+            size_bytes=to_int(item.get("fileLength")) or 0,
+            duration_seconds=to_int(item.get("seconds")) or 0,
+        ),
+    )
+
+
+def _quoted(data: dict[str, Any], content: dict[str, Any]) -> QuotedMessage | None:
+    candidates = [_dict(data.get("contextInfo"))]
+    # v1.8 keeps extendedTextMessage (and 2.4.0-rc drops data.contextInfo), so look in the content too.
+    candidates += [_dict(_dict(v).get("contextInfo")) for v in content.values() if isinstance(v, dict)]
+    for context in candidates:
+        stanza_id = _str(context.get("stanzaId"))
+        if stanza_id:
+            quoted_message = _dict(context.get("quotedMessage"))
+            return QuotedMessage(
+                channel_message_id=stanza_id,
+                sender_id=_str(context.get("participant")),
+                text=extract_text(quoted_message) if quoted_message else "",
+            )
+    return None
+
+
+# --- defensive readers ---------------------------------------------------------------------------------------
+
+
+def to_int(value: object) -> int | None:
+    """An int64 in any of Evolution's encodings: number, decimal string or {low, high} (§2.2)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                return int(float(value))
+            except ValueError:
+                return None
+    if isinstance(value, dict):
+        low, high = value.get("low"), value.get("high", 0)
+        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
+            return high * 2**32 + (low % 2**32)
+    return None
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,59 @@
+"""IngressService over gRPC: proto ↔ domain, everything else in the core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from omni.ingress.v1 import ingress_service_pb2, ingress_service_pb2_grpc
+
+from services.ingress.convert import channel_name, dead_letter_to_proto, message_from_proto
+from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITION, IngressCore
+
+DISPOSITIONS = {
+    ACCEPTED: ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED,
+    DUPLICATE: ingress_service_pb2.WEBHOOK_DISPOSITION_DUPLICATE,
+    IGNORED_DISPOSITION: ingress_service_pb2.WEBHOOK_DISPOSITION_IGNORED,
+}
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
+    """Thin adapter over `IngressCore`; domain errors are mapped by the server's interceptor."""
+
+    def __init__(self, core: IngressCore) -> None:
+        self._core = core
+
+    async def ReceiveWebhook(
+        self, request: ingress_service_pb2.ReceiveWebhookRequest, context: Context
+    ) -> ingress_service_pb2.ReceiveWebhookResponse:
+        result = await self._core.receive_webhook(
+            request.instance_name, channel_name(request.channel), request.body, dict(request.headers)
+        )
+        return ingress_service_pb2.ReceiveWebhookResponse(
+            disposition=DISPOSITIONS[result.disposition],
+            message_id=result.message_id,
+            reason=result.reason,
+            trace_id=result.trace_id,
+            event=result.event,
+        )
+
+    async def IngestMessage(
+        self, request: ingress_service_pb2.IngestMessageRequest, context: Context
+    ) -> ingress_service_pb2.IngestMessageResponse:
+        result = await self._core.ingest_message(message_from_proto(request.message))
+        return ingress_service_pb2.IngestMessageResponse(message_id=result.message_id, duplicate=result.duplicate)
+
+    async def ListDeadLetters(
+        self, request: ingress_service_pb2.ListDeadLettersRequest, context: Context
+    ) -> ingress_service_pb2.ListDeadLettersResponse:
+        letters, total = await self._core.list_dead_letters(request.instance_name, request.page, request.page_size)
+        return ingress_service_pb2.ListDeadLettersResponse(
+            dead_letters=[dead_letter_to_proto(letter) for letter in letters], total_count=total
+        )
+
+    async def RedeliverDeadLetter(
+        self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
+    ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
+        return ingress_service_pb2.RedeliverDeadLetterResponse(id=await self._core.redeliver_dead_letter(request.id))

@@ -1,0 +1,292 @@
+"""The inbox table and every SQL statement ingress runs (schema "omni_ingress" on PostgreSQL).
+
+One row per channel message, unique on (instance_name, channel, channel_message_id), so a repeated webhook is
+recognised by the database itself, even across replicas. Rows move received → dispatched → handled, or to
+dead after the last failed attempt; own sends and ignored messages are stored as terminal "ignored" rows so
+their echoes are de-duplicated too.
+
+The claim is one statement: on PostgreSQL the candidate rows are locked with FOR UPDATE SKIP LOCKED inside a
+CTE and updated in the same statement, so two replicas never claim the same row; SQLite has one writer, so the
+same statement is atomic there as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from servicekit.database import Database, Migration, Row
+
+SCHEMA = "omni_ingress"
+MIGRATION_LOCK = "omni_ingress_migrations"
+
+RECEIVED = "received"
+DISPATCHED = "dispatched"
+HANDLED = "handled"
+DEAD = "dead"
+IGNORED = "ignored"
+UNFINISHED = (RECEIVED, DISPATCHED)
+
+MIGRATIONS = [
+    Migration(
+        1,
+        "inbox",
+        [
+            """
+            CREATE TABLE inbox (
+                id TEXT PRIMARY KEY,
+                instance_name TEXT NOT NULL,
+                channel TEXT NOT NULL,
+                channel_message_id TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                conversation_key TEXT NOT NULL,
+                event TEXT NOT NULL DEFAULT '',
+                message TEXT NOT NULL,
+                traceparent TEXT NOT NULL DEFAULT '',
+                sent_at DOUBLE PRECISION NOT NULL,
+                received_ns BIGINT NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at DOUBLE PRECISION NOT NULL,
+                lease_owner TEXT,
+                lease_until DOUBLE PRECISION,
+                last_error TEXT NOT NULL DEFAULT '',
+                outcome TEXT NOT NULL DEFAULT '',
+                dead_at DOUBLE PRECISION,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                UNIQUE (instance_name, channel, channel_message_id)
+            )
+            """,
+            "CREATE INDEX inbox_due ON inbox (state, next_attempt_at)",
+            "CREATE INDEX inbox_conversation ON inbox (conversation_key, state, sent_at, received_ns)",
+            "CREATE INDEX inbox_lease ON inbox (lease_owner, state)",
+            "CREATE INDEX inbox_dead ON inbox (state, dead_at)",
+        ],
+    ),
+]
+
+_COLUMNS = (
+    "id, instance_name, channel, channel_message_id, chat_id, conversation_key, event, message, traceparent, "
+    "sent_at, received_ns, state, attempts, next_attempt_at, lease_owner, lease_until, last_error, outcome, "
+    "dead_at, created_at, updated_at"
+)
+_RETURNING = ", ".join(f"inbox.{c.strip()}" for c in _COLUMNS.split(","))
+
+# A row is due when it waits for its retry time, or when the replica that held it stopped renewing its lease.
+# It is claimable only when no earlier unfinished message of its conversation exists, so a conversation is
+# handled one message at a time, in channel order (ties broken by arrival, then id).
+_CLAIM = f"""
+WITH due AS (
+    SELECT m.id FROM inbox m
+    WHERE ((m.state = 'received' AND m.next_attempt_at <= $1)
+           OR (m.state = 'dispatched' AND m.lease_until < $1))
+      AND NOT EXISTS (
+          SELECT 1 FROM inbox p
+          WHERE p.conversation_key = m.conversation_key
+            AND p.state IN ('received', 'dispatched')
+            AND (p.sent_at < m.sent_at
+                 OR (p.sent_at = m.sent_at AND p.received_ns < m.received_ns)
+                 OR (p.sent_at = m.sent_at AND p.received_ns = m.received_ns AND p.id < m.id))
+      )
+    ORDER BY m.sent_at, m.received_ns
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE inbox
+SET state = 'dispatched', lease_owner = $3, lease_until = $4, attempts = inbox.attempts + 1, updated_at = $1
+FROM due
+WHERE inbox.id = due.id
+RETURNING {_RETURNING}
+"""
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One inbox row; `message` is the stored canonical message JSON."""
+
+    id: str
+    instance_name: str
+    channel: str
+    channel_message_id: str
+    chat_id: str
+    conversation_key: str
+    event: str
+    message: str
+    traceparent: str
+    sent_at: float
+    received_ns: int
+    state: str
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_until: float | None
+    last_error: str
+    outcome: str
+    dead_at: float | None
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Row) -> InboxRow:
+        values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__}
+        return cls(**values)
+
+
+def conversation_key(instance_name: str, channel: str, chat_id: str) -> str:
+    """The ordering scope of a message: one chat of one instance."""
+    return f"{instance_name}\x1f{channel}\x1f{chat_id}"
+
+
+class InboxStore:
+    """The inbox table over a `Database` (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, row: InboxRow) -> str | None:
+        """Store a new row; returns None when it was new, else the id of the row already stored for that message."""
+        inserted = await self._db.execute(
+            f"INSERT INTO inbox ({_COLUMNS}) VALUES "
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) "
+            "ON CONFLICT (instance_name, channel, channel_message_id) DO NOTHING",
+            row.id,
+            row.instance_name,
+            row.channel,
+            row.channel_message_id,
+            row.chat_id,
+            row.conversation_key,
+            row.event,
+            row.message,
+            row.traceparent,
+            row.sent_at,
+            row.received_ns,
+            row.state,
+            row.attempts,
+            row.next_attempt_at,
+            row.lease_owner,
+            row.lease_until,
+            row.last_error,
+            row.outcome,
+            row.dead_at,
+            row.created_at,
+            row.updated_at,
+        )
+        if inserted:
+            return None
+        existing = await self._db.fetchval(
+            "SELECT id FROM inbox WHERE instance_name = $1 AND channel = $2 AND channel_message_id = $3",
+            row.instance_name,
+            row.channel,
+            row.channel_message_id,
+        )
+        return str(existing) if existing is not None else ""
+
+    async def get(self, message_id: str) -> InboxRow | None:
+        row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM inbox WHERE id = $1", message_id)
+        return InboxRow.from_row(row) if row else None
+
+    async def claim(self, replica_id: str, limit: int, now: float, lease_seconds: float) -> list[InboxRow]:
+        """Lease up to `limit` due rows to `replica_id` (state dispatched, attempts + 1)."""
+        if limit <= 0:
+            return []
+        rows = await self._db.fetch(_CLAIM, now, limit, replica_id, now + lease_seconds)
+        return sorted((InboxRow.from_row(r) for r in rows), key=lambda r: (r.sent_at, r.received_ns))
+
+    async def release_own_leases(self, replica_id: str, now: float) -> int:
+        """Put back the rows this replica held when it last stopped, so a restart does not wait for the lease."""
+        return await self._db.execute(
+            "UPDATE inbox SET state = 'received', lease_owner = NULL, lease_until = NULL, next_attempt_at = $2, "
+            "updated_at = $2 WHERE state = 'dispatched' AND lease_owner = $1",
+            replica_id,
+            now,
+        )
+
+    async def renew_leases(self, replica_id: str, ids: Sequence[str], now: float, lease_seconds: float) -> int:
+        """Extend the lease of the rows this replica is dispatching right now (a heartbeat while the router works)."""
+        if not ids:
+            return 0
+        placeholders = ", ".join(f"${i}" for i in range(3, len(ids) + 3))
+        return await self._db.execute(
+            "UPDATE inbox SET lease_until = $2 WHERE state = 'dispatched' AND lease_owner = $1 "
+            f"AND id IN ({placeholders})",
+            replica_id,
+            now + lease_seconds,
+            *ids,
+        )
+
+    async def mark_handled(self, message_id: str, replica_id: str, outcome: str, now: float) -> bool:
+        return (
+            await self._db.execute(
+                "UPDATE inbox SET state = 'handled', outcome = $3, lease_owner = NULL, lease_until = NULL, "
+                "updated_at = $4 WHERE id = $1 AND state = 'dispatched' AND lease_owner = $2",
+                message_id,
+                replica_id,
+                outcome,
+                now,
+            )
+            > 0
+        )
+
+    async def mark_retry(
+        self, message_id: str, replica_id: str, next_attempt_at: float, error: str, now: float
+    ) -> bool:
+        return (
+            await self._db.execute(
+                "UPDATE inbox SET state = 'received', next_attempt_at = $3, last_error = $4, lease_owner = NULL, "
+                "lease_until = NULL, updated_at = $5 WHERE id = $1 AND state = 'dispatched' AND lease_owner = $2",
+                message_id,
+                replica_id,
+                next_attempt_at,
+                error,
+                now,
+            )
+            > 0
+        )
+
+    async def mark_dead(self, message_id: str, replica_id: str, error: str, now: float) -> bool:
+        return (
+            await self._db.execute(
+                "UPDATE inbox SET state = 'dead', last_error = $3, dead_at = $4, lease_owner = NULL, "
+                "lease_until = NULL, updated_at = $4 WHERE id = $1 AND state = 'dispatched' AND lease_owner = $2",
+                message_id,
+                replica_id,
+                error,
+                now,
+            )
+            > 0
+        )
+
+    async def list_dead(self, instance_name: str, limit: int, offset: int) -> tuple[list[InboxRow], int]:
+        """One page of dead rows, newest first, and how many there are."""
+        if instance_name:
+            where, args = "state = 'dead' AND instance_name = $1", [instance_name]
+        else:
+            where, args = "state = 'dead' AND $1 = ''", [""]
+        total = await self._db.fetchval(f"SELECT count(*) FROM inbox WHERE {where}", *args)
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM inbox WHERE {where} ORDER BY dead_at DESC, id DESC LIMIT $2 OFFSET $3",
+            *args,
+            limit,
+            offset,
+        )
+        return [InboxRow.from_row(r) for r in rows], int(total or 0)
+
+    async def redeliver(self, message_id: str, now: float) -> str | None:
+        """Dead → received with a fresh attempt budget. Returns None on success, else the row's state ("" if none)."""
+        updated = await self._db.execute(
+            "UPDATE inbox SET state = 'received', attempts = 0, next_attempt_at = $2, dead_at = NULL, "
+            "lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1 AND state = 'dead'",
+            message_id,
+            now,
+        )
+        if updated:
+            return None
+        state = await self._db.fetchval("SELECT state FROM inbox WHERE id = $1", message_id)
+        return str(state) if state is not None else ""
+
+    async def count_by_state(self) -> dict[str, int]:
+        """How many rows are in each state (for tests and diagnostics)."""
+        rows = await self._db.fetch("SELECT state, count(*) AS n FROM inbox GROUP BY state")
+        return {str(r["state"]): int(r["n"]) for r in rows}
