@@ -28,9 +28,11 @@ def open_channel(address: str, *, tracing: bool = True) -> grpc.aio.Channel:
     """An insecure channel to `address`; with tracing, the OTel interceptors propagate the trace context."""
     interceptors: list[Any] = []
     if tracing:
-        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
 
-        interceptors = list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+        # Health probes (the launcher, /health, k8s) would otherwise flood the tracing service with spans.
+        no_health = filters.negate(filters.health_check())
+        interceptors = list(aio_client_interceptors(filter_=no_health))  # type: ignore[no-untyped-call]
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
