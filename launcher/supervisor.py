@@ -93,7 +93,7 @@ class Supervisor:
         return self._running[name].restarts
 
     async def start(self) -> None:
-        """Start every process in order, each once the previous is healthy enough to be useful."""
+        """Start every process in order without waiting: mesh calls wait for their peer to be ready."""
         for spec in self._specs:
             await self._spawn(self._running[spec.name])
             self._watchers.append(asyncio.create_task(self._watch(self._running[spec.name]), name=f"watch-{spec.name}"))

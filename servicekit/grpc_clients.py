@@ -37,8 +37,12 @@ def open_channel(address: str, *, tracing: bool = True) -> grpc.aio.Channel:
 
 
 async def call(method: Callable[..., Awaitable[Resp]], request: Any, *, timeout: float) -> Resp:
-    """Invoke a unary RPC with a deadline; a failure is raised as the matching `OmniError`."""
+    """Invoke a unary RPC with a deadline; a failure is raised as the matching `OmniError`.
+
+    The call waits for the channel to be ready (within the deadline) instead of failing at once while a peer is
+    starting or being restarted by the launcher: a mesh hop should ride out a restart, and the deadline bounds it.
+    """
     try:
-        return await method(request, timeout=timeout)
+        return await method(request, timeout=timeout, wait_for_ready=True)
     except grpc.aio.AioRpcError as exc:
         raise translate_rpc_error(exc) from None

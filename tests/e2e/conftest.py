@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 
 from examples.agent_echo import EchoAgent
+from launcher.local_mesh import LocalMesh
 from simulators.evolution import EvolutionSimulator
 from tests.helpers.databases import postgres_database
-from launcher.local_mesh import LocalMesh
 from tests.helpers.mesh import mesh_for_tests
 
 AGENT_KEY = "agent-secret-key"
