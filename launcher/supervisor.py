@@ -138,19 +138,30 @@ class Supervisor:
             process.send_signal(sig)
 
     async def stop(self, timeout: float = 12.0) -> None:
-        """SIGTERM everything in reverse start order, SIGKILL what is still up after `timeout`."""
+        """Stop the mesh: SIGTERM everything but tracing (reverse start order), then tracing once the others have
+        flushed their last spans to it; SIGKILL whatever is still up when `timeout` runs out."""
         self._stopping = True
         for watcher in self._watchers:
             watcher.cancel()
         for watcher in self._watchers:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        running = [r for r in reversed(list(self._running.values())) if r.process and r.process.returncode is None]
+        deadline = time.monotonic() + timeout
+        entries = list(reversed(list(self._running.values())))
+        last = [e for e in entries if e.spec.name == "tracing"]
+        await self._terminate([e for e in entries if e.spec.name != "tracing"], deadline)
+        await self._terminate(last, deadline)
+        for entry in self._running.values():
+            for pump in entry.pumps:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    async def _terminate(self, entries: list[_Running], deadline: float) -> None:
+        running = [e for e in entries if e.process is not None and e.process.returncode is None]
         for entry in running:
             assert entry.process is not None
             with contextlib.suppress(ProcessLookupError):
                 entry.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
         for entry in running:
             assert entry.process is not None
             try:
@@ -160,10 +171,6 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     entry.process.kill()
                 await entry.process.wait()
-        for entry in self._running.values():
-            for pump in entry.pumps:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
 
     async def _spawn(self, entry: _Running) -> None:
         output = asyncio.subprocess.PIPE if self._prefix_output else None
