@@ -36,13 +36,17 @@ def open_channel(address: str, *, tracing: bool = True) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 
-async def call(method: Callable[..., Awaitable[Resp]], request: Any, *, timeout: float) -> Resp:
+async def call(
+    method: Callable[..., Awaitable[Resp]], request: Any, *, timeout: float, wait_for_ready: bool = True
+) -> Resp:
     """Invoke a unary RPC with a deadline; a failure is raised as the matching `OmniError`.
 
-    The call waits for the channel to be ready (within the deadline) instead of failing at once while a peer is
-    starting or being restarted by the launcher: a mesh hop should ride out a restart, and the deadline bounds it.
+    By default the call waits for the channel to be ready (within the deadline) instead of failing at once while a
+    peer is starting or being restarted by the launcher: a hop inside the mesh should ride out a restart, and the
+    deadline bounds it. The gateway passes `wait_for_ready=False` so a client learns at once (503) that a service
+    is down.
     """
     try:
-        return await method(request, timeout=timeout, wait_for_ready=True)
+        return await method(request, timeout=timeout, wait_for_ready=wait_for_ready)
     except grpc.aio.AioRpcError as exc:
         raise translate_rpc_error(exc) from None

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query
 from omni.ingress.v1 import ingress_service_pb2
 
 from gateway.app.api.deps import IngressStubDep, SettingsDep
+from gateway.app.api.rpc import call
 from gateway.app.mappers.dead_letters import dead_letter_out
 from gateway.app.schemas.common import PAGE_MAX
 from gateway.app.schemas.dead_letters import DeadLetterList, RedeliverOut
-from servicekit.grpc_clients import call
 
 router = APIRouter(prefix="/dead-letters", tags=["dead-letters"])
 

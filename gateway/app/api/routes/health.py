@@ -11,9 +11,9 @@ from starlette.responses import Response
 
 from gateway.app.api.deps import HealthStubs, SettingsDep
 from gateway.app.api.errors import json_response
+from gateway.app.api.rpc import call
 from gateway.app.schemas.health import HealthOut
 from servicekit.errors import OmniError
-from servicekit.grpc_clients import call
 
 router = APIRouter(tags=["health"])
 

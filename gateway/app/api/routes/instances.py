@@ -10,6 +10,7 @@ from omni.common.v1 import channel_pb2
 from omni.router.v1 import router_service_pb2
 
 from gateway.app.api.deps import ChannelsStubDep, RouterStubDep, SettingsDep
+from gateway.app.api.rpc import call
 from gateway.app.config import Settings
 from gateway.app.mappers.instances import (
     CHANNEL_BY_NAME,
@@ -30,7 +31,6 @@ from gateway.app.schemas.instances import (
     QrCodeOut,
 )
 from servicekit.errors import FieldViolation, InvalidArgumentError
-from servicekit.grpc_clients import call
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 

@@ -9,8 +9,8 @@ from omni.common.v1 import channel_pb2, message_pb2
 from omni.router.v1 import router_service_pb2
 
 from gateway.app.api.deps import RouterStubDep, SettingsDep
+from gateway.app.api.rpc import call
 from gateway.app.schemas.messages import SendMediaIn, SendOut, SendTextIn
-from servicekit.grpc_clients import call
 
 router = APIRouter(tags=["messages"])
 

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Query
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2
 
 from gateway.app.api.deps import SettingsDep, TracingStubDep
+from gateway.app.api.rpc import call
 from gateway.app.mappers.timestamps import to_timestamp
 from gateway.app.mappers.traces import STATUS_BY_NAME, trace_detail, trace_summary
 from gateway.app.schemas.common import PAGE_MAX
 from gateway.app.schemas.traces import TraceDetail, TraceList, TraceStatus
 from servicekit.errors import FieldViolation, InvalidArgumentError
-from servicekit.grpc_clients import call
 
 router = APIRouter(prefix="/traces", tags=["traces"])
 

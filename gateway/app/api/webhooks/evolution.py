@@ -17,9 +17,9 @@ from starlette.responses import Response
 
 from gateway.app.api.deps import IngressStubDep, SettingsDep
 from gateway.app.api.errors import json_response
+from gateway.app.api.rpc import call
 from gateway.app.config import Settings
 from gateway.app.schemas.webhooks import WebhookAck
-from servicekit.grpc_clients import call
 
 router = APIRouter(prefix="/webhook/evolution", tags=["webhooks"])
 
