@@ -65,6 +65,12 @@ MIGRATIONS = [
             "CREATE INDEX inbox_dead ON inbox (state, dead_at)",
         ],
     ),
+    Migration(
+        2,
+        "inbox_handled_by",
+        # Which replica finished a message: operators (and the two-replica test) can see how work was shared.
+        ["ALTER TABLE inbox ADD COLUMN handled_by TEXT"],
+    ),
 ]
 
 _COLUMNS = (
@@ -220,7 +226,7 @@ class InboxStore:
         return (
             await self._db.execute(
                 "UPDATE inbox SET state = 'handled', outcome = $3, lease_owner = NULL, lease_until = NULL, "
-                "updated_at = $4 WHERE id = $1 AND state = 'dispatched' AND lease_owner = $2",
+                "handled_by = $2, updated_at = $4 WHERE id = $1 AND state = 'dispatched' AND lease_owner = $2",
                 message_id,
                 replica_id,
                 outcome,

@@ -1,0 +1,214 @@
+"""`make bench`: Evolution text webhooks through the running mesh to the fakes, against the direct pipeline.
+
+It starts the Evolution simulator and the echo agent as their own processes, the mesh (launcher, as `make run`),
+creates an instance, then:
+1. the direct pipeline: N x (agent call + Evolution sendText) at concurrency C from this process, no hub;
+2. the hub: N webhooks posted at concurrency C over distinct chats; it records each webhook's ack latency and, from
+   the simulator's records, when each reply was sent; it checks that every message got exactly one reply.
+It prints ack p50/p99, end-to-end replies/s and p50/p99, lost and duplicated replies, and the CPU seconds each
+process used during the hub run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from bench.procstat import cpu_seconds, own_cpu_seconds
+from bench.stats import percentile
+from launcher.local_mesh import REPO_ROOT, LocalMesh, free_port
+from servicekit.runner import run
+from simulators.evolution import text_upsert
+
+EVOLUTION_KEY = "bench-evolution-key"
+AGENT_KEY = "bench-agent-key"
+INSTANCE = "bench"
+
+
+@dataclass
+class Helper:
+    """A fake peer running as its own process."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    url: str
+
+
+@dataclass
+class HubRun:
+    ack_ms: list[float] = field(default_factory=list)
+    posted_at: dict[str, float] = field(default_factory=dict)
+    failed_acks: int = 0
+
+
+async def start_helper(name: str, module: str, *args: str) -> Helper:
+    """Start `python -m module` and wait for its "listening on URL" line."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+    if "listening on" not in line:
+        raise RuntimeError(f"{name} did not start: {line!r}")
+    return Helper(name, process, line.rsplit(" ", 1)[1].strip())
+
+
+async def direct_pipeline(agent: str, evolution: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Agent call then sendText per message, no hub: returns (replies/s, latencies ms)."""
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            async with gate:
+                started = time.perf_counter()
+                body = {"message": f"direct {i}", "user_id": "u", "session_id": "s", "message_type": "text"}
+                async with session.post(
+                    f"{agent}/api/agent/chat", json=body, headers={"x-api-key": AGENT_KEY}
+                ) as response:
+                    reply = await response.json()
+                async with session.post(
+                    f"{evolution}/message/sendText/{INSTANCE}",
+                    json={"number": f"55119{i % 1000:08d}", "text": reply["text"]},
+                    headers={"apikey": EVOLUTION_KEY},
+                ) as response:
+                    await response.read()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(n)))
+        elapsed = time.perf_counter() - started
+    return n / elapsed, latencies
+
+
+async def hub_run(mesh: LocalMesh, n: int, concurrency: int, chats: int) -> HubRun:
+    """Post N webhooks at concurrency C, recording ack latency and post time per message token."""
+    result = HubRun()
+    gate = asyncio.Semaphore(concurrency)
+    url = mesh.webhook_url(INSTANCE)
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            token = f"m{i}-{uuid.uuid4().hex[:6]}"
+            chat = f"55{21900000000 + i % chats}@s.whatsapp.net"
+            payload = text_upsert(INSTANCE, chat, token, push_name=f"Sender {i % chats}")
+            async with gate:
+                started = time.perf_counter()
+                result.posted_at[token] = time.time()
+                async with session.post(url, json=payload) as response:
+                    await response.read()
+                    if response.status != 200:
+                        result.failed_acks += 1
+                result.ack_ms.append((time.perf_counter() - started) * 1000)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+    return result
+
+
+async def wait_for_replies(evolution: str, expected: int, timeout: float) -> list[dict[str, Any]]:
+    """Poll the simulator until `expected` replies were sent (or the time is up)."""
+    deadline = time.monotonic() + timeout
+    sent: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"{evolution}/__sim/sent") as response:
+                sent = await response.json()
+            if len(sent) >= expected:
+                await asyncio.sleep(1.0)  # anything more would be a duplicate
+                async with session.get(f"{evolution}/__sim/sent") as response:
+                    return list(await response.json())
+            await asyncio.sleep(0.25)
+    return sent
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--chats", type=int, default=200, help="distinct conversations the messages spread over")
+    parser.add_argument("--database-url", default="", help="PostgreSQL URL (default: SQLite files)")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+
+    evolution = await start_helper(
+        "evolution", "simulators.evolution", "--port", str(free_port()), "--api-key", EVOLUTION_KEY,
+        "--instance", f"{INSTANCE}:{EVOLUTION_KEY}",
+    )  # fmt: skip
+    agent = await start_helper("agent", "examples.agent_echo", "--port", str(free_port()), "--api-key", AGENT_KEY)
+    data_dir = REPO_ROOT / "data" / "bench"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), database_url=args.database_url, prefix_output=False)
+    try:
+        await mesh.start()
+        await mesh.create_instance(
+            name=INSTANCE, channel_type="whatsapp", evolution_url=evolution.url, evolution_key=EVOLUTION_KEY,
+            whatsapp_instance=INSTANCE, agent_api_url=agent.url, agent_api_key=AGENT_KEY, default_agent="echo",
+        )  # fmt: skip
+        print(f"mesh up; {args.messages} messages, concurrency {args.concurrency}, {args.chats} chats")
+
+        await hub_run(mesh, 50, 10, 10)  # warm-up: connections, caches, JIT-free but first-call paths
+        await wait_for_replies(evolution.url, 50, 30)
+        direct_rate, direct_lat = await direct_pipeline(agent.url, evolution.url, args.messages, args.concurrency)
+        async with aiohttp.ClientSession() as session:
+            await session.post(f"{evolution.url}/__sim/reset")
+
+        pids = {name: mesh.supervisor.pid(name) for name in ("gateway", "ingress", "router", "channels", "tracing")}
+        pids |= {"evolution-sim": evolution.process.pid, "echo-agent": agent.process.pid}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+        bench_before = own_cpu_seconds()
+        started = time.time()
+        run_result = await hub_run(mesh, args.messages, args.concurrency, args.chats)
+        ack_done = time.time()
+        sent = await wait_for_replies(evolution.url, args.messages, args.timeout)
+        cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
+        cpu_used["bench client"] = own_cpu_seconds() - bench_before
+
+        replies: dict[str, list[float]] = {}
+        for message in sent:
+            token = message["text"].removeprefix("Echo: ")
+            replies.setdefault(token, []).append(message["received_at"])
+        posted = run_result.posted_at
+        e2e = [(min(times) - posted[token]) * 1000 for token, times in replies.items() if token in posted]
+        lost = sum(1 for token in run_result.posted_at if token not in replies)
+        duplicated = sum(len(times) - 1 for times in replies.values())
+        last = max((min(times) for times in replies.values()), default=started)
+        hub_rate = len(replies) / (last - started) if replies else 0.0
+
+        print("\n== webhook acknowledgement (gateway → ingress, stored and de-duplicated)")
+        print(f"  p50 {percentile(run_result.ack_ms, 50):7.1f} ms   p99 {percentile(run_result.ack_ms, 99):7.1f} ms   "
+              f"max {max(run_result.ack_ms):7.1f} ms   non-200: {run_result.failed_acks}   "
+              f"{args.messages / (ack_done - started):.0f} acks/s")  # fmt: skip
+        print("== end to end through the hub (webhook posted → reply accepted by Evolution)")
+        print(f"  {hub_rate:7.1f} replies/s   p50 {percentile(e2e, 50):7.1f} ms   p99 {percentile(e2e, 99):7.1f} ms   "
+              f"lost {lost}   duplicated {duplicated}")  # fmt: skip
+        print("== direct pipeline (agent call + sendText, no hub)")
+        print(f"  {direct_rate:7.1f} replies/s   p50 {percentile(direct_lat, 50):7.1f} ms   "
+              f"p99 {percentile(direct_lat, 99):7.1f} ms")  # fmt: skip
+        print("== CPU seconds during the hub run")
+        for name, seconds in sorted(cpu_used.items(), key=lambda item: -item[1]):
+            print(f"  {name:<14} {seconds:7.2f} s   ({seconds / args.messages * 1000:5.2f} ms per message)")
+        if lost or duplicated:
+            raise SystemExit(1)
+    finally:
+        await mesh.stop()
+        for helper in (evolution, agent):
+            with contextlib.suppress(ProcessLookupError):
+                helper.process.terminate()
+            await helper.process.wait()
+
+
+if __name__ == "__main__":
+    run(main())
