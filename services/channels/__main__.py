@@ -58,7 +58,7 @@ async def main() -> None:
             timeout_seconds=settings.channels_evolution_timeout_seconds,
             rate_limit_backoff_seconds=settings.channels_rate_limit_backoff_seconds,
         )
-        outbox = OutboxSender(OutboxStore(db), evolution, policy=send_policy(settings))
+        outbox = OutboxSender(OutboxStore(db), evolution, policy=send_policy(settings), worker_id=settings.replica_id())
         core = ChannelsCore(instances, evolution, outbox)
         server, port, health = create_server(settings, core)
         await server.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from servicekit.settings import MeshSettings
 
 
@@ -22,3 +24,10 @@ class Settings(MeshSettings):
     """Pause between two parts of one reply, so a long answer reads like typing rather than a burst."""
     channels_reconcile_window_seconds: float = 60.0
     """How far before a send of unknown outcome findMessages looks for it (covers clock skew with Evolution)."""
+    channels_replica_id: str = ""
+    """This replica's name on the parts it is sending; empty means "<hostname>-<port>". Keep it stable across
+    restarts so a restarted replica reconciles its own interrupted sends at once instead of waiting out the lease."""
+
+    def replica_id(self) -> str:
+        """The configured replica id, or "<hostname>-<channels port>"."""
+        return self.channels_replica_id or f"{socket.gethostname()}-{self.channels_grpc_port}"
