@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
-from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError, UnavailableError
 from services.tracing.core.models import TRACE_STATUSES, SpanRecord, Trace, TracePage, TraceQuery
 from services.tracing.core.ports import TraceRepository
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -30,14 +33,20 @@ class TracingCore:
         if not unique:
             return 0
         now = self._clock()
-        async with self._store.ingest_batch() as batch:
-            inserted = await batch.insert_spans(list(unique.values()), received_at=now)
-            if not inserted:
-                return 0
-            aggregates = await batch.lock_traces([s.trace_id for s in inserted])
-            for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
-                aggregates[span.trace_id].absorb(span)
-            await batch.save_traces(aggregates.values(), updated_at=now)
+        try:
+            async with self._store.ingest_batch() as batch:
+                inserted = await batch.insert_spans(list(unique.values()), received_at=now)
+                if not inserted:
+                    return 0
+                aggregates = await batch.lock_traces([s.trace_id for s in inserted])
+                for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
+                    aggregates[span.trace_id].absorb(span)
+                await batch.save_traces(aggregates.values(), updated_at=now)
+        except Exception as exc:
+            # A lost batch is a hole in someone's trace: answer UNAVAILABLE, which OTLP exporters retry with
+            # back-off (a deadlock with the retention sweep, a database restart), instead of INTERNAL, which they drop.
+            log.warning("could not store %d spans: %s", len(unique), exc)
+            raise UnavailableError("span store unavailable; retry the export") from exc
         return len(inserted)
 
     async def list_traces(self, query: TraceQuery) -> TracePage:
