@@ -1,4 +1,4 @@
-"""One small async database interface over SQLite (aiosqlite) and PostgreSQL (asyncpg).
+"""One small async database interface over SQLite (sqlite3) and PostgreSQL (asyncpg).
 
 Services write PostgreSQL-flavoured SQL with `$1` placeholders; on SQLite the placeholders become `?1` and
 `FOR UPDATE [SKIP LOCKED]` is dropped (SQLite has one writer, so row locks are implicit). Rows come back as plain
@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiosqlite
 import asyncpg
 
 Row = dict[str, Any]
@@ -49,36 +49,36 @@ def _sqlite_sql(sql: str) -> str:
 
 
 class _SqliteExecutor:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
-        cursor = await self._conn.execute(_sqlite_sql(sql), args)
-        count = cursor.rowcount
-        await cursor.close()
-        return count
+        return self._conn.execute(_sqlite_sql(sql), args).rowcount
 
     async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        cursor = await self._conn.execute(_sqlite_sql(sql), args)
-        rows = await cursor.fetchall()
-        await cursor.close()
-        return [dict(row) for row in rows]
+        return [dict(row) for row in self._conn.execute(_sqlite_sql(sql), args).fetchall()]
 
     async def fetchrow(self, sql: str, *args: Any) -> Row | None:
-        rows = await self.fetch(sql, *args)
-        return rows[0] if rows else None
+        row = self._conn.execute(_sqlite_sql(sql), args).fetchone()
+        return dict(row) if row is not None else None
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return next(iter(row.values())) if row else None
+        row = self._conn.execute(_sqlite_sql(sql), args).fetchone()
+        return row[0] if row is not None else None
 
 
 class SqliteDatabase:
-    """One aiosqlite connection in WAL mode; statements and transactions are serialised by a lock."""
+    """One sqlite3 connection in WAL mode, used directly on the event loop thread.
+
+    Why not a worker thread (aiosqlite): a statement on a local WAL database takes tens of microseconds, while the
+    hop to a worker thread and back costs ~150 us of CPU per statement (measured: 181 us vs 27 us per INSERT), which
+    made the database the largest CPU cost of a message. Each service owns its file alone (one process), so no
+    statement waits on another process's lock. A lock keeps a transaction's statements together across awaits.
+    """
 
     dialect = "sqlite"
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._executor = _SqliteExecutor(conn)
@@ -88,10 +88,10 @@ class SqliteDatabase:
         """Open (and create) the file at `path`; ':memory:' gives a private in-memory database."""
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(path, isolation_level=None)
-        conn.row_factory = aiosqlite.Row
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
-            await conn.execute(f"PRAGMA {pragma}")
+            conn.execute(f"PRAGMA {pragma}")
         return cls(conn)
 
     async def execute(self, sql: str, *args: Any) -> int:
@@ -114,16 +114,16 @@ class SqliteDatabase:
     async def transaction(self) -> AsyncIterator[Executor]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._executor
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                self._conn.execute("ROLLBACK")
                 raise
-            await self._conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
 
     async def close(self) -> None:
-        await self._conn.close()
+        self._conn.close()
 
 
 class _PostgresExecutor:

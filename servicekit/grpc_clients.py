@@ -9,6 +9,7 @@ import grpc
 
 from servicekit.grpc_errors import translate_rpc_error
 from servicekit.grpc_server import MAX_MESSAGE_BYTES
+from servicekit.trace_propagation import context_propagating_interceptors
 
 Resp = TypeVar("Resp")
 
@@ -25,14 +26,9 @@ CHANNEL_OPTIONS = [
 
 
 def open_channel(address: str, *, tracing: bool = True) -> grpc.aio.Channel:
-    """An insecure channel to `address`; with tracing, the OTel interceptors propagate the trace context."""
-    interceptors: list[Any] = []
-    if tracing:
-        from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
-
-        # Health probes (the launcher, /health, k8s) would otherwise flood the tracing service with spans.
-        no_health = filters.negate(filters.health_check())
-        interceptors = list(aio_client_interceptors(filter_=no_health))  # type: ignore[no-untyped-call]
+    """An insecure channel to `address`; with tracing, each call carries the current trace context (the server's
+    span continues the trace; see `trace_propagation` for why clients record no span of their own)."""
+    interceptors = context_propagating_interceptors() if tracing else []
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
 
 

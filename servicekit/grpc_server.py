@@ -14,6 +14,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from servicekit.grpc_errors import ErrorMappingInterceptor
+from servicekit.trace_propagation import TraceContextServerInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,8 @@ SERVER_OPTIONS = [
 
 
 def new_server(domain: str, *, tracing: bool = True) -> grpc.aio.Server:
-    """A grpc.aio server with the OTel server interceptor (when tracing) and the error-mapping interceptor."""
-    interceptors: list[Any] = []
-    if tracing:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
-        # The OTel helpers are untyped; the interceptor it returns is a grpc.aio.ServerInterceptor.
-        interceptors.append(aio_server_interceptor(filter_=filters.negate(filters.health_check())))  # type: ignore[no-untyped-call]
+    """A grpc.aio server that continues the caller's trace (when tracing) and maps domain errors to statuses."""
+    interceptors: list[Any] = [TraceContextServerInterceptor()] if tracing else []
     interceptors.append(ErrorMappingInterceptor(domain))
     return grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 

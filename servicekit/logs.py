@@ -14,5 +14,5 @@ def configure_logging(service: str, level: str) -> None:
         format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
         force=True,
     )
-    for noisy in ("aiosqlite", "asyncio", "grpc._cython", "opentelemetry"):
+    for noisy in ("asyncio", "grpc._cython", "opentelemetry"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 
 from gateway.app.api.errors import install_error_handlers
 from gateway.app.api.main import api_router
@@ -20,6 +22,24 @@ DESCRIPTION = (
     "Omni hub: one API between chat channels (WhatsApp via Evolution, Discord, Slack) and AI agents. "
     "Every /api/v1 route except the webhook receivers needs the `x-api-key` header."
 )
+
+
+def _untraced(scope: MutableMapping[str, Any]) -> bool:
+    """Health probes and the docs are not messages: no trace for them."""
+    path = str(scope.get("path", ""))
+    return path == "/health" or path.startswith(("/docs", "/openapi", "/redoc"))
+
+
+TELEMETRY: TelemetryConfig = {
+    "tracing": True,
+    # One span per request starts the message's trace at the edge; FastAPI's per-dependency and per-endpoint spans,
+    # its metrics and its exception logs would cost CPU on the webhook hot path and add nothing the mesh's spans
+    # do not already show.
+    "operation_spans": False,
+    "metrics": False,
+    "logs": False,
+    "exclude": _untraced,
+}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -43,7 +63,13 @@ def create_app(settings: Settings) -> FastAPI:
             if provider is not None:
                 provider.shutdown()
 
-    app = FastAPI(title="Omni hub API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="Omni hub API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry=TELEMETRY if settings.enable_tracing else {"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.settings = settings
     app.state.mesh = None
     install_error_handlers(app)

@@ -64,6 +64,7 @@ async def main() -> None:
         routes=RouteRepository(db),
         agent=AgentClient(session),
         channels=channels,
+        typing_delay=settings.router_typing_delay_seconds,
     )
     try:
         server, port, health = create_server(

@@ -16,7 +16,10 @@ class Settings(MeshSettings):
     router_channel_send_timeout_seconds: float = 30.0
     """Deadline of one ChannelsService.SendMessage call (channels retries the network itself within it)."""
     router_presence_timeout_seconds: float = 2.0
-    """Deadline of the best-effort typing indicator sent before the agent call."""
+    """Deadline of the best-effort typing indicator."""
+    router_typing_delay_seconds: float = 1.0
+    """Show "typing..." only when the agent has not answered after this long: a fast agent needs no indicator,
+    and skipping it saves a channel round trip per message. Negative disables the indicator."""
     router_agent_max_connections: int = 512
     """Connection pool size of the shared aiohttp session used for agent calls."""
     router_watch_queue_size: int = 1000

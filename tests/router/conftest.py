@@ -36,6 +36,9 @@ from services.router.storage import MIGRATIONS, SCHEMA, IdentityRepository, Inst
 AGENT_KEY = "agent-secret-key-1FAB"
 EVOLUTION_KEY = "evo-secret-key-9C3D"
 
+TYPING_DELAY = 0.2
+"""The harness router shows \"typing...\" when the agent takes longer than this."""
+
 
 class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
     """ChannelsService that records sends, de-duplicates parts by (key, index) like the real one, and can fail."""
@@ -184,6 +187,7 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
         agent=AgentClient(session, backoff=(0.05, 0.1, 0.2), tracer=tracer),
         channels=sender,
         tracer=tracer,
+        typing_delay=TYPING_DELAY,
     )
     server, port, _health = create_server(
         settings,

@@ -12,7 +12,7 @@ from omni.common.v1 import channel_pb2
 from omni.router.v1 import instance_pb2, router_service_pb2
 
 from servicekit.errors import FailedPreconditionError, UnavailableError
-from tests.router.conftest import AGENT_KEY, Harness, inbound, wait_for, whatsapp_instance
+from tests.router.conftest import AGENT_KEY, TYPING_DELAY, Harness, inbound, wait_for, whatsapp_instance
 
 SENT = channel_pb2.MESSAGE_OUTCOME_SENT
 ERROR = channel_pb2.MESSAGE_OUTCOME_ERROR
@@ -36,6 +36,19 @@ def route_span_attributes(h: Harness) -> dict[str, Any]:
     spans = h.spans("router.route")
     assert spans
     return dict(spans[-1].attributes or {})
+
+
+async def test_a_slow_agent_gets_a_typing_indicator_a_fast_one_does_not(harness: Harness) -> None:
+    await setup_instance(harness)
+    harness.agent.set_delay(TYPING_DELAY * 2)
+    try:
+        assert (await route(harness, inbound(text="slow", message_id="slow-1"))).outcome == SENT
+    finally:
+        harness.agent.set_delay(0)
+    await wait_for(lambda: len(harness.channels.presences) == 1)
+    assert harness.channels.presences[0].chat_id == "5511999990001@s.whatsapp.net"
+    assert (await route(harness, inbound(text="fast", message_id="fast-1"))).outcome == SENT
+    assert len(harness.channels.presences) == 1
 
 
 async def test_reply_reaches_the_chat_with_the_contract_body(harness: Harness) -> None:
@@ -88,8 +101,7 @@ async def test_reply_reaches_the_chat_with_the_contract_body(harness: Harness) -
     assert request.chat_id == "5511999990001@s.whatsapp.net"
     assert request.idempotency_key == "msg-1"
     assert [p.text for p in request.parts] == ["Echo: Hello!"]
-    await wait_for(lambda: len(harness.channels.presences) == 1)
-    assert harness.channels.presences[0].chat_id == "5511999990001@s.whatsapp.net"
+    assert harness.channels.presences == [], "a fast agent needs no typing indicator"
 
     attributes = route_span_attributes(harness)
     assert attributes["omni.status"] == "sent"

@@ -54,6 +54,7 @@ class MessageRouter:
         channels: ChannelSender,
         clock: Clock = time.time,
         tracer: trace.Tracer | None = None,
+        typing_delay: float = 1.0,
     ) -> None:
         self._instances = instances
         self._identities = identities
@@ -64,6 +65,7 @@ class MessageRouter:
         self._tracer = tracer or trace.get_tracer("omni.router")
         self._locks = KeyedLock()
         self._background: set[asyncio.Task[None]] = set()
+        self._typing_delay = typing_delay
 
     async def route(self, message: InboundMessage, *, attempt: int = 1, final_attempt: bool = False) -> RouteResult:
         """Handle `message`; raises `UnavailableError` when a later attempt with the same message may succeed."""
@@ -162,7 +164,7 @@ class MessageRouter:
         if not instance.agent_api_url:
             reply: dict[str, Any] = {"error": "instance has no agent_api_url"}
             return await self._routes.store_reply(message.id, reply, self._clock())
-        self._composing(instance, message)
+        typing = self._composing(instance, message)
         body = build_agent_request(
             instance,
             message,
@@ -176,13 +178,16 @@ class MessageRouter:
                 instance.agent_api_url, instance.agent_api_key, body, budget=float(instance.agent_timeout_seconds)
             )
         except AgentTransientError as exc:
+            typing.cancel()
             if final_attempt and instance.fallback_text:
                 await self._send_fallback(instance, message, strict=False)
             raise UnavailableError(f"agent unreachable: {exc.message}") from None
         except AgentPermanentError as exc:
+            typing.cancel()
             span.set_attribute(attrs.PAYLOAD_AGENT_RESPONSE, payload_json({"error": exc.message, "status": exc.status}))
             reply = {"error": exc.message}
         else:
+            typing.cancel()
             span.set_attribute(attrs.PAYLOAD_AGENT_RESPONSE, payload_json(answer.raw))
             reply = {"text": answer.text, "media": answer.media, "actions": answer.actions}
         return await self._routes.store_reply(message.id, reply, self._clock())
@@ -223,11 +228,20 @@ class MessageRouter:
         except OmniError as exc:
             log.warning("fallback text for message %s refused: %s", message.id, exc.message)
 
-    def _composing(self, instance: Instance, message: InboundMessage) -> None:
-        """Show "typing..." without waiting for it: it must never delay or fail the reply."""
-        task = asyncio.create_task(self._channels.composing(instance.name, message.chat_id))
+    def _composing(self, instance: Instance, message: InboundMessage) -> asyncio.Task[None]:
+        """Show "typing..." once the agent has taken `typing_delay` seconds, without waiting for it: it must never
+        delay or fail the reply. The caller cancels the returned task when the agent answers first."""
+
+        async def after_delay() -> None:
+            if self._typing_delay < 0:
+                return
+            await asyncio.sleep(self._typing_delay)
+            await self._channels.composing(instance.name, message.chat_id)
+
+        task = asyncio.create_task(after_delay())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _finish(self, record: RouteRecord, outcome: str, error: str, sent: list[str]) -> RouteResult:
         await self._routes.finish(record.message_id, outcome, error, sent, self._clock())

@@ -1,0 +1,81 @@
+"""Carries the trace context across gRPC hops in metadata (W3C `traceparent`, `tracestate`, `baggage`).
+
+The OTel gRPC instrumentation records a client and a server span for every call: four extra spans per message
+whose only content is the method name and a loopback latency, each costing CPU in the caller, the callee and the
+tracing service (measured: its server interceptor was 12-17% of ingress's and router's CPU). The services' own spans
+(ingress.accept, ingress.dispatch, router.route, agent.call, channels.send) already say what each hop did and how
+long it took, so the mesh only propagates the context: clients inject it, servers attach it around the handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+
+def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return details
+    metadata = list(details.metadata or ())
+    metadata.extend(carrier.items())
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
+    )
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_with_context(client_call_details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        return await continuation(_with_context(client_call_details), request)
+
+
+def context_propagating_interceptors() -> list[Any]:
+    """Client interceptors that put the current trace context into each call's metadata."""
+    return [_UnaryUnary(), _UnaryStream()]
+
+
+_PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+class TraceContextServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Makes the caller's trace context current while a unary handler runs, so its spans join the caller's trace."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        metadata = handler_call_details.invocation_metadata or ()
+        carrier = {key: str(value) for key, value in metadata if key in _PROPAGATED}
+        if handler is None or handler.unary_unary is None or not carrier:
+            return handler
+        remote = propagate.extract(carrier)
+        inner: Any = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            token = otel_context.attach(remote)
+            try:
+                return await inner(request, context)
+            finally:
+                otel_context.detach(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
