@@ -45,6 +45,20 @@ class Helper:
 
 
 @dataclass
+class Measured:
+    """What one phase of the hub benchmark measured."""
+
+    ack_ms: list[float]
+    acks_per_second: float
+    failed_acks: int
+    e2e_ms: list[float]
+    replies_per_second: float
+    lost: int
+    duplicated: int
+    cpu: dict[str, float]
+
+
+@dataclass
 class HubRun:
     ack_ms: list[float] = field(default_factory=list)
     posted_at: dict[str, float] = field(default_factory=dict)
@@ -92,18 +106,26 @@ async def direct_pipeline(agent: str, evolution: str, n: int, concurrency: int) 
     return n / elapsed, latencies
 
 
-async def hub_run(mesh: LocalMesh, n: int, concurrency: int, chats: int) -> HubRun:
-    """Post N webhooks at concurrency C, recording ack latency and post time per message token."""
+async def hub_run(mesh: LocalMesh, n: int, concurrency: int, chats: int, rate: float = 0.0) -> HubRun:
+    """Post N webhooks with at most C in flight, recording ack latency and post time per message token.
+
+    rate = 0 is a closed loop (each of the C posters sends its next webhook as soon as the previous is answered: the
+    most load the hub can take); rate > 0 is an open loop that starts one webhook every 1/rate seconds, the way
+    messages arrive from WhatsApp users.
+    """
     result = HubRun()
     gate = asyncio.Semaphore(concurrency)
     url = mesh.webhook_url(INSTANCE)
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    begin = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def one(i: int) -> None:
             token = f"m{i}-{uuid.uuid4().hex[:6]}"
             chat = f"55{21900000000 + i % chats}@s.whatsapp.net"
             payload = text_upsert(INSTANCE, chat, token, push_name=f"Sender {i % chats}")
+            if rate > 0:
+                await asyncio.sleep(max(0.0, begin + i / rate - time.perf_counter()))
             async with gate:
                 started = time.perf_counter()
                 result.posted_at[token] = time.time()
@@ -133,9 +155,64 @@ async def wait_for_replies(evolution: str, expected: int, timeout: float) -> lis
     return sent
 
 
+async def measure(
+    mesh: LocalMesh,
+    evolution: str,
+    pids: dict[str, int | None],
+    n: int,
+    concurrency: int,
+    chats: int,
+    rate: float,
+    timeout: float,
+) -> Measured:
+    """One phase: post, wait for every reply, and account for latency, loss, duplicates and CPU."""
+    async with aiohttp.ClientSession() as session:
+        await session.post(f"{evolution}/__sim/reset")
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+    bench_before = own_cpu_seconds()
+    started = time.time()
+    run_result = await hub_run(mesh, n, concurrency, chats, rate)
+    ack_done = time.time()
+    sent = await wait_for_replies(evolution, n, timeout)
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
+    cpu["bench client"] = own_cpu_seconds() - bench_before
+    replies: dict[str, list[float]] = {}
+    for message in sent:
+        token = message["text"].removeprefix("Echo: ")
+        replies.setdefault(token, []).append(message["received_at"])
+    posted = run_result.posted_at
+    e2e = [(min(times) - posted[token]) * 1000 for token, times in replies.items() if token in posted]
+    last = max((min(times) for times in replies.values()), default=started)
+    return Measured(
+        ack_ms=run_result.ack_ms,
+        acks_per_second=n / (ack_done - started),
+        failed_acks=run_result.failed_acks,
+        e2e_ms=e2e,
+        replies_per_second=len(replies) / (last - started) if replies else 0.0,
+        lost=sum(1 for token in posted if token not in replies),
+        duplicated=sum(len(times) - 1 for times in replies.values()),
+        cpu=cpu,
+    )
+
+
+def report(title: str, m: Measured, n: int) -> None:
+    """Print one phase's figures."""
+    print(f"\n== {title}")
+    print(f"  webhook ack      p50 {percentile(m.ack_ms, 50):7.1f} ms   p99 {percentile(m.ack_ms, 99):7.1f} ms   "
+          f"max {max(m.ack_ms):7.1f} ms   {m.acks_per_second:6.0f} acks/s   non-2xx {m.failed_acks}")  # fmt: skip
+    print(f"  end to end       p50 {percentile(m.e2e_ms, 50):7.1f} ms   p99 {percentile(m.e2e_ms, 99):7.1f} ms   "
+          f"{m.replies_per_second:6.1f} replies/s   lost {m.lost}   duplicated {m.duplicated}")  # fmt: skip
+    total = sum(m.cpu.values())
+    print(f"  CPU seconds ({total:.2f} s in all, {total / n * 1000:.2f} ms per message):")
+    for name, seconds in sorted(m.cpu.items(), key=lambda item: -item[1]):
+        print(f"    {name:<14} {seconds:7.2f} s   ({seconds / n * 1000:5.2f} ms per message)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=2000, help="webhooks in the closed-loop burst")
+    parser.add_argument("--steady-messages", type=int, default=1000, help="webhooks in the open-loop phase")
+    parser.add_argument("--rate", type=float, default=150, help="arrivals per second in the open-loop phase")
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--chats", type=int, default=200, help="distinct conversations the messages spread over")
     parser.add_argument("--database-url", default="", help="PostgreSQL URL (default: SQLite files)")
@@ -157,7 +234,7 @@ async def main() -> None:
             name=INSTANCE, channel_type="whatsapp", evolution_url=evolution.url, evolution_key=EVOLUTION_KEY,
             whatsapp_instance=INSTANCE, agent_api_url=agent.url, agent_api_key=AGENT_KEY, default_agent="echo",
         )  # fmt: skip
-        print(f"mesh up; {args.messages} messages, concurrency {args.concurrency}, {args.chats} chats")
+        print(f"mesh up; messages spread over {args.chats} chats")
 
         await hub_run(mesh, 50, 10, 10)  # warm-up: connections, caches, JIT-free but first-call paths
         await wait_for_replies(evolution.url, 50, 30)
@@ -167,39 +244,17 @@ async def main() -> None:
 
         pids = {name: mesh.supervisor.pid(name) for name in ("gateway", "ingress", "router", "channels", "tracing")}
         pids |= {"evolution-sim": evolution.process.pid, "echo-agent": agent.process.pid}
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
-        bench_before = own_cpu_seconds()
-        started = time.time()
-        run_result = await hub_run(mesh, args.messages, args.concurrency, args.chats)
-        ack_done = time.time()
-        sent = await wait_for_replies(evolution.url, args.messages, args.timeout)
-        cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
-        cpu_used["bench client"] = own_cpu_seconds() - bench_before
-
-        replies: dict[str, list[float]] = {}
-        for message in sent:
-            token = message["text"].removeprefix("Echo: ")
-            replies.setdefault(token, []).append(message["received_at"])
-        posted = run_result.posted_at
-        e2e = [(min(times) - posted[token]) * 1000 for token, times in replies.items() if token in posted]
-        lost = sum(1 for token in run_result.posted_at if token not in replies)
-        duplicated = sum(len(times) - 1 for times in replies.values())
-        last = max((min(times) for times in replies.values()), default=started)
-        hub_rate = len(replies) / (last - started) if replies else 0.0
-
-        print("\n== webhook acknowledgement (gateway → ingress, stored and de-duplicated)")
-        print(f"  p50 {percentile(run_result.ack_ms, 50):7.1f} ms   p99 {percentile(run_result.ack_ms, 99):7.1f} ms   "
-              f"max {max(run_result.ack_ms):7.1f} ms   non-200: {run_result.failed_acks}   "
-              f"{args.messages / (ack_done - started):.0f} acks/s")  # fmt: skip
-        print("== end to end through the hub (webhook posted → reply accepted by Evolution)")
-        print(f"  {hub_rate:7.1f} replies/s   p50 {percentile(e2e, 50):7.1f} ms   p99 {percentile(e2e, 99):7.1f} ms   "
-              f"lost {lost}   duplicated {duplicated}")  # fmt: skip
-        print("== direct pipeline (agent call + sendText, no hub)")
+        steady = await measure(mesh, evolution.url, pids, args.steady_messages, args.concurrency, args.chats,
+                               args.rate, args.timeout)  # fmt: skip
+        burst = await measure(mesh, evolution.url, pids, args.messages, args.concurrency, args.chats, 0.0, args.timeout)
+        report(f"steady arrivals: {args.steady_messages} webhooks at {args.rate:.0f}/s (at most {args.concurrency} "
+               "in flight)", steady, args.steady_messages)  # fmt: skip
+        report(f"burst: {args.messages} webhooks, closed loop at concurrency {args.concurrency}", burst, args.messages)
+        print("\n== direct pipeline (agent call + sendText, no hub, closed loop at the same concurrency)")
         print(f"  {direct_rate:7.1f} replies/s   p50 {percentile(direct_lat, 50):7.1f} ms   "
               f"p99 {percentile(direct_lat, 99):7.1f} ms")  # fmt: skip
-        print("== CPU seconds during the hub run")
-        for name, seconds in sorted(cpu_used.items(), key=lambda item: -item[1]):
-            print(f"  {name:<14} {seconds:7.2f} s   ({seconds / args.messages * 1000:5.2f} ms per message)")
+        lost = steady.lost + burst.lost
+        duplicated = steady.duplicated + burst.duplicated
         if lost or duplicated:
             raise SystemExit(1)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import sqlite3
 import time
@@ -44,7 +45,9 @@ class Database(Executor, Protocol):
     async def close(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=1024)
 def _sqlite_sql(sql: str) -> str:
+    """The SQLite spelling of a statement (cached: services repeat a few dozen statements millions of times)."""
     return _ROW_LOCK.sub("", _PLACEHOLDER.sub(r"?\1", sql))
 
 

@@ -57,10 +57,13 @@ async def main() -> None:
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=settings.router_agent_max_connections, limit_per_host=0)
     )
-    instance_repository = InstanceRepository(db, box)
+    identities = IdentityRepository(db)
+    instance_repository = InstanceRepository(
+        db, box, cache_seconds=settings.router_instance_cache_seconds, on_delete=identities.forget_instance
+    )
     router = MessageRouter(
         instances=instance_repository,
-        identities=IdentityRepository(db),
+        identities=identities,
         routes=RouteRepository(db),
         agent=AgentClient(session),
         channels=channels,

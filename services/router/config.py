@@ -17,6 +17,8 @@ class Settings(MeshSettings):
     """Deadline of one ChannelsService.SendMessage call (channels retries the network itself within it)."""
     router_presence_timeout_seconds: float = 2.0
     """Deadline of the best-effort typing indicator."""
+    router_instance_cache_seconds: float = 2.0
+    """How long the router reuses an instance it read (changes through another router replica show after this)."""
     router_typing_delay_seconds: float = 1.0
     """Show "typing..." only when the agent has not answered after this long: a fast agent needs no indicator,
     and skipping it saves a channel round trip per message. Negative disables the indicator."""

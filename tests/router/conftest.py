@@ -178,11 +178,12 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100))
     box = SecretBox.generate()
-    instances_repo = InstanceRepository(db, box)
+    identities = IdentityRepository(db)
+    instances_repo = InstanceRepository(db, box, cache_seconds=2.0, on_delete=identities.forget_instance)
     broadcaster = InstanceBroadcaster(queue_size=50)
     router = MessageRouter(
         instances=instances_repo,
-        identities=IdentityRepository(db),
+        identities=identities,
         routes=RouteRepository(db),
         agent=AgentClient(session, backoff=(0.05, 0.1, 0.2), tracer=tracer),
         channels=sender,

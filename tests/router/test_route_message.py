@@ -320,3 +320,31 @@ async def test_updated_agent_key_is_used(harness: Harness) -> None:
     response = await route(harness, inbound())
     assert response.outcome == SENT
     assert harness.agent.headers[-1]["x-api-key"] == "rotated-key-0001"
+
+
+async def test_a_recreated_instance_gets_its_users_and_sessions_back(harness: Harness) -> None:
+    await setup_instance(harness)
+    first = await route(harness, inbound(text="before", message_id="before-1"))
+    await harness.stub.DeleteInstance(router_service_pb2.DeleteInstanceRequest(name="acme"))
+    assert await harness.db.fetchval("SELECT COUNT(*) FROM users") == 0
+    await setup_instance(harness)
+    again = await route(harness, inbound(text="after", message_id="after-1"))
+    assert again.outcome == SENT
+    assert again.user_id == first.user_id
+    user = await harness.db.fetchrow("SELECT message_count FROM users WHERE id = $1", again.user_id)
+    assert user is not None
+    assert user["message_count"] == 1
+    assert await harness.db.fetchval("SELECT COUNT(*) FROM sessions WHERE id = $1", again.session_id) == 1
+
+
+async def test_an_instance_change_applies_to_the_next_message(harness: Harness) -> None:
+    await setup_instance(harness)
+    await route(harness, inbound(text="one", message_id="change-1"))
+    await harness.stub.UpdateInstance(
+        router_service_pb2.UpdateInstanceRequest(
+            instance=whatsapp_instance(harness.agent.url, default_agent="other-agent"),
+            update_mask=field_mask_pb2.FieldMask(paths=["default_agent"]),
+        )
+    )
+    await route(harness, inbound(text="two", message_id="change-2"))
+    assert [c["agent"] for c in harness.agent.calls][-1] == "other-agent"
