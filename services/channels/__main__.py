@@ -59,7 +59,7 @@ async def main() -> None:
             rate_limit_backoff_seconds=settings.channels_rate_limit_backoff_seconds,
         )
         outbox = OutboxSender(OutboxStore(db), evolution, policy=send_policy(settings), worker_id=settings.replica_id())
-        core = ChannelsCore(instances, evolution, outbox)
+        core = ChannelsCore(instances, evolution, outbox, fallback_evolution_key=settings.evolution_api_key)
         server, port, health = create_server(settings, core)
         await server.start()
         log.info("channels listening on %s:%d", settings.grpc_host, port)

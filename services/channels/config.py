@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from pydantic import AliasChoices, Field
+
 from servicekit.settings import MeshSettings
 
 
@@ -24,6 +26,8 @@ class Settings(MeshSettings):
     """Pause between two parts of one reply, so a long answer reads like typing rather than a burst."""
     channels_reconcile_window_seconds: float = 60.0
     """How far before a send of unknown outcome findMessages looks for it (covers clock skew with Evolution)."""
+    evolution_api_key: str = Field(default="", validation_alias=AliasChoices("EVOLUTION_API_KEY"))
+    """Deployment-wide Evolution API key used for instances that have none of their own."""
     channels_replica_id: str = ""
     """This replica's name on the parts it is sending; empty means "<hostname>-<port>". Keep it stable across
     restarts so a restarted replica reconciles its own interrupted sends at once instead of waiting out the lease."""

@@ -120,12 +120,14 @@ def make_harness(
     provider.add_span_processor(SimpleSpanProcessor(spans))
     directory = DictDirectory(instance)
 
-    def build(*, timeout: float = 5.0, worker_id: str = "worker-a", **policy: Any) -> Harness:
+    def build(*, timeout: float = 5.0, worker_id: str = "worker-a", fallback_key: str = "", **policy: Any) -> Harness:
         evolution = EvolutionClient(session, timeout_seconds=timeout, rate_limit_backoff_seconds=7.5)
         store = OutboxStore(db)
         defaults: dict[str, Any] = {"backoff_seconds": 0.01, "retry_after_seconds": 1.5}
         outbox = OutboxSender(store, evolution, policy=SendPolicy(**{**defaults, **policy}), worker_id=worker_id)
-        core = ChannelsCore(directory, evolution, outbox, tracer=provider.get_tracer("test"))
+        core = ChannelsCore(
+            directory, evolution, outbox, tracer=provider.get_tracer("test"), fallback_evolution_key=fallback_key
+        )
         return Harness(core=core, outbox=outbox, store=store, directory=directory)
 
     return build

@@ -15,7 +15,7 @@ from servicekit.errors import FailedPreconditionError, InvalidArgumentError, Not
 from servicekit.instances import InstanceConfig
 from services.channels.core.models import MediaSpec, OutboundPart, PartState, SendRequest
 from simulators.evolution import EvolutionSimulator
-from tests.channels.conftest import CHAT, MakeHarness
+from tests.channels.conftest import CHAT, GLOBAL_KEY, MakeHarness
 
 
 def text_request(key: str, *texts: str, quoted: str = "", instance: str = "acme") -> SendRequest:
@@ -334,3 +334,17 @@ async def test_a_proxy_gateway_timeout_is_an_unknown_outcome(
 
     assert len(sim.sent) == 1
     assert results[0].channel_message_id == sim.sent[0].key_id
+
+
+async def test_an_instance_without_its_own_key_uses_evolution_api_key(
+    make_harness: MakeHarness, sim: EvolutionSimulator, instance: InstanceConfig
+) -> None:
+    harness = make_harness(fallback_key=GLOBAL_KEY)
+    harness.directory.instances["keyless"] = InstanceConfig(
+        name="keyless", channel="whatsapp", evolution_url=sim.url, whatsapp_instance=instance.whatsapp_instance
+    )
+    with pytest.raises(FailedPreconditionError):
+        await make_harness().core.send_message(text_request("keyless-0", "no key", instance="keyless"))
+    results = await harness.core.send_message(text_request("keyless-1", "global key", instance="keyless"))
+    assert [r.state for r in results] == [PartState.SENT]
+    assert sim.sent[-1].text == "global key"

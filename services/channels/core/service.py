@@ -50,8 +50,10 @@ class ChannelsCore:
         outbox: OutboxSender,
         *,
         tracer: trace.Tracer | None = None,
+        fallback_evolution_key: str = "",
     ) -> None:
         self._instances = instances
+        self._fallback_evolution_key = fallback_evolution_key
         self._evolution = evolution
         self._outbox = outbox
         self._tracer = tracer or trace.get_tracer(__name__)
@@ -136,6 +138,9 @@ class ChannelsCore:
             raise FailedPreconditionError(
                 f"instance {name!r} has no Evolution URL or WhatsApp instance name", reason=REASON_MISCONFIGURED
             )
+        if not instance.evolution_key and self._fallback_evolution_key:
+            # EVOLUTION_API_KEY of the public contract: the deployment-wide key, for instances created without one.
+            instance = dataclasses.replace(instance, evolution_key=self._fallback_evolution_key)
         return instance
 
 
