@@ -215,9 +215,9 @@ async def test_webhooks_are_acknowledged_fast_while_the_router_is_frozen(world: 
     assert sum(len(v) for v in replies.values()) == 50
 
 
+@pytest.mark.parametrize("world", ["postgres"], indirect=True)
 async def test_two_ingress_replicas_share_one_postgres_backlog(world: World) -> None:
-    if world.database != "postgres":
-        pytest.skip("replicas share work through PostgreSQL's FOR UPDATE SKIP LOCKED")
+    """Replicas share work through PostgreSQL's FOR UPDATE SKIP LOCKED (SQLite is one process per file)."""
     env = {**world.mesh.env, "AUTOMAGIK_OMNI_INGRESS_GRPC_PORT": str(free_port()),
            "AUTOMAGIK_OMNI_INGRESS_REPLICA_ID": "replica-b"}  # fmt: skip
     second = await asyncio.create_subprocess_exec(
