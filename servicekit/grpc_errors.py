@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from servicekit import errors
+from servicekit.grpc_handlers import replace_unary_stream, replace_unary_unary
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 except Exception as exc:
                     await self._abort(exc, context, method)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return replace_unary_unary(handler, unary_unary)
         if handler.unary_stream is not None:
             inner_stream: Any = handler.unary_stream
 
@@ -95,11 +92,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 except Exception as exc:
                     await self._abort(exc, context, method)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return replace_unary_stream(handler, unary_stream)
         return handler
 
     async def _abort(self, exc: Exception, context: Any, method: str) -> None:

@@ -16,6 +16,8 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
+from servicekit.grpc_handlers import replace_unary_unary
+
 
 def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
     carrier: dict[str, str] = {}
@@ -74,8 +76,4 @@ class TraceContextServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore
             finally:
                 otel_context.detach(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return replace_unary_unary(handler, unary_unary)

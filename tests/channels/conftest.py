@@ -13,30 +13,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from servicekit.database import Database, migrate, open_database
-from servicekit.errors import NotFoundError
 from servicekit.instances import InstanceConfig
 from services.channels.core.evolution import EvolutionClient
 from services.channels.core.outbox import OutboxSender, SendPolicy
 from services.channels.core.service import ChannelsCore
 from services.channels.storage import MIGRATION_LOCK, MIGRATIONS, SCHEMA, OutboxStore
 from simulators.evolution import EvolutionSimulator
+from tests.helpers.instances import DictDirectory
 
 GLOBAL_KEY = "global-test-key"
 EVOLUTION_INSTANCE = "acme-support"
 CHAT = "5521991234567"
-
-
-class DictDirectory:
-    """The InstanceDirectory protocol over a dict (stands in for the router-fed cache)."""
-
-    def __init__(self, *instances: InstanceConfig) -> None:
-        self.instances = {i.name: i for i in instances}
-
-    async def get(self, name: str) -> InstanceConfig:
-        try:
-            return self.instances[name]
-        except KeyError:
-            raise NotFoundError(f"instance {name!r} not found") from None
 
 
 @pytest.fixture

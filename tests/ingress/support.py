@@ -11,8 +11,6 @@ from typing import Any
 
 import orjson
 
-from servicekit import errors
-from servicekit.instances import InstanceConfig
 from services.ingress.core.dispatcher import DispatchPolicy, RouteResult
 from services.ingress.core.model import InboundMessage
 
@@ -73,19 +71,6 @@ def with_key(envelope: dict[str, Any], **key: Any) -> dict[str, Any]:
         else:
             copied["data"]["key"][name] = value
     return copied
-
-
-class FakeDirectory:
-    """InstanceDirectory over a dict."""
-
-    def __init__(self, *instances: InstanceConfig) -> None:
-        self.instances = {i.name: i for i in instances}
-
-    async def get(self, name: str) -> InstanceConfig:
-        try:
-            return self.instances[name]
-        except KeyError:
-            raise errors.NotFoundError(f"instance {name!r} not found") from None
 
 
 @dataclass

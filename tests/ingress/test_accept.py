@@ -18,14 +18,15 @@ from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITIO
 from services.ingress.core.dispatcher import Dispatcher
 from services.ingress.core.model import InboundMessage, Sender, message_from_json
 from services.ingress.storage import InboxStore
-from tests.ingress.support import FAST, FakeDirectory, FakeRouter, body, eventually, upsert
+from tests.helpers.instances import DictDirectory
+from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
 ACME = InstanceConfig(name="acme", channel="whatsapp")
 LOCKED = InstanceConfig(name="locked", channel="whatsapp", webhook_secret="s3cret-value")
 
 
 def make_core(store: InboxStore, **kwargs: object) -> IngressCore:
-    return IngressCore(store, FakeDirectory(ACME, LOCKED), **kwargs)  # type: ignore[arg-type]
+    return IngressCore(store, DictDirectory(ACME, LOCKED), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_accepted_message_is_stored_before_the_answer(store: InboxStore) -> None:

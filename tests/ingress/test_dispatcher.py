@@ -21,14 +21,15 @@ from services.ingress.core.accept import ACCEPTED, IngressCore
 from services.ingress.core.dispatcher import Dispatcher, RouteResult
 from services.ingress.core.model import InboundMessage
 from services.ingress.storage import SCHEMA, InboxStore
-from tests.ingress.support import FAST, FakeDirectory, FakeRouter, body, eventually, upsert
+from tests.helpers.instances import DictDirectory
+from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
 ACME = InstanceConfig(name="acme", channel="whatsapp")
 
 
 def make_core(store: InboxStore, dispatcher: Dispatcher | None = None, **kwargs: object) -> IngressCore:
     wake = dispatcher.wake if dispatcher is not None else None
-    return IngressCore(store, FakeDirectory(ACME), on_accept=wake, **kwargs)  # type: ignore[arg-type]
+    return IngressCore(store, DictDirectory(ACME), on_accept=wake, **kwargs)  # type: ignore[arg-type]
 
 
 async def accept(core: IngressCore, key_id: str, **kwargs: object) -> str:

@@ -25,7 +25,8 @@ from services.ingress.core.model import InboundMessage, Sender
 from services.ingress.router_client import GrpcMessageRouter
 from services.ingress.server import create_server
 from services.ingress.storage import InboxStore
-from tests.ingress.support import FAST, FakeDirectory, body, eventually, upsert
+from tests.helpers.instances import DictDirectory
+from tests.ingress.support import FAST, body, eventually, upsert
 
 ACME = InstanceConfig(name="acme", channel="whatsapp")
 WA = channel_pb2.CHANNEL_WHATSAPP
@@ -72,7 +73,7 @@ async def mesh(store: InboxStore) -> AsyncIterator[Mesh]:
         replica_id="test",
         policy=FAST,
     )
-    core = IngressCore(store, FakeDirectory(ACME), on_accept=dispatcher.wake)
+    core = IngressCore(store, DictDirectory(ACME), on_accept=dispatcher.wake)
     server, port, _ = create_server(settings, core, port=0)
     await server.start()
     await dispatcher.start()

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, model_validator
 
 from gateway.app.schemas.common import HttpUrl, LongText, SecretText, ShortText, valid_utf8
+from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 
 ChannelType = Literal["whatsapp", "discord", "slack"]
 ConnectionStatus = Literal["connected", "connecting", "disconnected", "error"]
 
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
-RESERVED_NAMES = frozenset(
-    {
-        "instances",
-        "traces",
-        "webhook",
-        "webhooks",
-        "health",
-        "access",
-        "api",
-        "docs",
-        "openapi",
-        "redoc",
-        "dead-letters",
-        "send-text",
-        "send-media",
-        "contacts",
-        "chats",
-        "channels",
-        "static",
-        "v1",
-    }
-)
-"""Names that would collide with a top-level route segment (e.g. /api/v1/{instance}/send-text)."""
 
 SECRET_FIELDS = (
     "evolution_key",

@@ -3,43 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError
+from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.models import CHANNELS, UPDATABLE_FIELDS, Instance, InstanceChange
 from services.router.core.ports import Clock
 from services.router.storage import InstanceRepository
-
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-RESERVED_NAMES = frozenset(
-    {
-        "instances",
-        "traces",
-        "webhook",
-        "webhooks",
-        "health",
-        "access",
-        "api",
-        "docs",
-        "openapi",
-        "redoc",
-        "dead-letters",
-        "send-text",
-        "send-media",
-        "contacts",
-        "chats",
-        "channels",
-        "static",
-        "v1",
-    }
-)
-"""Names that would collide with the gateway's top-level routes."""
 
 DEFAULT_AGENT_TIMEOUT = 60
 MAX_AGENT_TIMEOUT = 600
@@ -55,7 +29,7 @@ def _is_http_url(value: str) -> bool:
 def validate(instance: Instance) -> Instance:
     """The instance with defaults applied; raises `InvalidArgumentError` listing every bad field."""
     violations: list[FieldViolation] = []
-    if not NAME_PATTERN.match(instance.name):
+    if not NAME_PATTERN.fullmatch(instance.name):
         violations.append(FieldViolation("name", "must match ^[a-z0-9][a-z0-9_-]{0,62}$ (lower case)"))
     elif instance.name in RESERVED_NAMES:
         violations.append(FieldViolation("name", f"{instance.name!r} is reserved (it collides with an API route)"))
