@@ -13,7 +13,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from launcher.local_mesh import REPO_ROOT, free_port
 from simulators.evolution import text_upsert
@@ -217,22 +219,37 @@ async def test_webhooks_are_acknowledged_fast_while_the_router_is_frozen(world: 
 
 @pytest.mark.parametrize("world", ["postgres"], indirect=True)
 async def test_two_ingress_replicas_share_one_postgres_backlog(world: World) -> None:
-    """Replicas share work through PostgreSQL's FOR UPDATE SKIP LOCKED (SQLite is one process per file)."""
-    env = {**world.mesh.env, "AUTOMAGIK_OMNI_INGRESS_GRPC_PORT": str(free_port()),
+    """Replicas share work through PostgreSQL's FOR UPDATE SKIP LOCKED (SQLite is one process per file).
+
+    A backlog of 200 messages (one per chat, so all are claimable at once) builds up while the router is frozen;
+    the first replica can hold at most its dispatch concurrency (64) of them, so a second replica started on the
+    same database claims from the rest. Once the router thaws, every message must be answered exactly once."""
+    port = free_port()
+    env = {**world.mesh.env, "AUTOMAGIK_OMNI_INGRESS_GRPC_PORT": str(port),
            "AUTOMAGIK_OMNI_INGRESS_REPLICA_ID": "replica-b"}  # fmt: skip
-    second = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.ingress", env=env, cwd=str(REPO_ROOT),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    instance = await world.new_instance()
+    await asyncio.sleep(0.5)  # ingress learns of the new instance from the router's watch stream
+    chats = [chat_of(1000 + n) for n in range(SENDERS * PER_SENDER)]
+    second: asyncio.subprocess.Process | None = None
+    world.mesh.supervisor.kill("router", signal.SIGSTOP)
     try:
-        instance = await world.new_instance()
-        world.agent.set_delay(0.05)
-        try:
-            await conversation_burst(world, instance)
-            replies = await all_replies(world, instance, SENDERS * PER_SENDER, timeout=90)
-        finally:
-            world.agent.set_delay(0)
-        assert_exactly_once_in_order(replies)
+        async with aiohttp.ClientSession() as session:
+            await asyncio.gather(
+                *(post_until_acknowledged(session, world.mesh.webhook_url(instance),
+                                          text_upsert(instance, chat, f"backlog {n}"))
+                  for n, chat in enumerate(chats))
+            )  # fmt: skip
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.ingress", env=env, cwd=str(REPO_ROOT),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await eventually(lambda: grpc_serving(port), timeout=30, every=0.2)
+        await asyncio.sleep(1.0)  # a few dispatcher polls of the second replica
+    finally:
+        world.mesh.supervisor.kill("router", signal.SIGCONT)
+    try:
+        replies = await all_replies(world, instance, len(chats), timeout=90)
+        assert dict(replies) == {chat: [f"Echo: backlog {n}"] for n, chat in enumerate(chats)}
         conn = await asyncpg.connect(world.mesh.env["AUTOMAGIK_OMNI_DATABASE_URL"])
         try:
             rows = await conn.fetch(
@@ -243,13 +260,24 @@ async def test_two_ingress_replicas_share_one_postgres_backlog(world: World) -> 
         finally:
             await conn.close()
         shares = {row["handled_by"]: row["n"] for row in rows}
-        assert sum(shares.values()) == SENDERS * PER_SENDER
+        assert sum(shares.values()) == len(chats)
         assert shares.get("replica-b", 0) > 0, shares
         assert len(shares) == 2, shares
     finally:
-        second.send_signal(signal.SIGTERM)
+        if second is not None:
+            second.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(second.wait(), 15)
+            except TimeoutError:
+                second.kill()
+                await second.wait()
+
+
+async def grpc_serving(port: int) -> bool:
+    """True when the gRPC health service on `port` answers SERVING."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            await asyncio.wait_for(second.wait(), 15)
-        except TimeoutError:
-            second.kill()
-            await second.wait()
+            response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
