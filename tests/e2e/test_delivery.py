@@ -154,11 +154,7 @@ async def test_evolution_400_ends_in_error_without_a_retry_storm(world: World) -
     ):
         ack = await response.json()
 
-    async def errored() -> dict[str, Any] | None:
-        code, trace = await world.mesh.get_json(f"/api/v1/traces/{ack['trace_id']}")
-        return trace if code == 200 and trace["status"] == "error" else None
-
-    trace = await eventually(errored, timeout=20)
+    trace = await trace_with_status(world, ack["trace_id"], "error")
     assert "not-authorized" in trace["error_message"]
     await asyncio.sleep(2)
     sends = [p for m, p in world.evolution.requests if p == f"/message/sendText/{instance}"]
@@ -181,9 +177,7 @@ async def test_agent_down_dead_letter_then_redeliver_gives_exactly_one_reply(wor
     letter = await eventually(dead_letter, timeout=60, every=0.5)
     assert letter["attempts"] == int(world.mesh.env["AUTOMAGIK_OMNI_INGRESS_MAX_ATTEMPTS"])
     assert "agent" in letter["last_error"]
-    code, trace = await world.mesh.get_json(f"/api/v1/traces/{letter['trace_id']}")
-    assert code == 200
-    assert trace["status"] == "error"
+    trace = await trace_with_status(world, letter["trace_id"], "error")
     assert "dead-lettered" in trace["error_message"]
 
     async with world.mesh.client.put(f"/api/v1/instances/{instance}", json={"agent_api_url": world.agent.url}) as r:
@@ -194,8 +188,17 @@ async def test_agent_down_dead_letter_then_redeliver_gives_exactly_one_reply(wor
     assert replies[chat] == ["Echo: hello?"]
     async with world.mesh.client.post(f"/api/v1/dead-letters/{letter['id']}/redeliver") as r:
         assert r.status == 409
-    code, trace = await world.mesh.get_json(f"/api/v1/traces/{letter['trace_id']}")
-    assert trace["status"] == "sent"
+    await trace_with_status(world, letter["trace_id"], "sent")
+
+
+async def trace_with_status(world: World, trace_id: str, status: str) -> dict[str, Any]:
+    """The trace once it shows `status` (spans reach the tracing service within a moment, not at once)."""
+
+    async def probe() -> dict[str, Any] | None:
+        code, trace = await world.mesh.get_json(f"/api/v1/traces/{trace_id}")
+        return trace if code == 200 and trace["status"] == status else None
+
+    return await eventually(probe, timeout=10)
 
 
 async def test_webhooks_are_acknowledged_fast_while_the_router_is_frozen(world: World) -> None:
