@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.procstat import cpu_seconds, own_cpu_seconds
+from bench.procstat import cpu_seconds, cpu_seconds_of_command, own_cpu_seconds
 from bench.stats import percentile
 from launcher.local_mesh import REPO_ROOT, LocalMesh, free_port
 from servicekit.runner import run
@@ -170,12 +170,16 @@ async def measure(
         await session.post(f"{evolution}/__sim/reset")
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
     bench_before = own_cpu_seconds()
+    postgres_before = cpu_seconds_of_command("postgres")
     started = time.time()
     run_result = await hub_run(mesh, n, concurrency, chats, rate)
     ack_done = time.time()
     sent = await wait_for_replies(evolution, n, timeout)
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
     cpu["bench client"] = own_cpu_seconds() - bench_before
+    postgres = cpu_seconds_of_command("postgres") - postgres_before
+    if postgres > 0.05:
+        cpu["postgresql"] = postgres
     replies: dict[str, list[float]] = {}
     for message in sent:
         token = message["text"].removeprefix("Echo: ")

@@ -22,3 +22,20 @@ def own_cpu_seconds() -> float:
     """User + system CPU seconds of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds_of_command(name: str) -> float:
+    """User + system CPU seconds of every process whose command name is `name` (e.g. the PostgreSQL server's
+    backends, which share the machine with the mesh but are not its children)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().strip() != name:
+                    continue
+        except OSError:
+            continue
+        total += cpu_seconds(int(entry))
+    return total
