@@ -335,24 +335,25 @@ class IdentityRepository:
         return str(stored or session_id)
 
     async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:
-        """Count one message for the user and the session, and refresh the user's name and phone."""
-        async with self._db.transaction() as tx:
-            await tx.execute(
-                "UPDATE users SET message_count = message_count + 1, last_seen_at = $2,"
-                " display_name = CASE WHEN $3 = '' THEN display_name ELSE $3 END,"
-                " phone_number = CASE WHEN $4 = '' THEN phone_number ELSE $4 END WHERE id = $1",
-                user_id,
-                now,
-                person.display_name,
-                person.phone_number,
-            )
-            await tx.execute(
-                "UPDATE sessions SET message_count = message_count + 1, last_message_at = $2, user_id = $3"
-                " WHERE id = $1",
-                session_id,
-                now,
-                user_id,
-            )
+        """Count one message for the user and the session, and refresh the user's name and phone.
+
+        Two plain statements, not a transaction: these are counters for display, and a transaction would double
+        the round trips on PostgreSQL for every message."""
+        await self._db.execute(
+            "UPDATE users SET message_count = message_count + 1, last_seen_at = $2,"
+            " display_name = CASE WHEN $3 = '' THEN display_name ELSE $3 END,"
+            " phone_number = CASE WHEN $4 = '' THEN phone_number ELSE $4 END WHERE id = $1",
+            user_id,
+            now,
+            person.display_name,
+            person.phone_number,
+        )
+        await self._db.execute(
+            "UPDATE sessions SET message_count = message_count + 1, last_message_at = $2, user_id = $3 WHERE id = $1",
+            session_id,
+            now,
+            user_id,
+        )
 
     async def get_user(self, user_id: str) -> Row | None:
         return await self._db.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
@@ -422,13 +423,15 @@ class RouteRepository:
 
     async def store_reply(self, message_id: str, reply: dict[str, Any], now: float) -> dict[str, Any]:
         """Store the agent reply unless one is stored already; returns the stored one (the first wins)."""
-        await self._db.execute(
-            "UPDATE routes SET agent_reply = $2, updated_at = $3 WHERE message_id = $1 AND agent_reply IS NULL",
+        stored = await self._db.fetchval(
+            "UPDATE routes SET agent_reply = $2, updated_at = $3 WHERE message_id = $1 AND agent_reply IS NULL"
+            " RETURNING agent_reply",
             message_id,
             json.dumps(reply),
             now,
         )
-        stored = await self._db.fetchval("SELECT agent_reply FROM routes WHERE message_id = $1", message_id)
+        if stored is None:  # an earlier attempt stored one first
+            stored = await self._db.fetchval("SELECT agent_reply FROM routes WHERE message_id = $1", message_id)
         result: dict[str, Any] = json.loads(stored) if stored else reply
         return result
 

@@ -136,11 +136,9 @@ class MessageRouter:
 
     async def _record(self, message: InboundMessage) -> RouteRecord:
         """The idempotency record of `message`, created (with user and session) on the first attempt."""
+        # Claim first: a new message (the common case) costs one INSERT; only a redelivery reads the record back.
+        # User and session ids come from memory after a person's first message, so resolving them first is cheap.
         now = self._clock()
-        existing = await self._routes.get(message.id)
-        if existing is not None:
-            await self._routes.count_attempt(message.id, now)
-            return existing
         person = person_of(message)
         user_id = await self._identities.resolve_user(person, now)
         session_id = await self._identities.resolve_session(
@@ -150,6 +148,7 @@ class MessageRouter:
         if await self._routes.claim(record, now):
             await self._identities.record_message(user_id, session_id, person, now)
             return record
+        await self._routes.count_attempt(message.id, now)
         return await self._routes.get(message.id) or record
 
     async def _ask_agent(
