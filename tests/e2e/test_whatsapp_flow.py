@@ -61,7 +61,7 @@ async def test_text_message_is_answered_and_traced(world: World) -> None:
     assert headers["x-api-key"] == AGENT_KEY
     assert headers["traceparent"].split("-")[1] == body["trace_id"]
 
-    trace = await trace_of(world, body["trace_id"], "sent", "agent", "send")
+    trace = await trace_of(world, body["trace_id"], "sent", "accept", "agent", "send")
     assert trace["instance_name"] == instance
     assert trace["source_channel"] == "whatsapp"
     assert trace["session_id"] == call["session_id"]

@@ -82,6 +82,10 @@ class MessageRouter:
                 span.set_attribute(attrs.INSTANCE_NAME, message.instance_name)
                 span.set_attribute(attrs.MESSAGE_ID, message.id)
                 span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
+                # Also on the accept span; repeated here so the trace summary is whole whichever service's spans
+                # reach the tracing service first.
+                span.set_attribute(attrs.SOURCE_CHANNEL, message.channel)
+                span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
                 span.set_attribute(attrs.ATTEMPT, attempt)
                 try:
                     result = await self._route(message, final_attempt, span)
