@@ -42,27 +42,77 @@ def setup_tracing(service_name: str, settings: MeshSettings) -> TracerProvider:
     return provider
 
 
-_SECRET_FIELD = re.compile(
-    rb'"([^"\\]*(?:api[-_]?key|token|secret|password|authorization|signature)[^"\\]*)"\s*:\s*"(?:[^"\\]|\\.)+"',
-    re.IGNORECASE,
-)
-_LONG_STRING = re.compile(rb'"((?:[^"\\]|\\.){64})(?:[^"\\]|\\.){%d,}"' % (MAX_STRING_CHARS - 64))
+_SECRET_WORDS = (b"api_key", b"api-key", b"apikey", b"token", b"secret", b"password", b"authorization", b"signature")
+_LONG_RUN = re.compile(rb'[^"\\]{%d,}' % MAX_STRING_CHARS)
+"""A run of plain string characters longer than the cap (base64 media); a plain character class scans in linear
+time, unlike a pattern that tries alternatives at every position."""
 
 
 def _shorten(match: re.Match[bytes]) -> bytes:
-    return b'"' + match.group(1) + "…<long string>".encode() + b'"'
+    return match.group(0)[:64] + "…<long string>".encode()
+
+
+def _string_end(raw: bytes, start: int) -> int:
+    """Index of the quote closing the JSON string whose content starts at `start` (-1 if none)."""
+    end = start
+    while True:
+        end = raw.find(b'"', end)
+        if end == -1:
+            return -1
+        backslashes = 0
+        while raw[end - 1 - backslashes] == 0x5C:
+            backslashes += 1
+        if backslashes % 2 == 0:
+            return end
+        end += 1
+
+
+def _secret_values(raw: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every string value whose key names a secret, in compact JSON as orjson writes it.
+
+    A secret word found by a plain byte search is a key exactly when its string is followed by `:"` (a value is
+    never followed by a colon); the value's extent honours escaped quotes.
+    """
+    lowered = raw.lower()
+    found: list[tuple[int, int]] = []
+    for word in _SECRET_WORDS:
+        position = lowered.find(word)
+        while position != -1:
+            key_end = raw.find(b'"', position)
+            if key_end != -1 and raw[key_end + 1 : key_end + 3] == b':"':
+                value_end = _string_end(raw, key_end + 3)
+                if value_end != -1:
+                    found.append((key_end + 3, value_end))
+            position = lowered.find(word, position + len(word))
+    return sorted(set(found))
+
+
+def _mask(raw: bytes, spans: list[tuple[int, int]]) -> bytes:
+    pieces: list[bytes] = []
+    cursor = 0
+    for start, end in spans:
+        if start < cursor:
+            continue
+        pieces += [raw[cursor:start], REDACTED.encode()]
+        cursor = end
+    pieces.append(raw[cursor:])
+    return b"".join(pieces)
 
 
 def payload_json(value: Any) -> str:
     """The JSON snapshot of a payload for a span attribute: string values of secret-looking keys masked, strings
     over MAX_STRING_CHARS shortened (base64 media), the whole capped at MAX_PAYLOAD_CHARS.
 
-    It works on the serialised bytes with two regular expressions rather than walking the object in Python: the
-    incoming webhook is snapshotted for every message, and the walk was a visible share of ingress's CPU.
+    It works on the serialised bytes rather than walking the object in Python, with byte searches rather than
+    regular expressions with alternatives: the incoming webhook is snapshotted for every message, and both the walk
+    and the regex versions were a visible share of ingress's CPU (~190 us for a 1.4 KB webhook with the regexes).
     """
     raw = orjson.dumps(value, default=str)
-    raw = _SECRET_FIELD.sub(b'"\\1":"' + REDACTED.encode() + b'"', raw)
-    raw = _LONG_STRING.sub(_shorten, raw)
+    secrets = _secret_values(raw)
+    if secrets:
+        raw = _mask(raw, secrets)
+    if len(raw) > MAX_STRING_CHARS:
+        raw = _LONG_RUN.sub(_shorten, raw)
     text = raw.decode()
     if len(text) > MAX_PAYLOAD_CHARS:
         return orjson.dumps({"truncated": True, "size": len(text), "head": text[:MAX_PAYLOAD_CHARS]}).decode()
