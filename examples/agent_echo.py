@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import signal
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from servicekit.runner import run
+from servicekit.runner import run, stop_signal
 
 __all__ = ["EchoAgent", "main"]
 
@@ -142,10 +141,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def _serve(args: argparse.Namespace) -> None:
     agent = EchoAgent(api_key=args.api_key, prefix=args.prefix)
     await agent.start(args.host, args.port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_signal()
     print(f"echo agent listening on {agent.url}", flush=True)
     try:
         await stopping.wait()

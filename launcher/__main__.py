@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 from launcher.supervisor import Supervisor, default_specs
-from servicekit.runner import run
+from servicekit.runner import run, stop_signal
 
 log = logging.getLogger("launcher")
 
@@ -17,10 +16,7 @@ log = logging.getLogger("launcher")
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s launcher: %(message)s", stream=sys.stderr)
     supervisor = Supervisor(default_specs(os.environ))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_signal()
     await supervisor.start()
     try:
         await asyncio.wait_for(supervisor.wait_healthy(timeout=90), timeout=95)

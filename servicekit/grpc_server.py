@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from servicekit.grpc_errors import ErrorMappingInterceptor
+from servicekit.runner import stop_signal
 from servicekit.trace_propagation import TraceContextServerInterceptor
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,7 @@ async def serve_until_signalled(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain: NOT_SERVING, stop accepting, let RPCs finish within `grace`."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_signal()
     await set_serving(health_servicer, service_names, True)
     await stop.wait()
     log.info("shutting down (grace %.1fs)", grace)

@@ -27,7 +27,6 @@ import math
 import mimetypes
 import re
 import secrets
-import signal
 import sys
 import time
 import uuid
@@ -40,7 +39,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from servicekit.runner import run
+from servicekit.runner import run, stop_signal
 from simulators.evolution_wire import (
     ALL_EVENTS,
     OWN_PUSH_NAME,
@@ -1016,10 +1015,7 @@ async def _serve(args: argparse.Namespace) -> None:
         token = simulator.add_instance(name, token or None)
         print(f"instance {name} token {token}", file=sys.stderr, flush=True)
     await simulator.start(args.host, args.port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+    stopping = stop_signal()
     print(f"evolution simulator listening on {simulator.url}", flush=True)
     try:
         await stopping.wait()
