@@ -150,6 +150,16 @@ class _PostgresExecutor:
         return await self._conn.fetchval(sql, *args)
 
 
+async def _keep_session(conn: Any) -> None:
+    """Return a connection to the pool as it is: the services keep no session state to clear.
+
+    asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on every
+    release, one more round trip per statement: measured at 11 per message, about half of PostgreSQL's CPU. Our
+    statements take only transaction-scoped locks, open no cursors outside a transaction, never LISTEN and never
+    SET; asyncpg itself still rolls back a transaction left open before calling this.
+    """
+
+
 class PostgresDatabase:
     """An asyncpg pool whose connections use one schema (the service's own)."""
 
@@ -169,7 +179,11 @@ class PostgresDatabase:
         finally:
             await conn.close()
         pool = await asyncpg.create_pool(
-            url, min_size=min_size, max_size=max_size, server_settings={"search_path": schema}
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            server_settings={"search_path": schema},
+            reset=_keep_session,
         )
         return cls(pool)
 
