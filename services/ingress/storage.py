@@ -28,6 +28,14 @@ DEAD = "dead"
 IGNORED = "ignored"
 UNFINISHED = (RECEIVED, DISPATCHED)
 
+_UNFINISHED_BY_ORDER = (
+    "CREATE INDEX inbox_unfinished ON inbox (sent_at, received_ns) WHERE state IN ('received', 'dispatched')"
+)
+_UNFINISHED_BY_CONVERSATION = (
+    "CREATE INDEX inbox_unfinished_conversation ON inbox (conversation_key, sent_at, received_ns, id) "
+    "WHERE state IN ('received', 'dispatched')"
+)
+
 MIGRATIONS = [
     Migration(
         1,
@@ -71,6 +79,29 @@ MIGRATIONS = [
         # Which replica finished a message: operators (and the two-replica test) can see how work was shared.
         ["ALTER TABLE inbox ADD COLUMN handled_by TEXT"],
     ),
+    Migration(
+        3,
+        "inbox_unfinished_indexes",
+        # The claim only ever looks at unfinished rows, a handful among every message ever received: partial
+        # indexes keep its cost flat as the table grows. On PostgreSQL each state change leaves a dead entry in
+        # the full (state, ...) indexes until VACUUM, and a bitmap scan never prunes them, so under load the old
+        # claim visited every message since the last vacuum (measured: 3,350 heap blocks for 0 rows, 1.1 ms of
+        # server CPU per message). A queue table also wants vacuuming far more often than the default 20 %.
+        [
+            _UNFINISHED_BY_ORDER,
+            _UNFINISHED_BY_CONVERSATION,
+            "DROP INDEX inbox_due",
+            "DROP INDEX inbox_conversation",
+            "ALTER TABLE inbox SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000, "
+            "autovacuum_analyze_scale_factor = 0.02)",
+        ],
+        sqlite=[
+            _UNFINISHED_BY_ORDER,
+            _UNFINISHED_BY_CONVERSATION,
+            "DROP INDEX inbox_due",
+            "DROP INDEX inbox_conversation",
+        ],
+    ),
 ]
 
 _COLUMNS = (
@@ -86,7 +117,8 @@ _RETURNING = ", ".join(f"inbox.{c.strip()}" for c in _COLUMNS.split(","))
 _CLAIM = f"""
 WITH due AS (
     SELECT m.id FROM inbox m
-    WHERE ((m.state = 'received' AND m.next_attempt_at <= $1)
+    WHERE m.state IN ('received', 'dispatched')
+      AND ((m.state = 'received' AND m.next_attempt_at <= $1)
            OR (m.state = 'dispatched' AND m.lease_until < $1))
       AND NOT EXISTS (
           SELECT 1 FROM inbox p
