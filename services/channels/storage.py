@@ -97,23 +97,44 @@ class OutboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert_missing(
-        self, key: str, instance_name: str, chat_id: str, parts: Sequence[OutboundPart], now: float
-    ) -> None:
-        """Store the parts not stored yet; existing rows (an earlier call with this key) win."""
+    async def insert_parts(
+        self, key: str, instance_name: str, chat_id: str, parts: Sequence[OutboundPart], now: float, *, owner: str
+    ) -> list[OutboxRow]:
+        """Store the parts of `key` not stored yet, in one statement; returns the rows this call inserted.
+
+        Part 0 is stored already claimed (`sending`, owned by `owner`, attempt 1): when the key is new, which is
+        nearly always, the caller goes straight to the send, and a message costs two writes (this one and
+        `mark_sent`) instead of four. Rows stored by an earlier call win and are not returned.
+        """
+        if not parts:
+            return []
+        width = 11
+        groups = ", ".join(
+            "(" + ", ".join(f"${i * width + c + 1}" for c in range(width)) + ")" for i in range(len(parts))
+        )
+        args: list[object] = []
         for index, part in enumerate(parts):
-            await self._db.execute(
-                "INSERT INTO outbox_parts (idempotency_key, part_index, instance_name, chat_id, payload, state, "
-                "created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) "
-                "ON CONFLICT (idempotency_key, part_index) DO NOTHING",
+            first = index == 0
+            args += [
                 key,
                 index,
                 instance_name,
                 chat_id,
                 json.dumps(part.to_json(), ensure_ascii=False),
-                PartState.PENDING.value,
+                (PartState.SENDING if first else PartState.PENDING).value,
+                1 if first else 0,
+                now if first else None,
+                owner if first else "",
                 now,
-            )
+                now,
+            ]
+        rows = await self._db.fetch(
+            "INSERT INTO outbox_parts (idempotency_key, part_index, instance_name, chat_id, payload, state, "
+            "attempts, sending_started_at, sending_owner, created_at, updated_at) "
+            f"VALUES {groups} ON CONFLICT (idempotency_key, part_index) DO NOTHING RETURNING {_COLUMNS}",
+            *args,
+        )
+        return sorted((OutboxRow.from_row(r) for r in rows), key=lambda row: row.part_index)
 
     async def parts(self, key: str) -> list[OutboxRow]:
         """Every part of `key`, in order."""

@@ -107,10 +107,17 @@ class OutboxSender:
         when the channel failed transiently (the caller retries later with the same key).
         """
         async with self.locks.hold(key):
-            await self._store.insert_missing(key, instance.name, chat_id, parts, self._clock())
+            rows = await self._store.insert_parts(
+                key, instance.name, chat_id, parts, self._clock(), owner=self._worker_id
+            )
+            fresh = len(rows) == len(parts)  # a new key: part 0 is already claimed by this call
+            if not fresh:
+                rows = await self._store.parts(key)
+            results: list[PartResult] = []
             sent_in_this_call = False
-            for row in await self._store.parts(key):
+            for row in rows:
                 if row.state is PartState.SENT:
+                    results.append(_result(row))
                     continue
                 if row.state is PartState.FAILED:
                     raise FailedPreconditionError(
@@ -119,33 +126,40 @@ class OutboxSender:
                     )
                 if sent_in_this_call and self._policy.part_delay_seconds > 0:
                     await self._sleep(self._policy.part_delay_seconds)
-                sent_in_this_call = await self._deliver(instance, row) or sent_in_this_call
-            return [_result(row) for row in await self._store.parts(key)]
+                claimed = fresh and row.part_index == 0
+                message_id, sent_now = await self._deliver(instance, row, claimed=claimed)
+                sent_in_this_call = sent_now or sent_in_this_call
+                results.append(PartResult(index=row.part_index, state=PartState.SENT, channel_message_id=message_id))
+            return results
 
     async def results(self, key: str) -> list[PartResult]:
         """The stored results of `key` (empty when unknown)."""
         return [_result(row) for row in await self._store.parts(key)]
 
-    async def _deliver(self, instance: InstanceConfig, row: OutboxRow) -> bool:
-        """Bring one part to `sent`; True when this call sent it (rather than finding it already out)."""
+    async def _deliver(self, instance: InstanceConfig, row: OutboxRow, *, claimed: bool) -> tuple[str, bool]:
+        """Bring one part to `sent`: its channel id, and True when this call sent it (rather than finding it out).
+
+        `claimed` says the row was stored `sending` by this very call, so nothing can have been sent yet.
+        """
         policy = self._policy
         pause = policy.backoff_seconds
         for attempt in range(1, max(1, policy.attempts) + 1):
-            if row.state is PartState.SENDING:
-                message_id = await self._reconcile(instance, row)
-                if message_id is not None:
-                    log.info("part %s/%d was already sent as %s", row.idempotency_key, row.part_index, message_id)
-                    await self._store.mark_sent(row.idempotency_key, row.part_index, message_id, self._clock())
-                    return False
-            claimed = await self._store.claim(
-                row.idempotency_key,
-                row.part_index,
-                seen_attempts=row.attempts,
-                owner=self._worker_id,
-                now=self._clock(),
-            )
             if not claimed:
-                raise UnavailableError("this message is being sent by another worker", retry_after=1.0)
+                if row.state is PartState.SENDING:
+                    reconciled = await self._reconcile(instance, row)
+                    if reconciled is not None:
+                        log.info("part %s/%d was already sent as %s", row.idempotency_key, row.part_index, reconciled)
+                        await self._store.mark_sent(row.idempotency_key, row.part_index, reconciled, self._clock())
+                        return reconciled, False
+                if not await self._store.claim(
+                    row.idempotency_key,
+                    row.part_index,
+                    seen_attempts=row.attempts,
+                    owner=self._worker_id,
+                    now=self._clock(),
+                ):
+                    raise UnavailableError("this message is being sent by another worker", retry_after=1.0)
+            claimed = False
             try:
                 message_id = await self._send_part(instance, row)
             except EvolutionRejectedError as exc:
@@ -170,7 +184,7 @@ class OutboxSender:
                 row = await self._store.part(row.idempotency_key, row.part_index)
                 continue
             await self._store.mark_sent(row.idempotency_key, row.part_index, message_id, self._clock())
-            return True
+            return message_id, True
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     async def _send_part(self, instance: InstanceConfig, row: OutboxRow) -> str:
