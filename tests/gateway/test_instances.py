@@ -12,6 +12,7 @@ from omni.channels.v1 import channels_service_pb2, outbound_pb2
 from omni.common.v1 import channel_pb2
 
 from tests.gateway.conftest import FakeMesh, whatsapp_instance
+from tests.gateway.fakes import GRPC_TIMEOUT_ROUNDING
 
 SECRETS = {
     "evolution_key": "evo-secret-1FAB",
@@ -273,7 +274,7 @@ async def test_reads_carry_a_deadline(client: httpx.AsyncClient, mesh: FakeMesh)
     await client.get("/api/v1/instances")
     remaining = mesh.script.time_remaining["ListInstances"]
     assert remaining is not None
-    assert 0 < remaining <= 10.0
+    assert 0 < remaining <= 10.0 + GRPC_TIMEOUT_ROUNDING
 
 
 async def test_public_url_setting_shapes_the_webhook_url(mesh: FakeMesh) -> None:
