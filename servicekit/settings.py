@@ -50,6 +50,12 @@ class MeshSettings(BaseSettings):
     """How long in-flight RPCs may run after SIGTERM."""
     span_export_interval_ms: int = 300
     """How often finished spans are shipped to the tracing service."""
+    delivery_retention_days: float = 30.0
+    """How long finished delivery records (inbox rows, route records, sent outbox parts) are kept: the window in
+    which a repeated webhook is still recognised as a duplicate. Dead letters and unfinished work are never
+    deleted. 0 keeps everything."""
+    delivery_retention_interval_seconds: float = 3600.0
+    """How often ingress, router and channels sweep their delivery records (also once at start-up)."""
 
     def address_of(self, service: str) -> str:
         """host:port where `service` (ingress, router, channels, tracing) listens."""

@@ -16,6 +16,7 @@ from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.logs import configure_logging
+from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
 from services.channels.config import Settings
@@ -58,12 +59,17 @@ async def main() -> None:
             timeout_seconds=settings.channels_evolution_timeout_seconds,
             rate_limit_backoff_seconds=settings.channels_rate_limit_backoff_seconds,
         )
-        outbox = OutboxSender(OutboxStore(db), evolution, policy=send_policy(settings), worker_id=settings.replica_id())
+        store = OutboxStore(db)
+        outbox = OutboxSender(store, evolution, policy=send_policy(settings), worker_id=settings.replica_id())
+        retention = delivery_retention("finished outbox parts", store.purge_finished, settings)
         core = ChannelsCore(instances, evolution, outbox, fallback_evolution_key=settings.evolution_api_key)
         server, port, health = create_server(settings, core)
         await server.start()
+        retention.start()
         log.info("channels listening on %s:%d", settings.grpc_host, port)
-        await serve_until_signalled(server, health, [SERVICE_NAME], grace=settings.shutdown_grace_seconds)
+        await serve_until_signalled(
+            server, health, [SERVICE_NAME], grace=settings.shutdown_grace_seconds, on_shutdown=retention.stop
+        )
     finally:
         await instances.stop()
         await session.close()

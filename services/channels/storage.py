@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from servicekit.database import Database, Migration, Row
+from servicekit.retention import delete_in_batches
 from services.channels.core.models import OutboundPart, PartState
 
 SCHEMA = "omni_channels"
@@ -45,7 +46,8 @@ MIGRATIONS: Sequence[Migration] = [
             """,
             "CREATE INDEX outbox_parts_by_chat ON outbox_parts (instance_name, chat_id, updated_at)",
         ],
-    )
+    ),
+    Migration(2, "outbox created_at", ["CREATE INDEX outbox_parts_created ON outbox_parts (created_at)"]),
 ]
 
 
@@ -211,6 +213,21 @@ class OutboxStore:
             now,
             key,
             index,
+        )
+
+    async def purge_finished(self, cutoff: float) -> int:
+        """Delete the replies created before `cutoff` that are finished: every part sent, or a part refused for good
+        (the parts after it are never sent). Returns the number of parts deleted.
+
+        A reply still in progress (a part pending or `sending`, none failed) stays whole: deleting its sent parts
+        would let a redelivery send them again."""
+        return await delete_in_batches(
+            self._db,
+            "DELETE FROM outbox_parts WHERE idempotency_key IN (SELECT idempotency_key FROM outbox_parts "
+            "WHERE created_at < $1 GROUP BY idempotency_key "
+            "HAVING MIN(CASE WHEN state = 'sent' THEN 1 ELSE 0 END) = 1 "
+            "OR MAX(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) = 1 LIMIT $2)",
+            cutoff,
         )
 
     async def sent_message_ids(self, instance_name: str, chat_id: str, since: float) -> set[str]:

@@ -11,6 +11,7 @@ from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.logs import configure_logging
+from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
 from services.ingress.config import Settings
@@ -57,12 +58,15 @@ async def main() -> None:
             policy=dispatch_policy(settings),
         )
         core = IngressCore(store, instances, on_accept=dispatcher.wake)
+        retention = delivery_retention("finished inbox rows", store.purge_finished, settings)
         server, port, health = create_server(settings, core)
         await server.start()
         await dispatcher.start()
+        retention.start()
         log.info("ingress listening on %s:%d (replica %s)", settings.grpc_host, port, dispatcher.replica_id)
 
         async def on_shutdown() -> None:
+            await retention.stop()
             await dispatcher.stop(settings.shutdown_grace_seconds)
 
         await serve_until_signalled(

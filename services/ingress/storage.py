@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from servicekit.database import Database, Migration, Row
+from servicekit.retention import delete_in_batches
 
 SCHEMA = "omni_ingress"
 MIGRATION_LOCK = "omni_ingress_migrations"
@@ -101,6 +102,13 @@ MIGRATIONS = [
             "DROP INDEX inbox_due",
             "DROP INDEX inbox_conversation",
         ],
+    ),
+    Migration(
+        4,
+        "inbox_created_at",
+        # The retention sweep walks finished rows oldest first (created_at never changes, so on SQLite no update
+        # touches this index).
+        ["CREATE INDEX inbox_created ON inbox (created_at)"],
     ),
 ]
 
@@ -239,6 +247,18 @@ class InboxStore:
             "updated_at = $2 WHERE state = 'dispatched' AND lease_owner = $1",
             replica_id,
             now,
+        )
+
+    async def purge_finished(self, cutoff: float) -> int:
+        """Delete handled and ignored rows created before `cutoff`; dead and unfinished rows stay. Returns the count.
+
+        A repeated webhook of a purged message is accepted again, so the retention must outlast the channel's
+        retries (Evolution's are minutes; the default retention is 30 days)."""
+        return await delete_in_batches(
+            self._db,
+            "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE created_at < $1 "
+            "AND state IN ('handled', 'ignored') ORDER BY created_at LIMIT $2)",
+            cutoff,
         )
 
     async def renew_leases(self, replica_id: str, ids: Sequence[str], now: float, lease_seconds: float) -> int:

@@ -15,6 +15,7 @@ from servicekit.database import migrate, open_database
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
 from services.router.channel_client import GrpcChannelSender
@@ -61,10 +62,12 @@ async def main() -> None:
     instance_repository = InstanceRepository(
         db, box, cache_seconds=settings.router_instance_cache_seconds, on_delete=identities.forget_instance
     )
+    routes = RouteRepository(db)
+    retention = delivery_retention("finished route records", routes.purge_finished, settings)
     router = MessageRouter(
         instances=instance_repository,
         identities=identities,
-        routes=RouteRepository(db),
+        routes=routes,
         agent=AgentClient(session),
         channels=channels,
         typing_delay=settings.router_typing_delay_seconds,
@@ -77,8 +80,11 @@ async def main() -> None:
             api_sender=ApiSender(instances=instance_repository, channels=channels),
         )
         await server.start()
+        retention.start()
         log.info("router listening on %s:%d", settings.grpc_host, port)
-        await serve_until_signalled(server, health, [SERVICE_NAME], grace=settings.shutdown_grace_seconds)
+        await serve_until_signalled(
+            server, health, [SERVICE_NAME], grace=settings.shutdown_grace_seconds, on_shutdown=retention.stop
+        )
     finally:
         await router.aclose()
         await session.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 from servicekit.database import Database, Executor, Migration, Row
 from servicekit.errors import AlreadyExistsError
+from servicekit.retention import delete_in_batches
 from services.router.core.models import SECRET_FIELDS, Instance
 from services.router.secret_box import SecretBox
 
@@ -99,6 +100,11 @@ MIGRATIONS: list[Migration] = [
             )""",
             "CREATE INDEX routes_instance ON routes (instance_name)",
         ],
+    ),
+    Migration(
+        2,
+        "routes_created_at",
+        ["CREATE INDEX routes_created ON routes (created_at)"],
     ),
 ]
 
@@ -420,6 +426,18 @@ class RouteRepository:
             now,
         )
         return inserted > 0
+
+    async def purge_finished(self, cutoff: float) -> int:
+        """Delete the records of messages finished (with an outcome) and created before `cutoff`; returns the count.
+
+        Records without an outcome stay: their message may still be redelivered (a dead letter), and the stored
+        agent reply must then be reused rather than asked for again."""
+        return await delete_in_batches(
+            self._db,
+            "DELETE FROM routes WHERE message_id IN (SELECT message_id FROM routes WHERE created_at < $1 "
+            "AND outcome IS NOT NULL ORDER BY created_at LIMIT $2)",
+            cutoff,
+        )
 
     async def count_attempt(self, message_id: str, now: float) -> None:
         await self._db.execute(

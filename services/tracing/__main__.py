@@ -6,10 +6,10 @@ import logging
 
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.retention import RetentionTask
 from servicekit.runner import run
 from services.tracing.config import Settings
 from services.tracing.core import TracingCore
-from services.tracing.retention import RetentionTask
 from services.tracing.server import SERVICE_NAMES, create_server
 from services.tracing.storage import TraceStore, open_tracing_database
 
@@ -25,8 +25,8 @@ async def main() -> None:
     try:
         core = TracingCore(TraceStore(db))
         retention = RetentionTask(
-            core,
-            retention_days=settings.trace_retention_days,
+            "traces",
+            lambda: core.purge(settings.trace_retention_days),
             interval_seconds=settings.tracing_retention_interval_seconds,
         )
         server, port, health = create_server(settings, core)

@@ -11,8 +11,11 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from servicekit import trace_attributes as attrs
+from servicekit.database import Database
 from servicekit.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from servicekit.instances import InstanceConfig
+from servicekit.retention import delivery_retention
+from servicekit.settings import MeshSettings
 from services.channels.core.models import MediaSpec, OutboundPart, PartState, SendRequest
 from simulators.evolution import EvolutionSimulator
 from tests.channels.conftest import CHAT, GLOBAL_KEY, MakeHarness
@@ -348,3 +351,26 @@ async def test_an_instance_without_its_own_key_uses_evolution_api_key(
     results = await harness.core.send_message(text_request("keyless-1", "global key", instance="keyless"))
     assert [r.state for r in results] == [PartState.SENT]
     assert sim.sent[-1].text == "global key"
+
+
+async def test_retention_deletes_old_finished_replies_and_keeps_replies_in_progress(
+    make_harness: MakeHarness, sim: EvolutionSimulator, db: Database, evolution_fixtures: Path
+) -> None:
+    harness = make_harness()
+    await harness.core.send_message(text_request("old-sent", "a", "b"))
+    await harness.core.send_message(text_request("recent-sent", "c"))
+    body = json.loads((evolution_fixtures / "rest" / "error-400-not-on-whatsapp.json").read_text())["response"]["body"]
+    sim.fail_next(1, status=400, body=body)
+    with pytest.raises(FailedPreconditionError):
+        await harness.core.send_message(text_request("old-refused", "d", "e"))  # part 1 stays pending for ever
+    # A reply in flight: part 0 claimed (`sending`), part 1 pending.
+    await harness.store.insert_parts("old-in-flight", "acme", CHAT, [OutboundPart(text="f"), OutboundPart(text="g")],
+                                     0.0, owner="worker-b")  # fmt: skip
+    await db.execute("UPDATE outbox_parts SET created_at = 0 WHERE idempotency_key <> 'recent-sent'")
+
+    sweep = delivery_retention("outbox parts", harness.store.purge_finished, MeshSettings(delivery_retention_days=30))
+    assert await sweep.run_once() == 4
+    assert [r.state for r in await harness.store.parts("old-in-flight")] == [PartState.SENDING, PartState.PENDING]
+    assert [r.state for r in await harness.store.parts("recent-sent")] == [PartState.SENT]
+    assert await harness.store.parts("old-sent") == []
+    assert await harness.store.parts("old-refused") == []

@@ -12,6 +12,9 @@ from omni.common.v1 import channel_pb2
 from omni.router.v1 import instance_pb2, router_service_pb2
 
 from servicekit.errors import FailedPreconditionError, UnavailableError
+from servicekit.retention import delivery_retention
+from servicekit.settings import MeshSettings
+from services.router.storage import RouteRepository
 from tests.router.conftest import AGENT_KEY, TYPING_DELAY, Harness, inbound, wait_for, whatsapp_instance
 
 SENT = channel_pb2.MESSAGE_OUTCOME_SENT
@@ -348,3 +351,23 @@ async def test_an_instance_change_applies_to_the_next_message(harness: Harness) 
     )
     await route(harness, inbound(text="two", message_id="change-2"))
     assert [c["agent"] for c in harness.agent.calls][-1] == "other-agent"
+
+
+async def test_retention_deletes_old_finished_records_and_keeps_unfinished_ones(harness: Harness) -> None:
+    await setup_instance(harness)
+    await route(harness, inbound("old-done", chat_id="5511999990002@s.whatsapp.net"))
+    await route(harness, inbound("recent-done", chat_id="5511999990003@s.whatsapp.net"))
+    harness.channels.fail_next(UnavailableError("evolution is down"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await route(harness, inbound("old-unfinished", chat_id="5511999990004@s.whatsapp.net"))
+    await harness.db.execute(
+        "UPDATE routes SET created_at = created_at - $1 WHERE message_id <> 'recent-done'", 40 * 86_400.0
+    )
+    sweep = delivery_retention("route records", RouteRepository(harness.db).purge_finished, MeshSettings())
+    assert await sweep.run_once() == 1
+    remaining = await harness.db.fetch("SELECT message_id FROM routes ORDER BY message_id")
+    assert [row["message_id"] for row in remaining] == ["old-unfinished", "recent-done"]
+    # The unfinished one is redelivered later: its stored agent reply is reused, the agent is not asked again.
+    again = await route(harness, inbound("old-unfinished", chat_id="5511999990004@s.whatsapp.net"), attempt=2)
+    assert again.outcome == SENT
+    assert len(harness.agent.calls) == 3

@@ -9,8 +9,8 @@ import pytest
 
 from servicekit.database import Database
 from servicekit.errors import InvalidArgumentError, NotFoundError
+from servicekit.retention import RetentionTask
 from services.tracing.core import TraceQuery, TracingCore, derive
-from services.tracing.retention import RetentionTask
 from tests.tracing.builders import MS, T0, message_spans, span
 from tests.tracing.conftest import Clock
 
@@ -133,7 +133,7 @@ async def test_retention_deletes_old_traces_and_their_spans(
     now_ns = int(clock.now * 1e9)
     old, recent = f"{1:032x}", f"{2:032x}"
     await core.ingest(message_spans(old, base_ns=now_ns - 31 * day_ns) + message_spans(recent, base_ns=now_ns - day_ns))
-    retention = RetentionTask(core, retention_days=30, interval_seconds=3600)
+    retention = RetentionTask("traces", lambda: core.purge(30), interval_seconds=3600)
     assert await retention.run_once() == 1
     with pytest.raises(NotFoundError):
         await core.get_trace(old)
@@ -144,7 +144,7 @@ async def test_retention_deletes_old_traces_and_their_spans(
 
 async def test_retention_task_sweeps_at_start(core: TracingCore, clock: Clock) -> None:
     await core.ingest(message_spans(TRACE, base_ns=int((clock.now - 40 * 86_400) * 1e9)))
-    retention = RetentionTask(core, retention_days=30, interval_seconds=3600)
+    retention = RetentionTask("traces", lambda: core.purge(30), interval_seconds=3600)
     retention.start()
     try:
         for _ in range(100):
