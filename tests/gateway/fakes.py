@@ -22,9 +22,9 @@ from servicekit.errors import AlreadyExistsError, NotFoundError, OmniError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-GRPC_TIMEOUT_ROUNDING = 0.5
-"""Slack for deadline checks: the grpc-timeout header rounds a deadline up to its coarser unit, so the server's
-time_remaining() can exceed the client's timeout by a little (10.099 s for a 10 s timeout was seen)."""
+GRPC_TIMEOUT_ROUNDING = 1.0
+"""Slack for deadline checks: the grpc-timeout header rounds a deadline up to a coarser unit, so the server's
+time_remaining() can exceed the client's timeout (seen: 10.099 s of a 10 s timeout, 120.999 s of 120 s)."""
 
 SECRET_PROTO_FIELDS = (
     "evolution_key",

@@ -8,6 +8,7 @@ from omni.common.v1 import channel_pb2
 
 from servicekit.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from tests.gateway.conftest import FakeMesh
+from tests.gateway.fakes import GRPC_TIMEOUT_ROUNDING
 
 
 async def test_send_text(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
@@ -23,7 +24,7 @@ async def test_send_text(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
     assert (request.session_id, request.idempotency_key) == ("s-1", "order-42")
     remaining = mesh.script.time_remaining["SendText"]
     assert remaining is not None
-    assert 10 < remaining <= 120
+    assert 10 < remaining <= 120 + GRPC_TIMEOUT_ROUNDING
 
 
 async def test_send_media_by_url(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
