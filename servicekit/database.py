@@ -14,7 +14,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -169,7 +169,15 @@ class PostgresDatabase:
         self._pool = pool
 
     @classmethod
-    async def open(cls, url: str, schema: str, *, min_size: int = 2, max_size: int = 10) -> PostgresDatabase:
+    async def open(
+        cls,
+        url: str,
+        schema: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        settings: Mapping[str, str] | None = None,
+    ) -> PostgresDatabase:
         """Create the schema if needed and open a pool whose search_path is that schema."""
         conn = await asyncpg.connect(url)
         try:
@@ -182,7 +190,7 @@ class PostgresDatabase:
             url,
             min_size=min_size,
             max_size=max_size,
-            server_settings={"search_path": schema},
+            server_settings={**(settings or {}), "search_path": schema},
             reset=_keep_session,
         )
         return cls(pool)
@@ -212,12 +220,13 @@ class PostgresDatabase:
         await self._pool.close()
 
 
-async def open_database(url: str, schema: str) -> Database:
-    """Open the database at `url` (sqlite:///path, sqlite:///:memory: or postgresql://...)."""
+async def open_database(url: str, schema: str, *, postgres_settings: Mapping[str, str] | None = None) -> Database:
+    """Open the database at `url` (sqlite:///path, sqlite:///:memory: or postgresql://...); `postgres_settings`
+    are server settings for every PostgreSQL connection of the pool (planner settings a service needs)."""
     if url.startswith("sqlite:///"):
         return await SqliteDatabase.open(url.removeprefix("sqlite:///"))
     if url.startswith(("postgresql://", "postgres://")):
-        return await PostgresDatabase.open(url, schema)
+        return await PostgresDatabase.open(url, schema, settings=postgres_settings)
     raise ValueError(f"unsupported database URL scheme: {url.split(':', 1)[0]}")
 
 

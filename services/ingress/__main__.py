@@ -19,7 +19,7 @@ from services.ingress.core.accept import IngressCore
 from services.ingress.core.dispatcher import Dispatcher, DispatchPolicy
 from services.ingress.router_client import GrpcMessageRouter
 from services.ingress.server import SERVICE_NAME, create_server
-from services.ingress.storage import MIGRATION_LOCK, MIGRATIONS, SCHEMA, InboxStore
+from services.ingress.storage import MIGRATION_LOCK, MIGRATIONS, POSTGRES_SETTINGS, SCHEMA, InboxStore
 
 log = logging.getLogger("services.ingress")
 
@@ -41,7 +41,7 @@ async def main() -> None:
     settings = Settings()
     configure_logging("ingress", settings.log_level)
     provider = setup_tracing("ingress", settings)
-    db = await open_database(settings.database_url_for("ingress"), SCHEMA)
+    db = await open_database(settings.database_url_for("ingress"), SCHEMA, postgres_settings=POSTGRES_SETTINGS)
     channel = None
     instances = None
     try:
