@@ -52,6 +52,13 @@ def _sqlite_sql(sql: str) -> str:
     return _ROW_LOCK.sub("", sqlite) if "FOR" in sqlite.upper() else sqlite
 
 
+def values_rows(rows: int, width: int) -> str:
+    """The placeholders of a multi-row VALUES list: `($1, $2), ($3, $4)` for 2 rows of width 2."""
+    return ", ".join(
+        "(" + ", ".join(f"${row * width + column + 1}" for column in range(width)) + ")" for row in range(rows)
+    )
+
+
 class _SqliteExecutor:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from servicekit.database import Database, Migration, Row
+from servicekit.database import Database, Migration, Row, values_rows
 from servicekit.retention import delete_in_batches
 from services.channels.core.models import OutboundPart, PartState
 
@@ -106,14 +106,10 @@ class OutboxStore:
 
         Part 0 is stored already claimed (`sending`, owned by `owner`, attempt 1): when the key is new, which is
         nearly always, the caller goes straight to the send, and a message costs two writes (this one and
-        `mark_sent`) instead of four. Rows stored by an earlier call win and are not returned.
+        `mark_sent`) instead of three writes and two reads. Rows stored by an earlier call win and are not returned.
         """
         if not parts:
             return []
-        width = 11
-        groups = ", ".join(
-            "(" + ", ".join(f"${i * width + c + 1}" for c in range(width)) + ")" for i in range(len(parts))
-        )
         args: list[object] = []
         for index, part in enumerate(parts):
             first = index == 0
@@ -133,7 +129,8 @@ class OutboxStore:
         rows = await self._db.fetch(
             "INSERT INTO outbox_parts (idempotency_key, part_index, instance_name, chat_id, payload, state, "
             "attempts, sending_started_at, sending_owner, created_at, updated_at) "
-            f"VALUES {groups} ON CONFLICT (idempotency_key, part_index) DO NOTHING RETURNING {_COLUMNS}",
+            f"VALUES {values_rows(len(parts), 11)} ON CONFLICT (idempotency_key, part_index) DO NOTHING "
+            f"RETURNING {_COLUMNS}",
             *args,
         )
         return sorted((OutboxRow.from_row(r) for r in rows), key=lambda row: row.part_index)

@@ -358,13 +358,8 @@ class IdentityRepository:
         if self._db.dialect == "postgresql":
             await self._db.execute(f"WITH counted_user AS ({update_user}) {update_session}", *args)
             return
-        await self._db.execute(update_user, *args[:4])
-        await self._db.execute(
-            "UPDATE sessions SET message_count = message_count + 1, last_message_at = $2, user_id = $1 WHERE id = $3",
-            user_id,
-            now,
-            session_id,
-        )
+        await self._db.execute(update_user, *args[:4])  # SQLite wants exactly as many values as $N numbers
+        await self._db.execute(update_session, *args)
 
     async def get_user(self, user_id: str) -> Row | None:
         return await self._db.fetchrow("SELECT * FROM users WHERE id = $1", user_id)

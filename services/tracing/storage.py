@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from servicekit.database import Database, Executor, Migration, Row, migrate, open_database
+from servicekit.database import Database, Executor, Migration, Row, migrate, open_database, values_rows
 from services.tracing.core.derivation import IDENTITY_ATTRIBUTES, TraceAggregate
 from services.tracing.core.models import PAYLOAD_ATTRIBUTES, SpanRecord, Trace, TraceQuery
 
@@ -237,9 +237,7 @@ class _Bulk:
         returned: list[Row] = []
         width = len(columns)
         for chunk in _chunks(rows, _SQLITE_MAX_VARIABLES // width):
-            groups = ", ".join(
-                "(" + ", ".join(f"${r * width + c + 1}" for c in range(width)) + ")" for r in range(len(chunk))
-            )
+            groups = values_rows(len(chunk), width)
             args = [value for row in chunk for value in row]
             returned.extend(await tx.fetch(f"INSERT INTO {table} ({names}) VALUES {groups} {tail}", *args))
         return returned
