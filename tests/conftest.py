@@ -9,8 +9,9 @@ import pytest
 
 from tests.helpers.databases import database_url
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "evolution" / "fixtures"
-"""The Evolution API fixtures of the shared contract (../shared/evolution/fixtures)."""
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "evolution"
+"""The Evolution API wire-format fixtures (webhooks and REST answers), copied from the Evolution contract so the
+suite stands alone on a user's clone."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -22,5 +23,5 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 @pytest.fixture
 def evolution_fixtures() -> Path:
-    """Directory of the shared Evolution webhook and REST fixtures."""
+    """Directory of the Evolution webhook and REST fixtures."""
     return FIXTURES
