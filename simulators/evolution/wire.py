@@ -1,9 +1,9 @@
 """Evolution API v2.3.7 wire shapes: ids, JIDs, MessageRaw, error bodies and webhook envelopes.
 
-Pure functions shared by the simulator (`simulators.evolution`) and by tests and demos that need to play
-WhatsApp's side of a conversation (`text_upsert` + `post_webhook`). Every shape follows
-/work/shared/evolution/CONTRACT.md and its fixtures, so a hub that passes against these passes against
-a real Evolution server of the 2.3.x line.
+Pure functions shared by the simulator's endpoint modules and by tests and demos that need to play
+WhatsApp's side of a conversation (`text_upsert` + `post_webhook`, re-exported by `simulators.evolution`).
+Every shape follows the Evolution API wire contract (its fixtures are copied in tests/fixtures/evolution), so
+a hub that passes against these passes against a real Evolution server of the 2.3.x line.
 """
 
 from __future__ import annotations
@@ -67,6 +67,9 @@ ALL_EVENTS = (
     "STATUS_INSTANCE",
 )
 """Valid subscription names (`EventController.events`); `events: []` with `enabled: true` stores all of them."""
+
+HTTP_URL = re.compile(r"^https?://", re.IGNORECASE)
+"""A URL Evolution fetches (media) or POSTs to (webhooks); media that is not one must be base64."""
 
 TINY_PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 """A real 1x1 PNG, the stand-in for the QR code image (`data:image/png;base64,...`)."""
