@@ -10,46 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Mapping
 
 import grpc
-from omni.common.v1 import channel_pb2
 from omni.router.v1 import instance_pb2, router_service_pb2, router_service_pb2_grpc
 
 from servicekit import errors
+from servicekit.convert import instance_from_proto
 from servicekit.grpc_clients import call
-from servicekit.instances import InstanceConfig
+from servicekit.instances import Instance
 
 log = logging.getLogger(__name__)
 
-CHANNEL_NAMES = {
-    channel_pb2.CHANNEL_WHATSAPP: "whatsapp",
-    channel_pb2.CHANNEL_DISCORD: "discord",
-    channel_pb2.CHANNEL_SLACK: "slack",
-}
-
-
-def instance_from_proto(msg: instance_pb2.Instance) -> InstanceConfig:
-    """The cache value of an Instance read WITH_SECRETS."""
-    return InstanceConfig(
-        name=msg.name,
-        channel=CHANNEL_NAMES.get(msg.channel, "unspecified"),
-        evolution_url=msg.evolution_url,
-        evolution_key=msg.evolution_key.value,
-        whatsapp_instance=msg.whatsapp_instance,
-        discord_bot_token=msg.discord_bot_token.value,
-        discord_client_id=msg.discord_client_id,
-        discord_guild_id=msg.discord_guild_id,
-        slack_bot_token=msg.slack_bot_token.value,
-        slack_signing_secret=msg.slack_signing_secret.value,
-        agent_api_url=msg.agent_api_url,
-        agent_api_key=msg.agent_api_key.value,
-        default_agent=msg.default_agent,
-        agent_timeout_seconds=msg.agent_timeout_seconds or 60,
-        enable_auto_split=msg.enable_auto_split,
-        is_active=msg.is_active,
-        fallback_text=msg.fallback_text,
-        webhook_secret=msg.webhook_secret.value,
-    )
+InstancesListener = Callable[[Mapping[str, Instance]], None]
+"""Called with every known instance after the snapshot and after each change (a bot host reconciles from it)."""
 
 
 class WatchedInstanceDirectory:
@@ -58,9 +32,21 @@ class WatchedInstanceDirectory:
     def __init__(self, stub: router_service_pb2_grpc.RouterServiceAsyncStub, *, rpc_timeout: float = 5.0) -> None:
         self._stub = stub
         self._rpc_timeout = rpc_timeout
-        self._cache: dict[str, InstanceConfig] = {}
+        self._cache: dict[str, Instance] = {}
         self._synced = False
         self._task: asyncio.Task[None] | None = None
+        self._listeners: list[InstancesListener] = []
+
+    def listen(self, listener: InstancesListener) -> None:
+        """Call `listener` with the whole cache once it is synced and after every change."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self._cache)
+            except Exception:
+                log.exception("instance listener failed")
 
     def start(self) -> None:
         """Begin watching in the background."""
@@ -72,7 +58,7 @@ class WatchedInstanceDirectory:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def get(self, name: str) -> InstanceConfig:
+    async def get(self, name: str) -> Instance:
         cached = self._cache.get(name)
         if cached is not None:
             return cached
@@ -103,7 +89,7 @@ class WatchedInstanceDirectory:
             delay = min(delay * 2, 5.0)
 
     async def _watch_once(self) -> None:
-        snapshot: dict[str, InstanceConfig] = {}
+        snapshot: dict[str, Instance] = {}
         stream = self._stub.WatchInstances(router_service_pb2.WatchInstancesRequest())
         async for change in stream:
             kind = change.kind
@@ -112,7 +98,10 @@ class WatchedInstanceDirectory:
             elif kind == instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT_DONE:
                 self._cache = snapshot
                 self._synced = True
+                self._changed()
             elif kind == instance_pb2.INSTANCE_CHANGE_KIND_UPSERTED:
                 self._cache[change.instance.name] = instance_from_proto(change.instance)
+                self._changed()
             elif kind == instance_pb2.INSTANCE_CHANGE_KIND_DELETED:
                 self._cache.pop(change.instance.name, None)
+                self._changed()

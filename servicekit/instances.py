@@ -1,46 +1,137 @@
-"""The instance as the mesh services other than the router see it: a frozen value with clear secrets.
+"""The instance as every mesh service sees it: a frozen value with clear secrets and one channel config.
 
-The router owns instances; ingress and channels keep a cache of them (see `instance_watch`). Cores depend on the
-`InstanceDirectory` protocol, never on gRPC.
+The router owns instances and stores them; ingress and channels keep a cache of them (see `instance_watch`). Each
+channel's fields live in one config class (the `oneof channel_config` arms of `omni.router.v1.Instance`), so a new
+channel field touches one class here and one proto message. Cores depend on the `InstanceDirectory` protocol, never
+on gRPC.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, TypeVar
+
+from servicekit.channels import Channel, ChannelTraits, traits_of
 
 
 @dataclass(frozen=True)
-class InstanceConfig:
-    """One tenant's channel account and agent, secrets in clear (never log this object)."""
+class WhatsAppConfig:
+    """A WhatsApp account behind an Evolution API server."""
 
-    name: str
-    channel: str
-    """whatsapp, discord or slack."""
+    CHANNEL: ClassVar[Channel] = Channel.WHATSAPP
+    SECRETS: ClassVar[tuple[str, ...]] = ("evolution_key",)
+    PUBLIC_NAMES: ClassVar[dict[str, str]] = {
+        "evolution_url": "evolution_url",
+        "evolution_key": "evolution_key",
+        "whatsapp_instance": "whatsapp_instance",
+    }
+    """Config field -> the public REST field (CONTRACT.md)."""
+
     evolution_url: str = ""
     evolution_key: str = ""
     whatsapp_instance: str = ""
-    discord_bot_token: str = ""
-    discord_client_id: str = ""
-    discord_guild_id: str = ""
-    slack_bot_token: str = ""
-    slack_signing_secret: str = ""
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    """A Discord bot that ingress runs for the instance."""
+
+    CHANNEL: ClassVar[Channel] = Channel.DISCORD
+    SECRETS: ClassVar[tuple[str, ...]] = ("bot_token",)
+    PUBLIC_NAMES: ClassVar[dict[str, str]] = {
+        "bot_token": "discord_bot_token",
+        "client_id": "discord_client_id",
+        "guild_id": "discord_guild_id",
+    }
+
+    bot_token: str = ""
+    client_id: str = ""
+    guild_id: str = ""
+    """When set, the bot answers in this guild only (DMs are always answered)."""
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    """A Slack app installed in one workspace."""
+
+    CHANNEL: ClassVar[Channel] = Channel.SLACK
+    SECRETS: ClassVar[tuple[str, ...]] = ("bot_token", "signing_secret", "app_token")
+    PUBLIC_NAMES: ClassVar[dict[str, str]] = {
+        "bot_token": "slack_bot_token",
+        "signing_secret": "slack_signing_secret",
+        "app_token": "slack_app_token",
+    }
+
+    bot_token: str = ""
+    signing_secret: str = ""
+    app_token: str = ""
+
+
+ChannelConfig = WhatsAppConfig | DiscordConfig | SlackConfig
+CONFIG_TYPES: dict[Channel, type[ChannelConfig]] = {c.CHANNEL: c for c in (WhatsAppConfig, DiscordConfig, SlackConfig)}
+"""The config class of each channel; its CHANNEL is also the proto oneof arm's name."""
+
+INSTANCE_SECRETS: tuple[str, ...] = ("agent_api_key", "webhook_secret")
+"""Secrets of the instance itself (the channel configs name theirs in SECRETS)."""
+
+C = TypeVar("C", WhatsAppConfig, DiscordConfig, SlackConfig)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One tenant's channel account and agent, secrets in clear: never log or trace this object."""
+
+    name: str
+    config: ChannelConfig = field(default_factory=WhatsAppConfig)
     agent_api_url: str = ""
     agent_api_key: str = ""
     default_agent: str = ""
     agent_timeout_seconds: int = 60
     enable_auto_split: bool = True
     is_active: bool = True
+    automagik_instance_id: str = ""
+    automagik_instance_name: str = ""
     fallback_text: str = ""
     webhook_secret: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
     def __repr__(self) -> str:
-        return f"InstanceConfig(name={self.name!r}, channel={self.channel!r})"
+        return f"Instance(name={self.name!r}, channel={self.channel.value!r})"
+
+    @property
+    def channel(self) -> Channel:
+        """The network this instance serves (the arm of its config)."""
+        return self.config.CHANNEL
+
+    @property
+    def traits(self) -> ChannelTraits:
+        """What the instance's channel declares (text limit, splitting, quoting)."""
+        return traits_of(self.channel)
+
+    def config_of(self, kind: type[C]) -> C:
+        """The channel config as `kind`; raises TypeError when the instance is of another channel."""
+        if not isinstance(self.config, kind):
+            raise TypeError(f"instance {self.name!r} is a {self.channel} instance, not {kind.CHANNEL}")
+        return self.config
+
+
+def config_values(config: ChannelConfig) -> dict[str, str]:
+    """The config's fields by name (secrets included)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def public_fields() -> dict[str, tuple[Channel, str]]:
+    """Every channel field by its public REST name: (channel, config field)."""
+    return {
+        public: (kind.CHANNEL, name) for kind in CONFIG_TYPES.values() for name, public in kind.PUBLIC_NAMES.items()
+    }
 
 
 class InstanceDirectory(Protocol):
     """Looks instances up by name."""
 
-    async def get(self, name: str) -> InstanceConfig:
+    async def get(self, name: str) -> Instance:
         """The instance called `name`; raises `NotFoundError` when there is none."""
         ...

@@ -54,6 +54,10 @@ class MeshSettings(BaseSettings):
     """How long finished delivery records (inbox rows, route records, sent outbox parts) are kept: the window in
     which a repeated webhook is still recognised as a duplicate. Dead letters and unfinished work are never
     deleted. 0 keeps everything."""
+    discord_api_url: str = "https://discord.com/api/v10"
+    """Discord REST base (AUTOMAGIK_OMNI_DISCORD_API_URL): a Discord-compatible server or a simulator may stand in."""
+    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    """Discord gateway websocket (AUTOMAGIK_OMNI_DISCORD_GATEWAY_URL), likewise."""
     delivery_retention_interval_seconds: float = 3600.0
     """How often ingress, router and channels sweep their delivery records (also once at start-up)."""
 

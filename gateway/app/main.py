@@ -13,7 +13,7 @@ from fastapi.telemetry import TelemetryConfig
 from gateway.app.api.errors import install_error_handlers
 from gateway.app.api.main import api_router
 from gateway.app.api.routes import health
-from gateway.app.api.webhooks.fast_path import EvolutionWebhookFastPath
+from gateway.app.api.webhooks.fast_path import WebhookFastPath
 from gateway.app.config import Settings
 from gateway.app.mesh import Mesh
 from servicekit.logs import configure_logging
@@ -74,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.mesh = None
     install_error_handlers(app)
-    app.add_middleware(EvolutionWebhookFastPath)
+    app.add_middleware(WebhookFastPath)
     origins = settings.cors_origin_list
     if origins:
         app.add_middleware(

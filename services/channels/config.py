@@ -14,6 +14,11 @@ class Settings(MeshSettings):
 
     channels_evolution_timeout_seconds: float = 15.0
     """Total time one Evolution HTTP request may take; past it a send's outcome is unknown and is reconciled."""
+    channels_discord_timeout_seconds: float = 15.0
+    """Total time one Discord send may take (rate-limit waits included); past it the outcome is unknown."""
+    channels_discord_max_ratelimit_wait_seconds: float = 10.0
+    """Longest Discord rate-limit pause a send waits out in place; a longer one is handed back to the caller as
+    UNAVAILABLE with Discord's retry-after, so a send with a deadline fails fast instead of hanging."""
     channels_send_attempts: int = 3
     """Quick tries of one part within one SendMessage call before answering UNAVAILABLE (the caller retries)."""
     channels_retry_backoff_seconds: float = 0.2

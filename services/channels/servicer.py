@@ -3,13 +3,14 @@ server's interceptor."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import grpc
 from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, outbound_pb2
-from omni.common.v1 import channel_pb2, message_pb2
+from omni.common.v1 import message_pb2
 
+from servicekit.convert import CONNECTION_STATE_VALUES, instance_from_proto, media_from_proto
 from services.channels.core.models import (
-    ConnectionState,
-    MediaSpec,
     OutboundPart,
     PartResult,
     PartState,
@@ -17,45 +18,25 @@ from services.channels.core.models import (
 )
 from services.channels.core.service import ChannelsCore
 
+Context = grpc.aio.ServicerContext[object, object]
+
 _PART_STATES = {
     PartState.PENDING: outbound_pb2.PART_STATE_PENDING,
     PartState.SENDING: outbound_pb2.PART_STATE_UNKNOWN,
     PartState.SENT: outbound_pb2.PART_STATE_SENT,
     PartState.FAILED: outbound_pb2.PART_STATE_FAILED,
 }
-_CONNECTION_STATES = {
-    ConnectionState.CONNECTED: outbound_pb2.CONNECTION_STATE_CONNECTED,
-    ConnectionState.CONNECTING: outbound_pb2.CONNECTION_STATE_CONNECTING,
-    ConnectionState.DISCONNECTED: outbound_pb2.CONNECTION_STATE_DISCONNECTED,
-    ConnectionState.ERROR: outbound_pb2.CONNECTION_STATE_ERROR,
-}
 _PRESENCES = {
     outbound_pb2.PRESENCE_COMPOSING: "composing",
     outbound_pb2.PRESENCE_RECORDING: "recording",
     outbound_pb2.PRESENCE_PAUSED: "paused",
 }
-_MEDIA_KINDS = {
-    channel_pb2.MESSAGE_TYPE_IMAGE: "image",
-    channel_pb2.MESSAGE_TYPE_VIDEO: "video",
-    channel_pb2.MESSAGE_TYPE_AUDIO: "audio",
-    channel_pb2.MESSAGE_TYPE_DOCUMENT: "document",
-    channel_pb2.MESSAGE_TYPE_STICKER: "sticker",
-    channel_pb2.MESSAGE_TYPE_UNSPECIFIED: "",
-}
-
-
-def _media(media: message_pb2.Media) -> MediaSpec:
-    return MediaSpec(
-        kind=_MEDIA_KINDS.get(media.type, "unsupported"),
-        mime_type=media.mime_type,
-        url=media.url,
-        base64=media.base64,
-        filename=media.filename,
-    )
 
 
 def _part(part: outbound_pb2.OutboundPart) -> OutboundPart:
-    media = _media(part.media) if part.HasField("media") else None
+    media = media_from_proto(part.media) if part.HasField("media") else None
+    if media is not None and part.media.type and not media.type:
+        media = dataclasses.replace(media, type="unsupported")  # a type this build cannot send: refused below
     text = part.text or (part.media.caption if media is not None else "")
     return OutboundPart(text=text, media=media)
 
@@ -76,7 +57,7 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         self._core = core
 
     async def SendMessage(
-        self, request: channels_service_pb2.SendMessageRequest, context: grpc.aio.ServicerContext[object, object]
+        self, request: channels_service_pb2.SendMessageRequest, context: Context
     ) -> channels_service_pb2.SendMessageResponse:
         results = await self._core.send_message(
             SendRequest(
@@ -91,7 +72,7 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         return channels_service_pb2.SendMessageResponse(results=[_result(r) for r in results])
 
     async def SendPresence(
-        self, request: channels_service_pb2.SendPresenceRequest, context: grpc.aio.ServicerContext[object, object]
+        self, request: channels_service_pb2.SendPresenceRequest, context: Context
     ) -> channels_service_pb2.SendPresenceResponse:
         await self._core.send_presence(
             request.instance_name, request.chat_id, _PRESENCES.get(request.presence, ""), request.duration_ms
@@ -99,15 +80,40 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         return channels_service_pb2.SendPresenceResponse()
 
     async def GetConnectionStatus(
-        self,
-        request: channels_service_pb2.GetConnectionStatusRequest,
-        context: grpc.aio.ServicerContext[object, object],
+        self, request: channels_service_pb2.GetConnectionStatusRequest, context: Context
     ) -> channels_service_pb2.GetConnectionStatusResponse:
         status = await self._core.get_connection_status(request.instance_name, include_qr_code=request.include_qr_code)
         return channels_service_pb2.GetConnectionStatusResponse(
-            state=_CONNECTION_STATES[status.state],
+            state=CONNECTION_STATE_VALUES[status.state.value],
             raw_state=status.raw_state,
             qr_code=status.qr_code,
             pairing_code=status.pairing_code,
             detail=status.detail,
+            workspaces=[message_pb2.Workspace(id=w_id, name=name) for w_id, name in status.workspaces],
+            latency_ms=status.latency_ms,
+            account_id=status.account_id,
+            account_name=status.account_name,
+        )
+
+    async def CheckAccount(
+        self, request: channels_service_pb2.CheckAccountRequest, context: Context
+    ) -> channels_service_pb2.CheckAccountResponse:
+        account = await self._core.check_account(instance_from_proto(request.instance))
+        return channels_service_pb2.CheckAccountResponse(account_id=account.id, account_name=account.name)
+
+    async def ListChannels(
+        self, request: channels_service_pb2.ListChannelsRequest, context: Context
+    ) -> channels_service_pb2.ListChannelsResponse:
+        channels = await self._core.list_channels(request.instance_name)
+        return channels_service_pb2.ListChannelsResponse(
+            channels=[
+                channels_service_pb2.ChatChannel(
+                    id=c.id,
+                    name=c.name,
+                    kind=c.kind,
+                    workspace=message_pb2.Workspace(id=c.workspace_id, name=c.workspace_name),
+                    parent_id=c.parent_id,
+                )
+                for c in channels
+            ]
         )

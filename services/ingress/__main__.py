@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from omni.router.v1 import router_service_pb2_grpc
 
+from servicekit.channels import Channel
 from servicekit.database import migrate, open_database
+from servicekit.discord_endpoints import configure_discord
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.instance_watch import WatchedInstanceDirectory
+from servicekit.instances import Instance
 from servicekit.logs import configure_logging
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
 from services.ingress.config import Settings
 from services.ingress.core.accept import IngressCore
+from services.ingress.core.bots.discord_bot import Cursors, DiscordBot
+from services.ingress.core.bots.host import BotHost, bot_statuses
+from services.ingress.core.bots.status import BotStatus
 from services.ingress.core.dispatcher import Dispatcher, DispatchPolicy
-from services.ingress.router_client import GrpcMessageRouter
+from services.ingress.router_client import GrpcRouterPort
 from services.ingress.server import SERVICE_NAME, create_server
-from services.ingress.storage import MIGRATION_LOCK, MIGRATIONS, POSTGRES_SETTINGS, SCHEMA, InboxStore
+from services.ingress.storage import MIGRATION_LOCK, MIGRATIONS, POSTGRES_SETTINGS, SCHEMA, BotLeaseStore, InboxStore
 
 log = logging.getLogger("services.ingress")
 
@@ -37,9 +44,31 @@ def dispatch_policy(settings: Settings) -> DispatchPolicy:
     )
 
 
+def bot_host(settings: Settings, leases: BotLeaseStore, core: IngressCore) -> BotHost:
+    """The host of this replica's bots: one Discord bot per active Discord instance whose lease it holds."""
+
+    def discord_bot(instance: Instance, cursors: Cursors) -> DiscordBot:
+        return DiscordBot(
+            instance,
+            core.accept,
+            cursors=cursors,
+            guild_ready_timeout=settings.discord_guild_ready_timeout_seconds,
+        )
+
+    return BotHost(
+        leases,
+        {Channel.DISCORD: discord_bot},
+        owner=settings.replica_id(),
+        lease_seconds=settings.ingress_bot_lease_seconds,
+        renew_seconds=settings.ingress_bot_renew_seconds,
+        error_retry_seconds=settings.ingress_bot_error_retry_seconds,
+    )
+
+
 async def main() -> None:
     settings = Settings()
     configure_logging("ingress", settings.log_level)
+    configure_discord(settings)
     provider = setup_tracing("ingress", settings)
     db = await open_database(settings.database_url_for("ingress"), SCHEMA, postgres_settings=POSTGRES_SETTINGS)
     channel = None
@@ -53,19 +82,28 @@ async def main() -> None:
         store = InboxStore(db)
         dispatcher = Dispatcher(
             store,
-            GrpcMessageRouter(router_stub),
+            GrpcRouterPort(router_stub),
             replica_id=settings.replica_id(),
             policy=dispatch_policy(settings),
         )
         core = IngressCore(store, instances, on_accept=dispatcher.wake)
+        leases = BotLeaseStore(db)
+        bots = bot_host(settings, leases, core)
+        instances.listen(bots.instances_changed)
         retention = delivery_retention("finished inbox rows", store.purge_finished, settings)
-        server, port, health = create_server(settings, core)
+
+        async def statuses(instance_name: str) -> list[BotStatus]:
+            return await bot_statuses(leases, instance_name, time.time())
+
+        server, port, health = create_server(settings, core, statuses)
         await server.start()
         await dispatcher.start()
+        bots.start()
         retention.start()
         log.info("ingress listening on %s:%d (replica %s)", settings.grpc_host, port, dispatcher.replica_id)
 
         async def on_shutdown() -> None:
+            await bots.stop()
             await retention.stop()
             await dispatcher.stop(settings.shutdown_grace_seconds)
 

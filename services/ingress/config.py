@@ -28,6 +28,16 @@ class Settings(MeshSettings):
     ingress_poll_interval_seconds: float = 0.2
     """How often the dispatcher looks for due messages when nothing woke it up (retries, other replicas)."""
 
+    ingress_bot_lease_seconds: float = 15.0
+    """How long a bot stays owned by a replica that stopped renewing; after that another replica takes it over."""
+    ingress_bot_renew_seconds: float = 5.0
+    """How often a replica renews its bots' leases and stores their status (also when instances change)."""
+    ingress_bot_error_retry_seconds: float = 300.0
+    """How long a bot the channel refused for good (revoked token, missing intent) stays down before a retry; an
+    update of the instance's channel settings retries at once."""
+    discord_guild_ready_timeout_seconds: float = 2.0
+    """How long a Discord bot waits for its guilds after READY before it reports itself ready."""
+
     def replica_id(self) -> str:
         """The configured replica id, or "<hostname>-<ingress port>"."""
         return self.ingress_replica_id or f"{socket.gethostname()}-{self.ingress_grpc_port}"

@@ -9,17 +9,17 @@ from omni.ingress.v1 import ingress_service_pb2_grpc
 from servicekit.grpc_server import add_health_and_reflection, bind, new_server
 from services.ingress.config import Settings
 from services.ingress.core.accept import IngressCore
-from services.ingress.servicer import IngressServicer
+from services.ingress.servicer import BotStatuses, IngressServicer
 
 SERVICE_NAME = "omni.ingress.v1.IngressService"
 
 
 def create_server(
-    settings: Settings, core: IngressCore, *, port: int | None = None
+    settings: Settings, core: IngressCore, bot_statuses: BotStatuses, *, port: int | None = None
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """The server with the ingress servicer, health and reflection, bound to `port` (default: the setting)."""
     server = new_server("ingress", tracing=settings.enable_tracing)
-    ingress_service_pb2_grpc.add_IngressServiceServicer_to_server(IngressServicer(core), server)
+    ingress_service_pb2_grpc.add_IngressServiceServicer_to_server(IngressServicer(core, bot_statuses), server)
     health = add_health_and_reflection(server, [SERVICE_NAME])
     bound = bind(server, settings.grpc_host, settings.ingress_grpc_port if port is None else port)
     return server, bound, health

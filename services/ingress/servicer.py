@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from omni.ingress.v1 import ingress_service_pb2, ingress_service_pb2_grpc
 
-from services.ingress.convert import channel_name, dead_letter_to_proto, message_from_proto
+from servicekit.convert import channel_of, message_from_proto
+from services.ingress.convert import bot_status_to_proto, dead_letter_to_proto
 from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITION, IngressCore
+from services.ingress.core.bots.status import BotStatus
+
+BotStatuses = Callable[[str], Awaitable[list[BotStatus]]]
+"""The hosted bots' statuses, filtered by instance name ("" for all)."""
 
 DISPOSITIONS = {
     ACCEPTED: ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED,
@@ -22,14 +28,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
     """Thin adapter over `IngressCore`; domain errors are mapped by the server's interceptor."""
 
-    def __init__(self, core: IngressCore) -> None:
+    def __init__(self, core: IngressCore, bot_statuses: BotStatuses) -> None:
         self._core = core
+        self._bot_statuses = bot_statuses
 
     async def ReceiveWebhook(
         self, request: ingress_service_pb2.ReceiveWebhookRequest, context: Context
     ) -> ingress_service_pb2.ReceiveWebhookResponse:
         result = await self._core.receive_webhook(
-            request.instance_name, channel_name(request.channel), request.body, dict(request.headers)
+            request.instance_name, channel_of(request.channel), request.body, dict(request.headers)
         )
         return ingress_service_pb2.ReceiveWebhookResponse(
             disposition=DISPOSITIONS[result.disposition],
@@ -57,3 +64,9 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
         self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
     ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
         return ingress_service_pb2.RedeliverDeadLetterResponse(id=await self._core.redeliver_dead_letter(request.id))
+
+    async def ListBots(
+        self, request: ingress_service_pb2.ListBotsRequest, context: Context
+    ) -> ingress_service_pb2.ListBotsResponse:
+        statuses = await self._bot_statuses(request.instance_name)
+        return ingress_service_pb2.ListBotsResponse(bots=[bot_status_to_proto(s) for s in statuses])

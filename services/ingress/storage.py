@@ -103,6 +103,27 @@ MIGRATIONS = [
         ],
         sqlite=_PARTIAL_INDEXES,
     ),
+    Migration(
+        4,
+        "bot_leases",
+        # One row per hosted bot (a Discord instance): which replica runs it until when, and what it last reported,
+        # so every replica can answer for it and a dead owner's bots are taken over once its lease runs out.
+        [
+            """
+            CREATE TABLE bot_leases (
+                instance_name TEXT PRIMARY KEY,
+                channel TEXT NOT NULL,
+                owner TEXT NOT NULL DEFAULT '',
+                lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+                state TEXT NOT NULL DEFAULT 'disconnected',
+                detail TEXT NOT NULL DEFAULT '',
+                report TEXT NOT NULL DEFAULT '{}',
+                cursors TEXT NOT NULL DEFAULT '{}',
+                updated_at DOUBLE PRECISION NOT NULL
+            )
+            """
+        ],
+    ),
 ]
 
 POSTGRES_SETTINGS = {"enable_bitmapscan": "off"}
@@ -348,3 +369,106 @@ class InboxStore:
         """How many rows are in each state (for tests and diagnostics)."""
         rows = await self._db.fetch("SELECT state, count(*) AS n FROM inbox GROUP BY state")
         return {str(r["state"]): int(r["n"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class BotLeaseRow:
+    """One hosted bot's lease and last report; `report` and `cursors` are JSON objects."""
+
+    instance_name: str
+    channel: str
+    owner: str
+    lease_until: float
+    state: str
+    detail: str
+    report: str
+    cursors: str
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: Row) -> BotLeaseRow:
+        values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__}
+        return cls(**values)
+
+
+_BOT_COLUMNS = "instance_name, channel, owner, lease_until, state, detail, report, cursors, updated_at"
+
+
+class BotLeaseStore:
+    """Who runs each bot. A lease is taken with one conditional upsert, so two replicas never both win it."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def acquire(self, instance_name: str, channel: str, owner: str, now: float, lease_seconds: float) -> bool:
+        """Take (or keep) the bot's lease unless another owner's lease is still running."""
+        row = await self._db.fetchrow(
+            "INSERT INTO bot_leases (instance_name, channel, owner, lease_until, state, updated_at) "
+            "VALUES ($1, $2, $3, $4, 'connecting', $5) "
+            "ON CONFLICT (instance_name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until, "
+            "channel = excluded.channel, updated_at = excluded.updated_at "
+            "WHERE bot_leases.owner = excluded.owner OR bot_leases.owner = '' OR bot_leases.lease_until < $5 "
+            "RETURNING owner",
+            instance_name,
+            channel,
+            owner,
+            now + lease_seconds,
+            now,
+        )
+        return row is not None
+
+    async def renew(
+        self, instance_name: str, owner: str, now: float, lease_seconds: float, state: str, detail: str, report: str
+    ) -> bool:
+        """Extend our lease and store the bot's report; False when the lease is no longer ours."""
+        updated = await self._db.execute(
+            "UPDATE bot_leases SET lease_until = $3, state = $4, detail = $5, report = $6, updated_at = $7 "
+            "WHERE instance_name = $1 AND owner = $2",
+            instance_name,
+            owner,
+            now + lease_seconds,
+            state,
+            detail,
+            report,
+            now,
+        )
+        return updated > 0
+
+    async def save_cursors(self, instance_name: str, owner: str, cursors: str) -> None:
+        """Remember the newest message seen per chat, so a bot that restarts catches up from there."""
+        await self._db.execute(
+            "UPDATE bot_leases SET cursors = $3 WHERE instance_name = $1 AND owner = $2", instance_name, owner, cursors
+        )
+
+    async def release(self, instance_name: str, owner: str, now: float, state: str, detail: str) -> None:
+        """Give the lease up (the bot stopped here); another replica may take it at once."""
+        await self._db.execute(
+            "UPDATE bot_leases SET owner = '', lease_until = 0, state = $3, detail = $4, updated_at = $5 "
+            "WHERE instance_name = $1 AND owner = $2",
+            instance_name,
+            owner,
+            state,
+            detail,
+            now,
+        )
+
+    async def forget(self, keep: Sequence[str], now: float) -> int:
+        """Delete the rows of bots whose instance is gone (not in `keep`) and that nobody runs any more (a replica
+        whose instance cache is behind never removes a bot another replica has just started)."""
+        rows = await self._db.fetch("SELECT instance_name FROM bot_leases WHERE owner = '' OR lease_until < $1", now)
+        kept = set(keep)
+        gone = [str(r["instance_name"]) for r in rows if r["instance_name"] not in kept]
+        for name in gone:
+            await self._db.execute("DELETE FROM bot_leases WHERE instance_name = $1", name)
+        return len(gone)
+
+    async def get(self, instance_name: str) -> BotLeaseRow | None:
+        row = await self._db.fetchrow(f"SELECT {_BOT_COLUMNS} FROM bot_leases WHERE instance_name = $1", instance_name)
+        return BotLeaseRow.from_row(row) if row else None
+
+    async def list(self, instance_name: str = "") -> list[BotLeaseRow]:
+        if instance_name:
+            row = await self.get(instance_name)
+            return [row] if row else []
+        rows = await self._db.fetch(f"SELECT {_BOT_COLUMNS} FROM bot_leases ORDER BY instance_name")
+        return [BotLeaseRow.from_row(r) for r in rows]

@@ -18,7 +18,7 @@ from servicekit.logs import configure_logging
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
-from services.router.channel_client import GrpcChannelSender
+from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender
 from services.router.config import Settings
 from services.router.core.agent_client import AgentClient
 from services.router.core.api_sends import ApiSender
@@ -50,8 +50,9 @@ async def main() -> None:
     db = await open_database(settings.database_url_for("router"), SCHEMA)
     await migrate(db, MIGRATIONS, lock_key=SCHEMA)
     channels_channel = open_channel(settings.address_of("channels"), tracing=settings.enable_tracing)
+    channels_stub = channels_service_pb2_grpc.ChannelsServiceStub(channels_channel)
     channels = GrpcChannelSender(
-        channels_service_pb2_grpc.ChannelsServiceStub(channels_channel),
+        channels_stub,
         send_timeout=settings.router_channel_send_timeout_seconds,
         presence_timeout=settings.router_presence_timeout_seconds,
     )
@@ -62,6 +63,9 @@ async def main() -> None:
     instance_repository = InstanceRepository(
         db, box, cache_seconds=settings.router_instance_cache_seconds, on_delete=identities.forget_instance
     )
+    upgraded = await instance_repository.upgrade_legacy_rows()
+    if upgraded:
+        log.info("rewrote %d instances stored before the per-channel config", upgraded)
     routes = RouteRepository(db)
     retention = delivery_retention("finished route records", routes.purge_finished, settings)
     router = MessageRouter(
@@ -75,7 +79,11 @@ async def main() -> None:
     try:
         server, port, health = create_server(
             settings,
-            instances=InstanceService(instance_repository, InstanceBroadcaster(settings.router_watch_queue_size)),
+            instances=InstanceService(
+                instance_repository,
+                InstanceBroadcaster(settings.router_watch_queue_size),
+                GrpcAccountChecker(channels_stub, timeout=settings.router_account_check_timeout_seconds),
+            ),
             router=router,
             api_sender=ApiSender(instances=instance_repository, channels=channels),
         )

@@ -1,4 +1,4 @@
-"""The `ChannelSender` the core uses, over the channels service's gRPC API."""
+"""The `ChannelSender` and `AccountChecker` the core uses, over the channels service's gRPC API."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import logging
 import grpc
 from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, outbound_pb2
 
+from servicekit.convert import instance_to_proto, media_to_proto
 from servicekit.errors import FailedPreconditionError, OmniError, UnavailableError
 from servicekit.grpc_clients import call
-from services.router.convert import media_to_proto
+from servicekit.instances import Instance
 from services.router.core.models import OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -65,3 +66,15 @@ class GrpcChannelSender:
             await call(self._stub.SendPresence, request, timeout=self._presence_timeout)
         except (OmniError, grpc.aio.AioRpcError) as exc:
             log.debug("typing indicator for %s not shown: %s", instance_name, exc)
+
+
+class GrpcAccountChecker:
+    """Asks ChannelsService.CheckAccount whether an instance's credentials work, before the instance is stored."""
+
+    def __init__(self, stub: channels_service_pb2_grpc.ChannelsServiceAsyncStub, *, timeout: float = 15.0) -> None:
+        self._stub = stub
+        self._timeout = timeout
+
+    async def check(self, instance: Instance) -> None:
+        request = channels_service_pb2.CheckAccountRequest(instance=instance_to_proto(instance, with_secrets=True))
+        await call(self._stub.CheckAccount, request, timeout=self._timeout)

@@ -17,6 +17,8 @@ class Settings(MeshSettings):
     """Deadline of one ChannelsService.SendMessage call (channels retries the network itself within it)."""
     router_presence_timeout_seconds: float = 2.0
     """Deadline of the best-effort typing indicator."""
+    router_account_check_timeout_seconds: float = 15.0
+    """Deadline of the channel's credential check when an instance is created or its channel settings change."""
     router_instance_cache_seconds: float = 2.0
     """How long the router reuses an instance it read (changes through another router replica show after this)."""
     router_typing_delay_seconds: float = 1.0

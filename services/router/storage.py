@@ -14,10 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from servicekit.channels import Channel
 from servicekit.database import Database, Executor, Migration, Row
 from servicekit.errors import AlreadyExistsError
+from servicekit.instances import (
+    CONFIG_TYPES,
+    INSTANCE_SECRETS,
+    ChannelConfig,
+    DiscordConfig,
+    Instance,
+    SlackConfig,
+    WhatsAppConfig,
+    config_values,
+)
 from servicekit.retention import delete_in_batches
-from services.router.core.models import SECRET_FIELDS, Instance
 from services.router.secret_box import SecretBox
 
 SCHEMA = "omni_router"
@@ -106,10 +116,29 @@ MIGRATIONS: list[Migration] = [
         "routes_created_at",
         ["CREATE INDEX routes_created ON routes (created_at)"],
     ),
+    Migration(
+        3,
+        "instances_channel_config",
+        # Each channel's fields as one JSON object (and its secrets as one encrypted JSON object), so a new channel
+        # field needs no migration. Rows written before are rewritten by `InstanceRepository.upgrade_legacy_rows`
+        # (their per-field columns are then blank and unused).
+        [
+            "ALTER TABLE instances ADD COLUMN channel_config TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE instances ADD COLUMN channel_secrets_enc TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
-_PLAIN_COLUMNS = [f.name for f in fields(Instance) if f.name not in SECRET_FIELDS]
-_COLUMNS = _PLAIN_COLUMNS + [f"{name}_enc" for name in SECRET_FIELDS]
+_LEGACY_PLAIN = ("evolution_url", "whatsapp_instance", "discord_client_id", "discord_guild_id")
+_LEGACY_SECRETS = ("evolution_key", "discord_bot_token", "slack_bot_token", "slack_signing_secret")
+_PLAIN_COLUMNS = [f.name for f in fields(Instance) if f.name not in (*INSTANCE_SECRETS, "config")]
+_COLUMNS = [
+    *_PLAIN_COLUMNS,
+    "channel",
+    "channel_config",
+    "channel_secrets_enc",
+    *(f"{name}_enc" for name in INSTANCE_SECRETS),
+]
 
 
 class InstanceRepository:
@@ -130,17 +159,50 @@ class InstanceRepository:
         self._cache: dict[str, tuple[float, Instance | None]] = {}
 
     def _values(self, instance: Instance) -> list[Any]:
-        plain = [getattr(instance, name) for name in _PLAIN_COLUMNS]
-        return plain + [self._box.encrypt(getattr(instance, name)) for name in SECRET_FIELDS]
+        config = config_values(instance.config)
+        secrets = {name: config.pop(name) for name in instance.config.SECRETS}
+        return [
+            *(getattr(instance, name) for name in _PLAIN_COLUMNS),
+            instance.channel.value,
+            json.dumps(config),
+            self._box.encrypt(json.dumps(secrets)),
+            *(self._box.encrypt(getattr(instance, name)) for name in INSTANCE_SECRETS),
+        ]
 
     def _from_row(self, row: Row) -> Instance:
         values: dict[str, Any] = {name: row[name] for name in _PLAIN_COLUMNS}
         values["enable_auto_split"] = bool(values["enable_auto_split"])
         values["is_active"] = bool(values["is_active"])
         values["agent_timeout_seconds"] = int(values["agent_timeout_seconds"])
-        for name in SECRET_FIELDS:
+        for name in INSTANCE_SECRETS:
             values[name] = self._box.decrypt(row[f"{name}_enc"] or "")
-        return Instance(**values)
+        kind = CONFIG_TYPES[Channel(row["channel"])]
+        config = json.loads(row["channel_config"] or "{}")
+        config.update(json.loads(self._box.decrypt(row["channel_secrets_enc"] or "") or "{}"))
+        known = {f.name for f in fields(kind)}
+        return Instance(config=kind(**{k: str(v) for k, v in config.items() if k in known}), **values)
+
+    async def upgrade_legacy_rows(self) -> int:
+        """Rewrite instances stored before migration 3 (one column per channel field) in the JSON form."""
+        legacy = ", ".join([*_LEGACY_PLAIN, *(f"{name}_enc" for name in _LEGACY_SECRETS)])
+        rows = await self._db.fetch(
+            f"SELECT name, channel, {legacy} FROM instances WHERE channel_config = '' AND channel_secrets_enc = ''"
+        )
+        for row in rows:
+            old = {name: str(row[name] or "") for name in _LEGACY_PLAIN}
+            old.update({name: self._box.decrypt(row[f"{name}_enc"] or "") for name in _LEGACY_SECRETS})
+            config = _legacy_config(Channel(row["channel"]), old)
+            plain = config_values(config)
+            secrets = {name: plain.pop(name) for name in config.SECRETS}
+            blanks = ", ".join(f"{name} = ''" for name in (*_LEGACY_PLAIN, *(f"{n}_enc" for n in _LEGACY_SECRETS)))
+            await self._db.execute(
+                f"UPDATE instances SET channel_config = $2, channel_secrets_enc = $3, {blanks} WHERE name = $1",
+                row["name"],
+                json.dumps(plain),
+                self._box.encrypt(json.dumps(secrets)),
+            )
+        self._cache.clear()
+        return len(rows)
 
     async def create(self, instance: Instance) -> None:
         try:
@@ -218,6 +280,20 @@ class InstanceRepository:
             for table in ("user_identities", "users", "sessions", "routes"):
                 await tx.execute(f"DELETE FROM {table} WHERE instance_name = $1", name)
         return deleted > 0
+
+
+def _legacy_config(channel: Channel, old: dict[str, str]) -> ChannelConfig:
+    if channel is Channel.DISCORD:
+        return DiscordConfig(
+            bot_token=old["discord_bot_token"], client_id=old["discord_client_id"], guild_id=old["discord_guild_id"]
+        )
+    if channel is Channel.SLACK:
+        return SlackConfig(bot_token=old["slack_bot_token"], signing_secret=old["slack_signing_secret"])
+    return WhatsAppConfig(
+        evolution_url=old["evolution_url"],
+        evolution_key=old["evolution_key"],
+        whatsapp_instance=old["whatsapp_instance"],
+    )
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from servicekit.channels import Channel
 from servicekit.database import Database, migrate, open_database
-from servicekit.instances import InstanceConfig
+from servicekit.instances import Instance, WhatsAppConfig
 from services.channels.core.evolution import EvolutionClient
 from services.channels.core.outbox import OutboxSender, SendPolicy
+from services.channels.core.senders.whatsapp import EvolutionSender
 from services.channels.core.service import ChannelsCore
 from services.channels.storage import MIGRATION_LOCK, MIGRATIONS, SCHEMA, OutboxStore
 from simulators.evolution import EvolutionSimulator
@@ -37,15 +39,12 @@ async def sim() -> AsyncIterator[EvolutionSimulator]:
 
 
 @pytest.fixture
-async def instance(sim: EvolutionSimulator) -> InstanceConfig:
+async def instance(sim: EvolutionSimulator) -> Instance:
     """A WhatsApp hub instance whose Evolution instance exists on the simulator, using its own token."""
     token = sim.add_instance(EVOLUTION_INSTANCE)
-    return InstanceConfig(
+    return Instance(
         name="acme",
-        channel="whatsapp",
-        evolution_url=sim.url,
-        evolution_key=token,
-        whatsapp_instance=EVOLUTION_INSTANCE,
+        config=WhatsAppConfig(evolution_url=sim.url, evolution_key=token, whatsapp_instance=EVOLUTION_INSTANCE),
     )
 
 
@@ -99,7 +98,7 @@ MakeHarness = Callable[..., Harness]
 def make_harness(
     db: Database,
     session: aiohttp.ClientSession,
-    instance: InstanceConfig,
+    instance: Instance,
     spans: InMemorySpanExporter,
 ) -> MakeHarness:
     """Build a core; keyword arguments override the SendPolicy, `timeout` the HTTP timeout."""
@@ -109,12 +108,11 @@ def make_harness(
 
     def build(*, timeout: float = 5.0, worker_id: str = "worker-a", fallback_key: str = "", **policy: Any) -> Harness:
         evolution = EvolutionClient(session, timeout_seconds=timeout, rate_limit_backoff_seconds=7.5)
+        senders = {Channel.WHATSAPP: EvolutionSender(evolution, fallback_key=fallback_key)}
         store = OutboxStore(db)
         defaults: dict[str, Any] = {"backoff_seconds": 0.01, "retry_after_seconds": 1.5}
-        outbox = OutboxSender(store, evolution, policy=SendPolicy(**{**defaults, **policy}), worker_id=worker_id)
-        core = ChannelsCore(
-            directory, evolution, outbox, tracer=provider.get_tracer("test"), fallback_evolution_key=fallback_key
-        )
+        outbox = OutboxSender(store, senders, policy=SendPolicy(**{**defaults, **policy}), worker_id=worker_id)
+        core = ChannelsCore(directory, senders, outbox, tracer=provider.get_tracer("test"))
         return Harness(core=core, outbox=outbox, store=store, directory=directory)
 
     return build

@@ -8,10 +8,17 @@ import dataclasses
 import pytest
 
 from servicekit.errors import InvalidArgumentError, UnavailableError
-from servicekit.instances import InstanceConfig
+from servicekit.instances import Instance, WhatsAppConfig
 from services.channels.core.models import ConnectionState
 from simulators.evolution import EvolutionSimulator
 from tests.channels.conftest import CHAT, MakeHarness
+
+
+def with_whatsapp(instance: Instance, name: str, **config: str) -> Instance:
+    """`instance` renamed, with some WhatsApp settings changed."""
+    return dataclasses.replace(
+        instance, name=name, config=dataclasses.replace(instance.config_of(WhatsAppConfig), **config)
+    )
 
 
 async def test_presence_is_sent_with_its_delay(make_harness: MakeHarness, sim: EvolutionSimulator) -> None:
@@ -21,10 +28,10 @@ async def test_presence_is_sent_with_its_delay(make_harness: MakeHarness, sim: E
 
 
 async def test_presence_failures_are_unavailable_and_not_retried(
-    make_harness: MakeHarness, instance: InstanceConfig, requests: list[str]
+    make_harness: MakeHarness, instance: Instance, requests: list[str]
 ) -> None:
     harness = make_harness()
-    harness.directory.instances["ghost"] = dataclasses.replace(instance, name="ghost", whatsapp_instance="ghost")
+    harness.directory.instances["ghost"] = with_whatsapp(instance, "ghost", whatsapp_instance="ghost")
 
     with pytest.raises(UnavailableError) as caught:
         await harness.core.send_presence("ghost", CHAT, "paused", 0)
@@ -48,12 +55,12 @@ async def test_an_open_instance_is_connected(make_harness: MakeHarness) -> None:
 
 @pytest.mark.parametrize("raw_state", ["connecting", "close"])
 async def test_a_login_in_progress_returns_the_raw_qr_png(
-    make_harness: MakeHarness, sim: EvolutionSimulator, instance: InstanceConfig, raw_state: str
+    make_harness: MakeHarness, sim: EvolutionSimulator, instance: Instance, raw_state: str
 ) -> None:
     token = sim.add_instance("pending-login", state=raw_state)
     harness = make_harness()
-    harness.directory.instances["pending"] = dataclasses.replace(
-        instance, name="pending", whatsapp_instance="pending-login", evolution_key=token
+    harness.directory.instances["pending"] = with_whatsapp(
+        instance, "pending", whatsapp_instance="pending-login", evolution_key=token
     )
 
     status = await harness.core.get_connection_status("pending", include_qr_code=True)
@@ -67,9 +74,9 @@ async def test_a_login_in_progress_returns_the_raw_qr_png(
     assert plain.qr_code == ""
 
 
-async def test_gateway_errors_are_reported_as_state_error(make_harness: MakeHarness, instance: InstanceConfig) -> None:
+async def test_gateway_errors_are_reported_as_state_error(make_harness: MakeHarness, instance: Instance) -> None:
     harness = make_harness()
-    harness.directory.instances["ghost"] = dataclasses.replace(instance, name="ghost", whatsapp_instance="ghost")
+    harness.directory.instances["ghost"] = with_whatsapp(instance, "ghost", whatsapp_instance="ghost")
 
     status = await harness.core.get_connection_status("ghost")
 

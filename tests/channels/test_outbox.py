@@ -4,6 +4,7 @@ and reconciliation of sends whose outcome was lost."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from servicekit import trace_attributes as attrs
 from servicekit.database import Database
 from servicekit.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
-from servicekit.instances import InstanceConfig
+from servicekit.instances import DiscordConfig, Instance, WhatsAppConfig
+from servicekit.messages import Media
 from servicekit.retention import delivery_retention
 from servicekit.settings import MeshSettings
-from services.channels.core.models import MediaSpec, OutboundPart, PartState, SendRequest
+from services.channels.core.models import OutboundPart, PartState, SendRequest
 from simulators.evolution import EvolutionSimulator
 from tests.channels.conftest import CHAT, GLOBAL_KEY, MakeHarness
 
@@ -176,15 +178,11 @@ async def test_auth_and_unknown_instance_answers_are_permanent(
 
 
 async def test_a_wrong_key_is_refused_by_evolution(
-    make_harness: MakeHarness, sim: EvolutionSimulator, instance: InstanceConfig
+    make_harness: MakeHarness, sim: EvolutionSimulator, instance: Instance
 ) -> None:
     harness = make_harness()
-    harness.directory.instances["acme"] = InstanceConfig(
-        name="acme",
-        channel="whatsapp",
-        evolution_url=instance.evolution_url,
-        evolution_key="wrong",
-        whatsapp_instance=instance.whatsapp_instance,
+    harness.directory.instances["acme"] = dataclasses.replace(
+        instance, config=dataclasses.replace(instance.config_of(WhatsAppConfig), evolution_key="wrong")
     )
 
     with pytest.raises(FailedPreconditionError) as caught:
@@ -261,10 +259,10 @@ async def test_media_parts_use_send_media(make_harness: MakeHarness, sim: Evolut
         parts=[
             OutboundPart(
                 text="Seu comprovante",
-                media=MediaSpec(kind="image", mime_type="image/jpeg", url="https://files.example.com/r.jpg"),
+                media=Media(type="image", mime_type="image/jpeg", url="https://files.example.com/r.jpg"),
             ),
             OutboundPart(
-                media=MediaSpec(mime_type="application/pdf", base64="data:application/pdf;base64,JVBERi0xLjQgdGVzdA==")
+                media=Media(mime_type="application/pdf", base64="data:application/pdf;base64,JVBERi0xLjQgdGVzdA==")
             ),
         ],
     )
@@ -307,7 +305,7 @@ async def test_the_send_span_carries_the_trace_attributes(
 
 async def test_unknown_unsupported_and_invalid_requests(make_harness: MakeHarness, sim: EvolutionSimulator) -> None:
     harness = make_harness()
-    harness.directory.instances["disc"] = InstanceConfig(name="disc", channel="discord", discord_bot_token="t")
+    harness.directory.instances["disc"] = Instance(name="disc", config=DiscordConfig(bot_token="t"))
 
     with pytest.raises(NotFoundError):
         await harness.core.send_message(text_request("k1", "hi", instance="nope"))
@@ -340,11 +338,14 @@ async def test_a_proxy_gateway_timeout_is_an_unknown_outcome(
 
 
 async def test_an_instance_without_its_own_key_uses_evolution_api_key(
-    make_harness: MakeHarness, sim: EvolutionSimulator, instance: InstanceConfig
+    make_harness: MakeHarness, sim: EvolutionSimulator, instance: Instance
 ) -> None:
     harness = make_harness(fallback_key=GLOBAL_KEY)
-    harness.directory.instances["keyless"] = InstanceConfig(
-        name="keyless", channel="whatsapp", evolution_url=sim.url, whatsapp_instance=instance.whatsapp_instance
+    harness.directory.instances["keyless"] = Instance(
+        name="keyless",
+        config=WhatsAppConfig(
+            evolution_url=sim.url, whatsapp_instance=instance.config_of(WhatsAppConfig).whatsapp_instance
+        ),
     )
     with pytest.raises(FailedPreconditionError):
         await make_harness().core.send_message(text_request("keyless-0", "no key", instance="keyless"))

@@ -122,7 +122,7 @@ async def test_presence_and_connection_status(
         channels_service_pb2.GetConnectionStatusRequest(instance_name="acme", include_qr_code=True), timeout=10
     )
 
-    assert status.state == outbound_pb2.CONNECTION_STATE_CONNECTED
+    assert status.state == channel_pb2.CONNECTION_STATE_CONNECTED
     assert status.raw_state == "open"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetConnectionStatus(channels_service_pb2.GetConnectionStatusRequest(instance_name="x"), timeout=10)

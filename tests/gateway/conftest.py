@@ -17,10 +17,9 @@ from omni.ingress.v1 import ingress_service_pb2_grpc
 from omni.router.v1 import router_service_pb2_grpc
 from omni.tracing.v1 import tracing_service_pb2_grpc
 
-from gateway.app.api import deps
 from gateway.app.config import Settings
 from gateway.app.main import create_app
-from gateway.app.mesh import MESH_SERVICES
+from gateway.app.mesh import MESH_SERVICES, Mesh
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import add_health_and_reflection, bind, new_server, set_serving
 from tests.gateway.fakes import FakeChannels, FakeIngress, FakeRouter, FakeTracing, Script
@@ -81,33 +80,16 @@ async def mesh() -> AsyncIterator[FakeMesh]:
 
 
 def override_stubs(app: FastAPI, channel: grpc.aio.Channel, health_channels: dict[str, grpc.aio.Channel]) -> None:
-    """Point every stub dependency of `app` at `channel` (and each health check at its own channel)."""
-    router = router_service_pb2_grpc.RouterServiceStub(channel)
-    ingress = ingress_service_pb2_grpc.IngressServiceStub(channel)
-    channels = channels_service_pb2_grpc.ChannelsServiceStub(channel)
-    tracing = tracing_service_pb2_grpc.TracingServiceStub(channel)
-    health = {name: health_pb2_grpc.HealthStub(health_channels[name]) for name in MESH_SERVICES}
-
-    async def get_router() -> Any:
-        return router
-
-    async def get_ingress() -> Any:
-        return ingress
-
-    async def get_channels() -> Any:
-        return channels
-
-    async def get_tracing() -> Any:
-        return tracing
-
-    async def get_health() -> Any:
-        return health
-
-    app.dependency_overrides[deps.get_router_stub] = get_router
-    app.dependency_overrides[deps.get_ingress_stub] = get_ingress
-    app.dependency_overrides[deps.get_channels_stub] = get_channels
-    app.dependency_overrides[deps.get_tracing_stub] = get_tracing
-    app.dependency_overrides[deps.get_health_stubs] = get_health
+    """Give `app` a mesh whose stubs talk to `channel` (and each health check to its own channel), as the lifespan
+    would with the real services."""
+    app.state.mesh = Mesh(
+        router=router_service_pb2_grpc.RouterServiceStub(channel),
+        ingress=ingress_service_pb2_grpc.IngressServiceStub(channel),
+        channels=channels_service_pb2_grpc.ChannelsServiceStub(channel),
+        tracing=tracing_service_pb2_grpc.TracingServiceStub(channel),
+        health={name: health_pb2_grpc.HealthStub(health_channels[name]) for name in MESH_SERVICES},
+        grpc_channels=(),
+    )
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, outbound_pb2
+from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc
 from omni.common.v1 import channel_pb2
 from omni.ingress.v1 import inbox_pb2, ingress_service_pb2, ingress_service_pb2_grpc
 from omni.router.v1 import instance_pb2, router_service_pb2, router_service_pb2_grpc
@@ -27,13 +27,23 @@ GRPC_TIMEOUT_ROUNDING = 1.0
 time_remaining() can exceed the client's timeout (seen: 10.099 s of a 10 s timeout, 120.999 s of 120 s)."""
 
 SECRET_PROTO_FIELDS = (
-    "evolution_key",
-    "discord_bot_token",
-    "slack_bot_token",
-    "slack_signing_secret",
     "agent_api_key",
     "webhook_secret",
+    "whatsapp.evolution_key",
+    "discord.bot_token",
+    "slack.bot_token",
+    "slack.signing_secret",
+    "slack.app_token",
 )
+"""Secret fields of an Instance, as update_mask paths."""
+
+
+def _field(message: Any, path: str) -> tuple[Any, str]:
+    """The message holding the last segment of `path`, and that segment's name."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        message = getattr(message, parent)
+    return message, name
 
 
 class Script:
@@ -72,8 +82,11 @@ def redacted(instance: instance_pb2.Instance) -> instance_pb2.Instance:
     """The instance as the router returns it to the gateway: secrets as is_set + hint, never the value."""
     copy = instance_pb2.Instance()
     copy.CopyFrom(instance)
-    for field in SECRET_PROTO_FIELDS:
-        secret = getattr(copy, field)
+    for path in SECRET_PROTO_FIELDS:
+        holder, name = _field(copy, path)
+        if holder is not copy and not copy.HasField(path.split(".")[0]):
+            continue
+        secret = getattr(holder, name)
         if secret.value:
             secret.is_set = True
             secret.hint = "****" + secret.value[-4:]
@@ -152,10 +165,12 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
             return canned  # type: ignore[no-any-return]
         stored = self._get(request.instance.name)
         for path in request.update_mask.paths:
+            target, name = _field(stored, path)
+            source, _ = _field(request.instance, path)
             if path in SECRET_PROTO_FIELDS:
-                getattr(stored, path).CopyFrom(getattr(request.instance, path))
+                getattr(target, name).CopyFrom(getattr(source, name))
             else:
-                setattr(stored, path, getattr(request.instance, path))
+                setattr(target, name, getattr(source, name))
         stored.updated_at.CopyFrom(_now())
         return router_service_pb2.UpdateInstanceResponse(instance=redacted(stored))
 
@@ -206,6 +221,12 @@ class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
         canned = self.script.record("ListDeadLetters", request, context)
         return canned or ingress_service_pb2.ListDeadLettersResponse(total_count=0)
 
+    async def ListBots(
+        self, request: ingress_service_pb2.ListBotsRequest, context: Context
+    ) -> ingress_service_pb2.ListBotsResponse:
+        canned = self.script.record("ListBots", request, context)
+        return canned or ingress_service_pb2.ListBotsResponse()
+
     async def RedeliverDeadLetter(
         self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
     ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
@@ -240,10 +261,16 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
         if canned is not None:
             return canned  # type: ignore[no-any-return]
         return channels_service_pb2.GetConnectionStatusResponse(
-            state=outbound_pb2.CONNECTION_STATE_CONNECTING,
+            state=channel_pb2.CONNECTION_STATE_CONNECTING,
             raw_state="connecting",
             qr_code="iVBORw0KGgo=" if request.include_qr_code else "",
         )
+
+    async def ListChannels(
+        self, request: channels_service_pb2.ListChannelsRequest, context: Context
+    ) -> channels_service_pb2.ListChannelsResponse:
+        canned = self.script.record("ListChannels", request, context)
+        return canned or channels_service_pb2.ListChannelsResponse()
 
 
 def sample_trace(trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> trace_pb2.Trace:

@@ -9,6 +9,8 @@ import grpc
 import httpx
 import pytest
 from fastapi import FastAPI
+from omni.common.v1 import channel_pb2
+from omni.ingress.v1 import ingress_service_pb2
 
 from gateway.app.mesh import MESH_SERVICES
 from servicekit.grpc_clients import open_channel
@@ -33,7 +35,36 @@ async def not_serving() -> AsyncIterator[grpc.aio.Channel]:
 async def test_healthy_mesh(anon: httpx.AsyncClient) -> None:
     response = await anon.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "services": dict.fromkeys(MESH_SERVICES, "SERVING")}
+    assert response.json() == {"status": "healthy", "services": dict.fromkeys(MESH_SERVICES, "SERVING"), "bots": {}}
+
+
+async def test_health_lists_every_bot_and_a_bot_in_error_leaves_the_hub_healthy(
+    anon: httpx.AsyncClient, mesh: FakeMesh
+) -> None:
+    mesh.script.respond(
+        "ListBots",
+        ingress_service_pb2.ListBotsResponse(
+            bots=[
+                ingress_service_pb2.BotStatus(
+                    instance_name="acme-discord",
+                    channel=channel_pb2.CHANNEL_DISCORD,
+                    state=channel_pb2.CONNECTION_STATE_CONNECTED,
+                ),
+                ingress_service_pb2.BotStatus(
+                    instance_name="revoked",
+                    channel=channel_pb2.CHANNEL_DISCORD,
+                    state=channel_pb2.CONNECTION_STATE_ERROR,
+                    detail="Discord refused the bot token",
+                ),
+            ]
+        ),
+    )
+    response = await anon.get("/health")
+    assert response.status_code == 200
+    assert response.json()["bots"] == {
+        "acme-discord": {"channel_type": "discord", "status": "connected", "detail": None},
+        "revoked": {"channel_type": "discord", "status": "error", "detail": "Discord refused the bot token"},
+    }
 
 
 async def test_one_service_not_serving_makes_it_503(
@@ -45,6 +76,7 @@ async def test_one_service_not_serving_makes_it_503(
     assert response.json() == {
         "status": "unhealthy",
         "services": {"ingress": "SERVING", "router": "NOT_SERVING", "channels": "SERVING", "tracing": "SERVING"},
+        "bots": {},
     }
 
 

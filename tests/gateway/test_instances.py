@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from omni.channels.v1 import channels_service_pb2, outbound_pb2
-from omni.common.v1 import channel_pb2
+from omni.channels.v1 import channels_service_pb2
+from omni.common.v1 import channel_pb2, message_pb2
 
 from tests.gateway.conftest import FakeMesh, whatsapp_instance
 from tests.gateway.fakes import GRPC_TIMEOUT_ROUNDING
@@ -17,10 +17,14 @@ from tests.gateway.fakes import GRPC_TIMEOUT_ROUNDING
 SECRETS = {
     "evolution_key": "evo-secret-1FAB",
     "agent_api_key": "agent-secret-9XYZ",
-    "discord_bot_token": "discord-token-D1SC",
+    "webhook_secret": "hook-HOOK",
+}
+"""The secrets of a WhatsApp instance."""
+
+SLACK_SECRETS = {
     "slack_bot_token": "xoxb-slack-SL4K",
     "slack_signing_secret": "signing-S1GN",
-    "webhook_secret": "hook-HOOK",
+    "slack_app_token": "xapp-app-APP1",
 }
 
 
@@ -107,8 +111,46 @@ async def test_create_returns_201_with_every_secret_masked(client: httpx.AsyncCl
     sent = mesh.script.calls["CreateInstance"][0].instance
     assert sent.channel == channel_pb2.CHANNEL_WHATSAPP
     assert sent.agent_timeout_seconds == 30
-    assert sent.evolution_key.value == SECRETS["evolution_key"]
-    assert sent.evolution_key.is_set
+    assert sent.whatsapp.evolution_key.value == SECRETS["evolution_key"]
+    assert sent.whatsapp.evolution_key.is_set
+
+
+async def test_each_channel_s_fields_travel_in_its_config_and_come_back_masked(
+    client: httpx.AsyncClient, mesh: FakeMesh
+) -> None:
+    body = {"name": "slacky", "channel_type": "slack", "agent_api_url": "https://agent.example.com", **SLACK_SECRETS}
+    response = await client.post("/api/v1/instances", json=body)
+    assert response.status_code == 201, response.text
+    instance = response.json()
+    for field, secret in SLACK_SECRETS.items():
+        assert instance[field] == "****" + secret[-4:]
+        assert instance[f"has_{field}"] is True
+        assert secret not in response.text
+    assert instance["webhook_url"] == "http://hub.test/api/v1/webhook/slack/slacky"
+    assert instance["has_evolution_key"] is False
+    sent = mesh.script.calls["CreateInstance"][0].instance
+    assert sent.WhichOneof("channel_config") == "slack"
+    assert sent.slack.app_token.value == SLACK_SECRETS["slack_app_token"]
+
+    disco = {"name": "disco", "channel_type": "discord", "agent_api_url": "https://a.example", "discord_bot_token": "t"}
+    created = (await client.post("/api/v1/instances", json={**disco, "discord_guild_id": "4242"})).json()
+    assert (created["discord_guild_id"], created["webhook_url"]) == ("4242", None)
+    updated = await client.put("/api/v1/instances/disco", json={"discord_guild_id": "5151", "default_agent": "x"})
+    assert updated.json()["discord_guild_id"] == "5151"
+    update = mesh.script.calls["UpdateInstance"][0]
+    assert list(update.update_mask.paths) == ["default_agent", "discord.guild_id"]
+
+
+async def test_another_channel_s_fields_are_refused(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    response = await client.post("/api/v1/instances", json=whatsapp_instance(discord_bot_token="tok-1234"))
+    assert response.status_code == 422
+    assert "discord_bot_token cannot be set on a whatsapp instance" in response.text
+    missing = await client.post(
+        "/api/v1/instances", json={"name": "d", "channel_type": "discord", "agent_api_url": "https://a.example"}
+    )
+    assert missing.status_code == 422
+    assert "a discord instance needs discord_bot_token" in missing.text
+    assert mesh.script.calls["CreateInstance"] == []
 
 
 async def test_unset_secrets_are_null_with_has_false(client: httpx.AsyncClient) -> None:
@@ -190,7 +232,12 @@ async def test_put_changes_only_the_fields_sent(client: httpx.AsyncClient, mesh:
     )
     assert response.status_code == 200, response.text
     request = mesh.script.calls["UpdateInstance"][0]
-    assert sorted(request.update_mask.paths) == ["agent_timeout_seconds", "default_agent", "evolution_key", "is_active"]
+    assert sorted(request.update_mask.paths) == [
+        "agent_timeout_seconds",
+        "default_agent",
+        "is_active",
+        "whatsapp.evolution_key",
+    ]
     instance = response.json()
     assert instance["agent_timeout"] == 90
     assert instance["is_active"] is False
@@ -253,6 +300,11 @@ async def test_qr_code_and_status(client: httpx.AsyncClient, mesh: FakeMesh) -> 
         "status": "connecting",
         "raw_state": "connecting",
         "detail": None,
+        "error_message": None,
+        "account_id": None,
+        "account_name": None,
+        "guilds": None,
+        "latency_ms": None,
         "qr_code": "iVBORw0KGgo=",
         "pairing_code": None,
     }
@@ -261,13 +313,79 @@ async def test_qr_code_and_status(client: httpx.AsyncClient, mesh: FakeMesh) -> 
     mesh.script.respond(
         "GetConnectionStatus",
         channels_service_pb2.GetConnectionStatusResponse(
-            state=outbound_pb2.CONNECTION_STATE_CONNECTED, raw_state="open"
+            state=channel_pb2.CONNECTION_STATE_CONNECTED, raw_state="open"
         ),
     )
     status = (await client.get("/api/v1/instances/acme/status")).json()
     assert status["status"] == "connected"
     assert status["raw_state"] == "open"
     assert mesh.script.calls["GetConnectionStatus"][-1].include_qr_code is False
+
+
+async def test_a_discord_bot_s_status_names_its_guilds_latency_and_error(
+    client: httpx.AsyncClient, mesh: FakeMesh
+) -> None:
+    body = {"name": "disco", "channel_type": "discord", "agent_api_url": "https://a.example", "discord_bot_token": "t"}
+    await client.post("/api/v1/instances", json=body)
+    mesh.script.respond(
+        "GetConnectionStatus",
+        channels_service_pb2.GetConnectionStatusResponse(
+            state=channel_pb2.CONNECTION_STATE_CONNECTED,
+            raw_state="connected",
+            workspaces=[message_pb2.Workspace(id="42", name="Acme HQ")],
+            latency_ms=41.5,
+            account_id="7001",
+            account_name="omni-bot",
+        ),
+    )
+    status = (await client.get("/api/v1/instances/disco/status")).json()
+    assert (status["status"], status["account_name"], status["latency_ms"]) == ("connected", "omni-bot", 41.5)
+    assert status["guilds"] == [{"id": "42", "name": "Acme HQ"}]
+
+    mesh.script.respond(
+        "GetConnectionStatus",
+        channels_service_pb2.GetConnectionStatusResponse(
+            state=channel_pb2.CONNECTION_STATE_ERROR, detail="Discord refused the bot token (gateway close 4004)"
+        ),
+    )
+    failed = (await client.get("/api/v1/instances/disco/status")).json()
+    assert (failed["status"], failed["error_message"]) == (
+        "error",
+        "Discord refused the bot token (gateway close 4004)",
+    )
+
+
+async def test_channels_lists_what_the_bot_sees(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    body = {"name": "disco", "channel_type": "discord", "agent_api_url": "https://a.example", "discord_bot_token": "t"}
+    await client.post("/api/v1/instances", json=body)
+    mesh.script.respond(
+        "ListChannels",
+        channels_service_pb2.ListChannelsResponse(
+            channels=[
+                channels_service_pb2.ChatChannel(
+                    id="100", name="general", kind="text", workspace=message_pb2.Workspace(id="42", name="Acme HQ")
+                )
+            ]
+        ),
+    )
+    response = await client.get("/api/v1/disco/channels")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "channels": [
+            {
+                "instance_name": "disco",
+                "channel_type": "discord",
+                "status": "connecting",
+                "id": "100",
+                "name": "general",
+                "kind": "text",
+                "guild_id": "42",
+                "guild_name": "Acme HQ",
+                "parent_id": None,
+            }
+        ]
+    }
+    assert (await client.get("/api/v1/nobody/channels")).status_code == 404
 
 
 async def test_reads_carry_a_deadline(client: httpx.AsyncClient, mesh: FakeMesh) -> None:

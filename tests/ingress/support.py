@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from services.ingress.core.dispatcher import DispatchPolicy, RouteResult
-from services.ingress.core.model import InboundMessage
+from servicekit.messages import InboundMessage
+from services.ingress.core.dispatcher import DispatchPolicy, RouteOutcome
 
 OWN_JID = "5511987650000@s.whatsapp.net"
 
@@ -82,16 +82,16 @@ class RouteCall:
     ended: float = 0.0
 
 
-Behaviour = Callable[[InboundMessage, int], Awaitable[RouteResult]]
+Behaviour = Callable[[InboundMessage, int], Awaitable[RouteOutcome]]
 
 
-async def always_sent(message: InboundMessage, attempt: int) -> RouteResult:
-    return RouteResult(outcome="sent")
+async def always_sent(message: InboundMessage, attempt: int) -> RouteOutcome:
+    return RouteOutcome(outcome="sent")
 
 
 @dataclass
 class FakeRouter:
-    """MessageRouter with a configurable behaviour per call; records every call and the concurrency seen."""
+    """RouterPort with a configurable behaviour per call; records every call and the concurrency seen."""
 
     behaviour: Behaviour = always_sent
     calls: list[RouteCall] = field(default_factory=list)
@@ -100,7 +100,9 @@ class FakeRouter:
     active_total: int = 0
     max_active_total: int = 0
 
-    async def route(self, message: InboundMessage, *, attempt: int, final_attempt: bool, timeout: float) -> RouteResult:
+    async def route(
+        self, message: InboundMessage, *, attempt: int, final_attempt: bool, timeout: float
+    ) -> RouteOutcome:
         call = RouteCall(message, attempt, final_attempt, time.monotonic())
         self.calls.append(call)
         self.active[message.chat_id] = self.active.get(message.chat_id, 0) + 1

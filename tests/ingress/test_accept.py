@@ -12,21 +12,23 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from servicekit import errors
 from servicekit import trace_attributes as attrs
+from servicekit.channels import Channel
 from servicekit.database import Database
-from servicekit.instances import InstanceConfig
+from servicekit.instances import DiscordConfig, Instance
+from servicekit.messages import InboundMessage, Sender, message_from_json
 from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITION, IngressCore
 from services.ingress.core.dispatcher import Dispatcher
-from services.ingress.core.model import InboundMessage, Sender, message_from_json
 from services.ingress.storage import InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
-ACME = InstanceConfig(name="acme", channel="whatsapp")
-LOCKED = InstanceConfig(name="locked", channel="whatsapp", webhook_secret="s3cret-value")
+ACME = Instance(name="acme")
+LOCKED = Instance(name="locked", webhook_secret="s3cret-value")
+DISCO = Instance(name="disco", config=DiscordConfig(bot_token="token"))
 
 
 def make_core(store: InboxStore, **kwargs: object) -> IngressCore:
-    return IngressCore(store, DictDirectory(ACME, LOCKED), **kwargs)  # type: ignore[arg-type]
+    return IngressCore(store, DictDirectory(ACME, LOCKED, DISCO), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_accepted_message_is_stored_before_the_answer(store: InboxStore) -> None:
@@ -173,8 +175,8 @@ async def test_ingest_message(store: InboxStore) -> None:
         channel_message_id="1234567890",
         chat_id="C42",
         sender=Sender(id="U7", display_name="Ana"),
-        instance_name="acme",
-        channel="discord",
+        instance_name="disco",
+        channel=Channel.DISCORD,
         message_type="text",
         text="hi",
         sent_at=1764945130.5,

@@ -16,15 +16,15 @@ from opentelemetry.trace import StatusCode
 from servicekit import errors
 from servicekit import trace_attributes as attrs
 from servicekit.database import open_database
-from servicekit.instances import InstanceConfig
+from servicekit.instances import Instance
+from servicekit.messages import InboundMessage
 from services.ingress.core.accept import ACCEPTED, IngressCore
-from services.ingress.core.dispatcher import Dispatcher, RouteResult
-from services.ingress.core.model import InboundMessage
+from services.ingress.core.dispatcher import Dispatcher, RouteOutcome
 from services.ingress.storage import SCHEMA, InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
-ACME = InstanceConfig(name="acme", channel="whatsapp")
+ACME = Instance(name="acme")
 
 
 def make_core(store: InboxStore, dispatcher: Dispatcher | None = None, **kwargs: object) -> IngressCore:
@@ -50,9 +50,9 @@ async def test_conversations_keep_order_and_run_in_parallel(store: InboxStore) -
     chats, per_chat = 20, 10
     rng = random.Random(7)
 
-    async def slow(message: InboundMessage, attempt: int) -> RouteResult:
+    async def slow(message: InboundMessage, attempt: int) -> RouteOutcome:
         await asyncio.sleep(rng.uniform(0.0, 0.01))
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     router = FakeRouter(behaviour=slow)
     dispatcher = Dispatcher(store, router, replica_id="r1", policy=FAST)
@@ -79,10 +79,10 @@ async def test_conversations_keep_order_and_run_in_parallel(store: InboxStore) -
 async def test_next_message_of_a_conversation_waits_for_the_previous(store: InboxStore) -> None:
     release = asyncio.Event()
 
-    async def blocking(message: InboundMessage, attempt: int) -> RouteResult:
+    async def blocking(message: InboundMessage, attempt: int) -> RouteOutcome:
         if message.text == "first":
             await release.wait()
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     router = FakeRouter(behaviour=blocking)
     dispatcher = Dispatcher(store, router, replica_id="r1", policy=FAST)
@@ -104,12 +104,12 @@ async def test_next_message_of_a_conversation_waits_for_the_previous(store: Inbo
 
 
 async def test_transient_failures_are_retried_with_backoff(store: InboxStore) -> None:
-    async def flaky(message: InboundMessage, attempt: int) -> RouteResult:
+    async def flaky(message: InboundMessage, attempt: int) -> RouteOutcome:
         if attempt == 1:
             raise errors.UnavailableError("agent down")
         if attempt == 2:
             raise errors.DeadlineExceededError("too slow")
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     router = FakeRouter(behaviour=flaky)
     dispatcher = Dispatcher(store, router, replica_id="r1", policy=FAST)
@@ -129,10 +129,10 @@ async def test_transient_failures_are_retried_with_backoff(store: InboxStore) ->
 
 
 async def test_retry_after_is_a_minimum_delay(store: InboxStore) -> None:
-    async def throttled(message: InboundMessage, attempt: int) -> RouteResult:
+    async def throttled(message: InboundMessage, attempt: int) -> RouteOutcome:
         if attempt == 1:
             raise errors.UnavailableError("slow down", retry_after=0.5)
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     router = FakeRouter(behaviour=throttled)
     dispatcher = Dispatcher(store, router, replica_id="r1", policy=FAST)
@@ -160,10 +160,10 @@ async def test_max_attempts_dead_letter_then_redeliver(
     tracer = provider.get_tracer("test")
     healthy = False
 
-    async def down(message: InboundMessage, attempt: int) -> RouteResult:
+    async def down(message: InboundMessage, attempt: int) -> RouteOutcome:
         if not healthy:
             raise errors.UnavailableError("agent unreachable")
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     router = FakeRouter(behaviour=down)
     dispatcher = Dispatcher(store, router, replica_id="r1", policy=replace(FAST, max_attempts=3), tracer=tracer)
@@ -230,7 +230,7 @@ async def test_max_attempts_dead_letter_then_redeliver(
     ],
 )
 async def test_final_errors_dead_letter_at_once(store: InboxStore, error: errors.OmniError, reason: str) -> None:
-    async def failing(message: InboundMessage, attempt: int) -> RouteResult:
+    async def failing(message: InboundMessage, attempt: int) -> RouteOutcome:
         raise error
 
     router = FakeRouter(behaviour=failing)
@@ -249,8 +249,8 @@ async def test_final_errors_dead_letter_at_once(store: InboxStore, error: errors
 
 
 async def test_router_outcomes_are_recorded(store: InboxStore) -> None:
-    async def blocked(message: InboundMessage, attempt: int) -> RouteResult:
-        return RouteResult(outcome="blocked", error_message="not allowed")
+    async def blocked(message: InboundMessage, attempt: int) -> RouteOutcome:
+        return RouteOutcome(outcome="blocked", error_message="not allowed")
 
     dispatcher = Dispatcher(store, FakeRouter(behaviour=blocked), replica_id="r1", policy=FAST)
     await dispatcher.start()
@@ -296,9 +296,9 @@ async def test_restart_takes_own_leases_back_at_once(store: InboxStore) -> None:
 async def test_graceful_stop_leaves_unfinished_work_leased_for_the_restart(store: InboxStore) -> None:
     forever = asyncio.Event()
 
-    async def stuck(message: InboundMessage, attempt: int) -> RouteResult:
+    async def stuck(message: InboundMessage, attempt: int) -> RouteOutcome:
         await forever.wait()
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     first = Dispatcher(store, FakeRouter(behaviour=stuck), replica_id="r1", policy=FAST)
     await first.start()
@@ -322,9 +322,9 @@ async def test_graceful_stop_leaves_unfinished_work_leased_for_the_restart(store
 
 
 async def test_heartbeat_keeps_the_lease_of_a_long_dispatch(store: InboxStore) -> None:
-    async def long(message: InboundMessage, attempt: int) -> RouteResult:
+    async def long(message: InboundMessage, attempt: int) -> RouteOutcome:
         await asyncio.sleep(0.8)
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     short_lease = replace(FAST, lease_seconds=0.3)
     router_a, router_b = FakeRouter(behaviour=long), FakeRouter()
@@ -346,9 +346,9 @@ async def test_two_replicas_route_each_message_exactly_once(db_url: str, store: 
     core = make_core(store)
     ids = [await accept(core, f"R{i}", chat=f"55119{i % 40:08d}@s.whatsapp.net", ts=1764945000 + i) for i in range(200)]
 
-    async def jittery(message: InboundMessage, attempt: int) -> RouteResult:
+    async def jittery(message: InboundMessage, attempt: int) -> RouteOutcome:
         await asyncio.sleep(random.uniform(0, 0.005))
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     other_db = await open_database(db_url, SCHEMA)
     routers = [FakeRouter(behaviour=jittery), FakeRouter(behaviour=jittery)]

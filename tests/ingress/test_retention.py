@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 
 from servicekit import errors
-from servicekit.instances import InstanceConfig
+from servicekit.instances import Instance
+from servicekit.messages import InboundMessage
 from servicekit.retention import delivery_retention
 from servicekit.settings import MeshSettings
 from services.ingress.core.accept import IngressCore
-from services.ingress.core.dispatcher import Dispatcher, RouteResult
-from services.ingress.core.model import InboundMessage
+from services.ingress.core.dispatcher import Dispatcher, RouteOutcome
 from services.ingress.storage import InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
-ACME = InstanceConfig(name="acme", channel="whatsapp")
+ACME = Instance(name="acme")
 DAY = 86_400.0
 
 
@@ -27,10 +27,10 @@ async def accept(store: InboxStore, key_id: str, *, age_days: float, **kwargs: o
 
 
 async def test_the_sweep_deletes_only_old_finished_rows(store: InboxStore) -> None:
-    async def route(message: InboundMessage, attempt: int) -> RouteResult:
+    async def route(message: InboundMessage, attempt: int) -> RouteOutcome:
         if message.text == "refused":
             raise errors.InvalidArgumentError("the router refuses this one")
-        return RouteResult(outcome="sent")
+        return RouteOutcome(outcome="sent")
 
     old_handled = await accept(store, "OLD-1", age_days=40, chat="551100000001@s.whatsapp.net")
     old_dead = await accept(store, "OLD-2", age_days=40, chat="551100000002@s.whatsapp.net", text="refused")

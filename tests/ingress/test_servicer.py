@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,20 +16,24 @@ from omni.ingress.v1 import ingress_service_pb2, ingress_service_pb2_grpc
 from omni.router.v1 import router_service_pb2, router_service_pb2_grpc
 
 from servicekit import errors
+from servicekit.database import Database
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import new_server
-from servicekit.instances import InstanceConfig
+from servicekit.instances import DiscordConfig, Instance
+from servicekit.messages import InboundMessage, Sender
 from services.ingress.config import Settings
 from services.ingress.core.accept import IngressCore
+from services.ingress.core.bots.host import bot_statuses
+from services.ingress.core.bots.status import BotStatus
 from services.ingress.core.dispatcher import Dispatcher
-from services.ingress.core.model import InboundMessage, Sender
-from services.ingress.router_client import GrpcMessageRouter
+from services.ingress.router_client import GrpcRouterPort
 from services.ingress.server import create_server
-from services.ingress.storage import InboxStore
+from services.ingress.storage import BotLeaseStore, InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, body, eventually, upsert
 
-ACME = InstanceConfig(name="acme", channel="whatsapp")
+ACME = Instance(name="acme")
+DISCO = Instance(name="disco", config=DiscordConfig(bot_token="token"))
 WA = channel_pb2.CHANNEL_WHATSAPP
 Ingress = ingress_service_pb2
 
@@ -55,10 +60,11 @@ class Mesh:
     router: FakeRouterService
     store: InboxStore
     router_stub: router_service_pb2_grpc.RouterServiceAsyncStub
+    leases: BotLeaseStore
 
 
 @pytest.fixture
-async def mesh(store: InboxStore) -> AsyncIterator[Mesh]:
+async def mesh(store: InboxStore, db: Database) -> AsyncIterator[Mesh]:
     settings = Settings(enable_tracing=False, grpc_host="127.0.0.1")
     fake_router = FakeRouterService()  # type: ignore[abstract]  # only RouteMessage is exercised
     router_server = new_server("router", tracing=False)
@@ -69,17 +75,22 @@ async def mesh(store: InboxStore) -> AsyncIterator[Mesh]:
     router_stub = router_service_pb2_grpc.RouterServiceStub(router_channel)
     dispatcher = Dispatcher(
         store,
-        GrpcMessageRouter(router_stub),
+        GrpcRouterPort(router_stub),
         replica_id="test",
         policy=FAST,
     )
-    core = IngressCore(store, DictDirectory(ACME), on_accept=dispatcher.wake)
-    server, port, _ = create_server(settings, core, port=0)
+    core = IngressCore(store, DictDirectory(ACME, DISCO), on_accept=dispatcher.wake)
+    leases = BotLeaseStore(db)
+
+    async def statuses(instance_name: str) -> list[BotStatus]:
+        return await bot_statuses(leases, instance_name, time.time())
+
+    server, port, _ = create_server(settings, core, statuses, port=0)
     await server.start()
     await dispatcher.start()
     channel = open_channel(f"127.0.0.1:{port}", tracing=False)
     try:
-        yield Mesh(ingress_service_pb2_grpc.IngressServiceStub(channel), fake_router, store, router_stub)
+        yield Mesh(ingress_service_pb2_grpc.IngressServiceStub(channel), fake_router, store, router_stub, leases)
     finally:
         await channel.close(None)
         await dispatcher.stop(1.0)
@@ -205,7 +216,7 @@ async def test_router_not_found_dead_letters_at_once(mesh: Mesh) -> None:
 
 async def test_ingest_message(mesh: Mesh) -> None:
     message = message_pb2.InboundMessage(
-        instance_name="acme",
+        instance_name="disco",
         channel=channel_pb2.CHANNEL_DISCORD,
         channel_message_id="1187",
         chat_id="C1",
@@ -230,7 +241,7 @@ async def test_ingest_message(mesh: Mesh) -> None:
 
 
 async def test_router_adapter_translates_statuses(mesh: Mesh) -> None:
-    adapter = GrpcMessageRouter(mesh.router_stub)
+    adapter = GrpcRouterPort(mesh.router_stub)
     message = InboundMessage(channel_message_id="A", chat_id="c", sender=Sender(id="u"), id="m1", instance_name="acme")
     assert (await adapter.route(message, attempt=1, final_attempt=False, timeout=5)).outcome == "sent"
     mesh.router.failures = [errors.UnavailableError("busy", retry_after=0.25), errors.NotFoundError("gone")]
@@ -252,3 +263,28 @@ async def _routed(mesh: Mesh, count: int) -> bool:
 
 async def _dead(mesh: Mesh, count: int) -> bool:
     return (await mesh.store.count_by_state()).get("dead", 0) == count
+
+
+async def test_list_bots_reports_every_owner_s_last_status(mesh: Mesh) -> None:
+    now = time.time()
+    assert await mesh.leases.acquire("disco", "discord", "replica-a", now, 30)
+    assert not await mesh.leases.acquire("disco", "discord", "replica-b", now, 30)
+    report = '{"workspaces": [["42", "acme guild"]], "latency_ms": 41.5, "account_id": "7", "account_name": "omni"}'
+    assert await mesh.leases.renew("disco", "replica-a", now, 30, "connected", "", report)
+    assert await mesh.leases.acquire("stale", "discord", "replica-gone", now - 60, 30)
+
+    every = await mesh.ingress.ListBots(Ingress.ListBotsRequest(), timeout=5)
+    one = await mesh.ingress.ListBots(Ingress.ListBotsRequest(instance_name="disco"), timeout=5)
+
+    assert [b.instance_name for b in every.bots] == ["disco", "stale"]
+    disco, stale = every.bots
+    assert (disco.state, disco.owner, disco.account_id, disco.latency_ms) == (
+        channel_pb2.CONNECTION_STATE_CONNECTED,
+        "replica-a",
+        "7",
+        41.5,
+    )
+    assert [(w.id, w.name) for w in disco.workspaces] == [("42", "acme guild")]
+    assert (stale.state, stale.owner) == (channel_pb2.CONNECTION_STATE_CONNECTING, "")
+    assert "takes it over" in stale.detail
+    assert [b.instance_name for b in one.bots] == ["disco"]

@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from examples.agent_echo import EchoAgent
 from servicekit.database import Database, migrate, open_database
-from servicekit.errors import OmniError
+from servicekit.errors import InvalidArgumentError, OmniError
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import bind, new_server
-from services.router.channel_client import GrpcChannelSender
+from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender
 from services.router.config import Settings
 from services.router.core.agent_client import AgentClient
 from services.router.core.api_sends import ApiSender
@@ -46,6 +46,7 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
     def __init__(self) -> None:
         self.requests: list[channels_service_pb2.SendMessageRequest] = []
         self.presences: list[channels_service_pb2.SendPresenceRequest] = []
+        self.checks: list[channels_service_pb2.CheckAccountRequest] = []
         self.sent: dict[tuple[str, int], str] = {}
         self._failures: list[OmniError] = []
 
@@ -90,7 +91,18 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
     async def GetConnectionStatus(
         self, request: channels_service_pb2.GetConnectionStatusRequest, context: Any
     ) -> channels_service_pb2.GetConnectionStatusResponse:
-        return channels_service_pb2.GetConnectionStatusResponse(state=outbound_pb2.CONNECTION_STATE_CONNECTED)
+        return channels_service_pb2.GetConnectionStatusResponse(state=channel_pb2.CONNECTION_STATE_CONNECTED)
+
+    async def CheckAccount(
+        self, request: channels_service_pb2.CheckAccountRequest, context: Any
+    ) -> channels_service_pb2.CheckAccountResponse:
+        """Refuses Discord tokens starting with "bad", as Discord would with 401; records every check."""
+        self.checks.append(request)
+        if request.instance.WhichOneof("channel_config") == "discord":
+            if request.instance.discord.bot_token.value.startswith("bad"):
+                raise InvalidArgumentError("Discord refused the bot token: 401 Unauthorized", reason="ACCOUNT_REJECTED")
+            return channels_service_pb2.CheckAccountResponse(account_id="7001", account_name="omni-bot")
+        return channels_service_pb2.CheckAccountResponse()
 
 
 @dataclass
@@ -115,9 +127,11 @@ def whatsapp_instance(agent_url: str, name: str = "acme", **overrides: Any) -> i
     values: dict[str, Any] = {
         "name": name,
         "channel": channel_pb2.CHANNEL_WHATSAPP,
-        "evolution_url": "http://evolution.invalid:8080",
-        "evolution_key": instance_pb2.SecretValue(value=EVOLUTION_KEY),
-        "whatsapp_instance": "acme-support",
+        "whatsapp": instance_pb2.WhatsAppConfig(
+            evolution_url="http://evolution.invalid:8080",
+            evolution_key=instance_pb2.SecretValue(value=EVOLUTION_KEY),
+            whatsapp_instance="acme-support",
+        ),
         "agent_api_url": agent_url,
         "agent_api_key": instance_pb2.SecretValue(value=AGENT_KEY),
         "default_agent": "support-bot",
@@ -192,7 +206,11 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     )
     server, port, _health = create_server(
         settings,
-        instances=InstanceService(instances_repo, broadcaster),
+        instances=InstanceService(
+            instances_repo,
+            broadcaster,
+            GrpcAccountChecker(channels_service_pb2_grpc.ChannelsServiceStub(channels_channel)),
+        ),
         router=router,
         api_sender=ApiSender(instances=instances_repo, channels=sender, tracer=tracer),
         port=0,

@@ -45,12 +45,12 @@ async def test_create_get_list_update_delete(harness: Harness) -> None:
     created = await create(harness)
     assert created.name == "acme"
     assert created.agent_timeout_seconds == 5
-    assert created.evolution_key.is_set
-    assert created.evolution_key.hint == "****9C3D"
-    assert created.evolution_key.value == ""
+    assert created.whatsapp.evolution_key.is_set
+    assert created.whatsapp.evolution_key.hint == "****9C3D"
+    assert created.whatsapp.evolution_key.value == ""
     assert created.agent_api_key.hint == "****1FAB"
     assert created.agent_api_key.value == ""
-    assert not created.discord_bot_token.is_set
+    assert created.WhichOneof("channel_config") == "whatsapp"
     assert created.created_at.seconds > 0
 
     redacted = (await harness.stub.GetInstance(router_service_pb2.GetInstanceRequest(name="acme"))).instance
@@ -59,13 +59,15 @@ async def test_create_get_list_update_delete(harness: Harness) -> None:
         await harness.stub.GetInstance(router_service_pb2.GetInstanceRequest(name="acme", view=WITH_SECRETS))
     ).instance
     assert clear.agent_api_key.value == AGENT_KEY
-    assert clear.evolution_key.value == EVOLUTION_KEY
+    assert clear.whatsapp.evolution_key.value == EVOLUTION_KEY
 
     await create(harness, name="beta", agent_timeout_seconds=0)
     await harness.stub.CreateInstance(
         router_service_pb2.CreateInstanceRequest(
             instance=instance_pb2.Instance(
-                name="gamma", channel=channel_pb2.CHANNEL_DISCORD, agent_api_url=harness.agent.url
+                name="gamma",
+                discord=instance_pb2.DiscordConfig(bot_token=instance_pb2.SecretValue(value="discord-token-5678")),
+                agent_api_url=harness.agent.url,
             )
         )
     )
@@ -97,8 +99,8 @@ async def test_create_get_list_update_delete(harness: Harness) -> None:
     ).instance
     assert updated.default_agent == "sales-bot"
     assert updated.agent_api_key.hint == "****7777"
-    assert updated.evolution_key.hint == "****9C3D"  # untouched: not in the mask
-    assert updated.whatsapp_instance == "acme-support"
+    assert updated.whatsapp.evolution_key.hint == "****9C3D"  # untouched: not in the mask
+    assert updated.whatsapp.whatsapp_instance == "acme-support"
     assert updated.fallback_text == "Sorry!"
 
     await harness.stub.DeleteInstance(router_service_pb2.DeleteInstanceRequest(name="acme"))
@@ -130,10 +132,36 @@ VIOLATIONS = [
     ViolationSpec("name too long", {"name": "a" * 64}, "name"),
     ViolationSpec("reserved name", {"name": "instances"}, "name"),
     ViolationSpec("reserved name send-text", {"name": "send-text"}, "name"),
-    ViolationSpec("no channel", {"channel": channel_pb2.CHANNEL_UNSPECIFIED}, "channel"),
+    ViolationSpec("no channel", {"channel": channel_pb2.CHANNEL_UNSPECIFIED, "whatsapp": None}, "channel"),
+    ViolationSpec("channel and settings disagree", {"channel": channel_pb2.CHANNEL_DISCORD}, "channel"),
     ViolationSpec("agent url not http", {"agent_api_url": "ftp://agent"}, "agent_api_url"),
-    ViolationSpec("whatsapp without evolution url", {"evolution_url": ""}, "evolution_url"),
-    ViolationSpec("whatsapp without evolution instance", {"whatsapp_instance": ""}, "whatsapp_instance"),
+    ViolationSpec(
+        "whatsapp without evolution url",
+        {"whatsapp": instance_pb2.WhatsAppConfig(whatsapp_instance="acme-support")},
+        "whatsapp.evolution_url",
+    ),
+    ViolationSpec(
+        "whatsapp without evolution instance",
+        {"whatsapp": instance_pb2.WhatsAppConfig(evolution_url="http://evolution.invalid")},
+        "whatsapp.whatsapp_instance",
+    ),
+    ViolationSpec(
+        "discord without a token",
+        {"channel": channel_pb2.CHANNEL_DISCORD, "whatsapp": None, "discord": instance_pb2.DiscordConfig()},
+        "discord.bot_token",
+    ),
+    ViolationSpec(
+        "slack with a user token",
+        {
+            "channel": channel_pb2.CHANNEL_SLACK,
+            "whatsapp": None,
+            "slack": instance_pb2.SlackConfig(
+                bot_token=instance_pb2.SecretValue(value="xoxp-user"),
+                signing_secret=instance_pb2.SecretValue(value="s"),
+            ),
+        },
+        "slack.bot_token",
+    ),
     ViolationSpec("timeout too long", {"agent_timeout_seconds": 601}, "agent_timeout_seconds"),
     ViolationSpec("negative timeout", {"agent_timeout_seconds": -1}, "agent_timeout_seconds"),
 ]
@@ -180,7 +208,7 @@ async def test_watch_snapshot_then_changes(harness: Harness) -> None:
     upserted = await next_change()
     assert upserted.kind == instance_pb2.INSTANCE_CHANGE_KIND_UPSERTED
     assert upserted.instance.name == "gamma"
-    assert upserted.instance.evolution_key.value == EVOLUTION_KEY
+    assert upserted.instance.whatsapp.evolution_key.value == EVOLUTION_KEY
 
     await harness.stub.UpdateInstance(
         router_service_pb2.UpdateInstanceRequest(

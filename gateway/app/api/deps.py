@@ -1,14 +1,15 @@
 """Request dependencies: settings, the mesh stubs and the API-key check.
 
-Routes take these as `Annotated` parameters (`router: RouterStubDep`); tests replace the getters with
-`app.dependency_overrides` to point the stubs at in-process fake servers. The getters are `async def` on purpose:
-FastAPI runs plain `def` dependencies in a thread pool, which would cost a thread hop on every request.
+Routes take these as `Annotated` parameters (`router: RouterStubDep`); every stub comes from the app's `Mesh`
+(`app.state.mesh`, opened by the lifespan; tests put one bound to in-process fake servers there). The getters are
+`async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool, which would cost a thread hop on
+every request.
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
@@ -34,11 +35,16 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-def _mesh(request: Request) -> Mesh:
-    mesh: Mesh | None = getattr(request.app.state, "mesh", None)
+def mesh_of(app: Any) -> Mesh:
+    """The app's mesh stubs; 503 while the app is not connected yet (or any more)."""
+    mesh: Mesh | None = getattr(app.state, "mesh", None)
     if mesh is None:
         raise UnavailableError("the gateway is not connected to the mesh yet", reason="GATEWAY_STARTING")
     return mesh
+
+
+def _mesh(request: Request) -> Mesh:
+    return mesh_of(request.app)
 
 
 async def get_router_stub(request: Request) -> RouterStub:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from gateway.app.api.deps import require_api_key
-from gateway.app.api.routes import dead_letters, instances, messages, traces
+from gateway.app.api.routes import dead_letters, instances, messages, omni_api, traces
 from gateway.app.api.webhooks import evolution
 
 API_PREFIX = "/api/v1"
@@ -16,5 +16,6 @@ api_router.include_router(instances.router, dependencies=_protected)
 api_router.include_router(traces.router, dependencies=_protected)
 api_router.include_router(dead_letters.router, dependencies=_protected)
 api_router.include_router(evolution.router)
-# Last: its "/{instance}/send-text" paths must not shadow the literal prefixes above.
+# Last: their "/{instance}/..." paths must not shadow the literal prefixes above.
 api_router.include_router(messages.router, dependencies=_protected)
+api_router.include_router(omni_api.router, dependencies=_protected)

@@ -1,8 +1,9 @@
 """Instance JSON <-> omni.router.v1.Instance.
 
-The JSON names follow the public contract (`channel_type`, `agent_timeout`); the proto names follow the mesh
-(`channel`, `agent_timeout_seconds`). Secrets travel to the router in `SecretValue.value` and come back only as
-`is_set` + `hint`: the clear value is never read here, even if a peer sent it by mistake.
+The JSON names follow the public contract (`channel_type`, `agent_timeout`, `discord_bot_token`); the proto keeps
+each channel's fields in its arm of `channel_config` (`discord.bot_token`), mapped through the public names the
+channel configs declare (`servicekit.instances`). Secrets travel to the router in `SecretValue.value` and come back
+only as `is_set` + `hint`: the clear value is never read here, even if a peer sent it by mistake.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from omni.router.v1 import instance_pb2
 
 from gateway.app.mappers.timestamps import to_datetime
 from gateway.app.schemas.instances import SECRET_FIELDS, InstanceCreate, InstanceOut, InstanceUpdate
+from servicekit.channels import Channel
+from servicekit.instances import CONFIG_TYPES, public_fields
 
 CHANNEL_BY_NAME = {
     "whatsapp": channel_pb2.CHANNEL_WHATSAPP,
@@ -24,13 +27,12 @@ CHANNEL_BY_NAME = {
 NAME_BY_CHANNEL = {value: name for name, value in CHANNEL_BY_NAME.items()}
 
 _PROTO_NAME = {"channel_type": "channel", "agent_timeout": "agent_timeout_seconds"}
-"""JSON field -> proto field where the two differ."""
+"""JSON field -> proto field where the two differ (top-level fields)."""
+
+CHANNEL_FIELD_PATHS = {public: (channel.value, name) for public, (channel, name) in public_fields().items()}
+"""Public channel field -> (config arm, field), e.g. discord_bot_token -> (discord, bot_token)."""
 
 _PLAIN_STRINGS = (
-    "evolution_url",
-    "whatsapp_instance",
-    "discord_client_id",
-    "discord_guild_id",
     "agent_api_url",
     "default_agent",
     "automagik_instance_id",
@@ -38,7 +40,11 @@ _PLAIN_STRINGS = (
     "fallback_text",
 )
 
-WEBHOOK_PATH = "/api/v1/webhook/evolution/{name}"
+WEBHOOK_PATHS = {
+    "whatsapp": "/api/v1/webhook/evolution/{name}",
+    "slack": "/api/v1/webhook/slack/{name}",
+}
+"""Where each webhook channel posts its events (Discord's bot receives them itself)."""
 
 
 def channel_name(channel: channel_pb2.Channel.ValueType) -> str:
@@ -47,25 +53,35 @@ def channel_name(channel: channel_pb2.Channel.ValueType) -> str:
 
 
 def _set_field(instance: instance_pb2.Instance, field: str, value: Any) -> str:
-    """Write one JSON field into the proto; returns the proto field name (the update_mask path)."""
-    proto_name = _PROTO_NAME.get(field, field)
+    """Write one JSON field into the proto; returns the proto field path (the update_mask path)."""
+    target: Any = instance
+    name = _PROTO_NAME.get(field, field)
+    path = name
+    if field in CHANNEL_FIELD_PATHS:
+        arm, name = CHANNEL_FIELD_PATHS[field]
+        target = getattr(instance, arm)
+        target.SetInParent()
+        path = f"{arm}.{name}"
     if field in SECRET_FIELDS:
-        secret = getattr(instance, proto_name)
+        secret = getattr(target, name)
         secret.value = value or ""
         secret.is_set = bool(value)
     elif field == "channel_type":
         instance.channel = CHANNEL_BY_NAME[value]
-    elif field in _PLAIN_STRINGS:
-        setattr(instance, proto_name, value or "")
+    elif field in _PLAIN_STRINGS or field in CHANNEL_FIELD_PATHS:
+        setattr(target, name, value or "")
     else:
-        setattr(instance, proto_name, value)
-    return proto_name
+        setattr(target, name, value)
+    return path
 
 
 def create_to_proto(body: InstanceCreate) -> instance_pb2.Instance:
-    """The Instance a CreateInstance call carries."""
+    """The Instance a CreateInstance call carries (the channel's arm set even when none of its fields is)."""
     instance = instance_pb2.Instance(name=body.name)
+    getattr(instance, body.channel_type).SetInParent()
     for field, value in body.model_dump(exclude={"name"}).items():
+        if value is None and field in CHANNEL_FIELD_PATHS:
+            continue
         _set_field(instance, field, value)
     return instance
 
@@ -86,17 +102,29 @@ def _hint(secret: instance_pb2.SecretValue) -> str | None:
 def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
     """The API view of an instance: masked secrets, has_<secret> flags, ISO times and the webhook URL."""
     values: dict[str, Any] = {field: getattr(instance, field) or None for field in _PLAIN_STRINGS}
-    for field in SECRET_FIELDS:
-        secret = getattr(instance, field)
-        values[field] = _hint(secret)
-        values[f"has_{field}"] = secret.is_set
+    for field in ("agent_api_key", "webhook_secret"):
+        values[field] = _hint(getattr(instance, field))
+        values[f"has_{field}"] = getattr(instance, field).is_set
+    arm = instance.WhichOneof("channel_config")
+    if arm is not None:
+        config = getattr(instance, arm)
+        for field, (field_arm, name) in CHANNEL_FIELD_PATHS.items():
+            if field_arm != arm:
+                continue
+            if name in CONFIG_TYPES[Channel(arm)].SECRETS:
+                values[field] = _hint(getattr(config, name))
+                values[f"has_{field}"] = getattr(config, name).is_set
+            else:
+                values[field] = getattr(config, name) or None
+    channel_type = channel_name(instance.channel)
+    path = WEBHOOK_PATHS.get(channel_type)
     return InstanceOut(
         name=instance.name,
-        channel_type=channel_name(instance.channel),
+        channel_type=channel_type,
         agent_timeout=instance.agent_timeout_seconds or 60,
         enable_auto_split=instance.enable_auto_split,
         is_active=instance.is_active,
-        webhook_url=base_url.rstrip("/") + WEBHOOK_PATH.format(name=instance.name),
+        webhook_url=base_url.rstrip("/") + path.format(name=instance.name) if path else None,
         created_at=to_datetime(instance.created_at),
         updated_at=to_datetime(instance.updated_at),
         **values,

@@ -19,10 +19,31 @@ SECRET_FIELDS = (
     "discord_bot_token",
     "slack_bot_token",
     "slack_signing_secret",
+    "slack_app_token",
     "agent_api_key",
     "webhook_secret",
 )
 """Instance fields that are secrets: written in clear, read back only as a masked hint."""
+
+CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("evolution_url", "evolution_key", "whatsapp_instance"),
+    "discord": ("discord_bot_token", "discord_client_id", "discord_guild_id"),
+    "slack": ("slack_bot_token", "slack_signing_secret", "slack_app_token"),
+}
+"""The public fields of each channel (the arms of the instance's channel config)."""
+
+REQUIRED_CHANNEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "whatsapp": ("evolution_url", "whatsapp_instance"),
+    "discord": ("discord_bot_token",),
+    "slack": ("slack_bot_token", "slack_signing_secret"),
+}
+
+
+def foreign_channel_fields(channel_type: str, present: set[str]) -> list[str]:
+    """The fields in `present` that belong to a channel other than `channel_type`."""
+    return sorted(
+        name for other, names in CHANNEL_FIELDS.items() if other != channel_type for name in names if name in present
+    )
 
 
 def valid_instance_name(value: str) -> str:
@@ -56,6 +77,9 @@ class InstanceFields(BaseModel):
     discord_guild_id: ShortText | None = None
     slack_bot_token: SecretText | None = Field(default=None, description="Slack bot token xoxb-... (write-only).")
     slack_signing_secret: SecretText | None = Field(default=None, description="Slack signing secret (write-only).")
+    slack_app_token: SecretText | None = Field(
+        default=None, description="Slack app token xapp-... for Socket Mode (write-only)."
+    )
     agent_api_key: SecretText | None = Field(default=None, description="Sent to the agent as x-api-key (write-only).")
     default_agent: ShortText | None = None
     automagik_instance_id: ShortText | None = None
@@ -78,10 +102,12 @@ class InstanceCreate(InstanceFields):
 
     @model_validator(mode="after")
     def _channel_requirements(self) -> InstanceCreate:
-        if self.channel_type == "whatsapp":
-            missing = [f for f in ("evolution_url", "whatsapp_instance") if not getattr(self, f)]
-            if missing:
-                raise ValueError(f"a whatsapp instance needs {' and '.join(missing)}")
+        missing = [f for f in REQUIRED_CHANNEL_FIELDS[self.channel_type] if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"a {self.channel_type} instance needs {' and '.join(missing)}")
+        foreign = foreign_channel_fields(self.channel_type, {f for f in self.model_fields_set if getattr(self, f)})
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)} cannot be set on a {self.channel_type} instance")
         return self
 
 
@@ -123,6 +149,8 @@ class InstanceOut(BaseModel):
     has_slack_bot_token: bool = False
     slack_signing_secret: str | None = None
     has_slack_signing_secret: bool = False
+    slack_app_token: str | None = None
+    has_slack_app_token: bool = False
     agent_api_url: str | None = None
     agent_api_key: str | None = None
     has_agent_api_key: bool = False
@@ -135,7 +163,11 @@ class InstanceOut(BaseModel):
     fallback_text: str | None = None
     webhook_secret: str | None = None
     has_webhook_secret: bool = False
-    webhook_url: str = Field(description="The URL Evolution should POST its webhooks to.")
+    webhook_url: str | None = Field(
+        default=None,
+        description="The URL the channel posts its events to (Evolution webhook, Slack Events API); null for "
+        "Discord, whose bot receives its messages itself.",
+    )
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
@@ -149,6 +181,13 @@ class InstanceList(BaseModel):
     total_count: int
 
 
+class WorkspaceOut(BaseModel):
+    """A Discord guild (or Slack team) the account is in."""
+
+    id: str
+    name: str
+
+
 class ConnectionStatusOut(BaseModel):
     """The channel connection state of an instance."""
 
@@ -157,6 +196,11 @@ class ConnectionStatusOut(BaseModel):
     status: ConnectionStatus
     raw_state: str | None = Field(default=None, description="The channel gateway's own word (Evolution 'open', ...).")
     detail: str | None = None
+    error_message: str | None = Field(default=None, description="Why the status is error (the channel's reason).")
+    account_id: str | None = Field(default=None, description="The bot user's id (Discord).")
+    account_name: str | None = None
+    guilds: list[WorkspaceOut] | None = Field(default=None, description="The guilds a Discord bot is in.")
+    latency_ms: float | None = Field(default=None, description="Gateway heartbeat round trip of a Discord bot.")
 
 
 class QrCodeOut(ConnectionStatusOut):

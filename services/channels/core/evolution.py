@@ -1,10 +1,10 @@
-"""A small client for the Evolution API REST calls the hub makes (see shared/evolution/CONTRACT.md §4).
+"""A small client for the Evolution API REST calls the hub makes (the Evolution wire contract, §4).
 
-Every failure is classified once, here, into what the outbox needs to know:
-- `EvolutionTransientError`: try again later. `outcome_unknown` is True when the request may have reached
+Every failure is classified once, here, into the sender seam's errors (`senders.base`):
+- `ChannelTransientError`: try again later. `outcome_unknown` is True when the request may have reached
   Evolution (a timeout, a dropped connection, a proxy's 502/504), so the message may already be out and must be
   reconciled before a resend.
-- `EvolutionRejectedError`: Evolution refused for good (400, 401/403, 404); resending the same request is useless.
+- `ChannelRejectedError`: Evolution refused for good (400, 401/403, 404); resending the same request is useless.
 
 Evolution's quirks handled: the `apikey` header, error bodies whose `response.message` is a list or a string,
 the 400 `Error: rate-overlimit` that is really WhatsApp throttling, and `/instance/connect` answering
@@ -22,50 +22,16 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from servicekit.instances import InstanceConfig
-from services.channels.core.models import MediaSpec
+from servicekit.instances import Instance, WhatsAppConfig
+from servicekit.messages import Media
+from services.channels.core.senders.base import ChannelRejectedError, ChannelTransientError
 
-REASON_REJECTED = "CHANNEL_REJECTED"
 REASON_UNAUTHORIZED = "EVOLUTION_UNAUTHORIZED"
 REASON_INSTANCE_NOT_FOUND = "EVOLUTION_INSTANCE_NOT_FOUND"
 
 _DATA_URL_PNG = "data:image/png;base64,"
 _UNKNOWN_OUTCOME_STATUSES = frozenset({502, 504})
 """A proxy in front of Evolution lost the upstream answer: the send may have happened."""
-
-
-class EvolutionError(Exception):
-    """Base of the classified Evolution failures."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class EvolutionTransientError(EvolutionError):
-    """Retry later; `retry_after` is Evolution's (or WhatsApp's) own hint when it gave one."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        outcome_unknown: bool = False,
-        rate_limited: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.outcome_unknown = outcome_unknown
-        self.rate_limited = rate_limited
-
-
-class EvolutionRejectedError(EvolutionError):
-    """Evolution refused the request for good; `reason` is the UPPER_SNAKE cause reported to the caller."""
-
-    def __init__(self, message: str, *, reason: str = REASON_REJECTED, status: int = 400) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -119,9 +85,9 @@ def _raw_base64(data: str) -> str:
     return data
 
 
-def media_type(media: MediaSpec) -> str:
+def media_type(media: Media) -> str:
     """Evolution's sendMedia `mediatype` (image, video, audio or document)."""
-    kind = media.kind
+    kind = media.type
     if kind == "sticker":
         return "image"
     if kind in {"image", "video", "audio", "document"}:
@@ -144,7 +110,7 @@ class EvolutionClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._rate_limit_backoff = rate_limit_backoff_seconds
 
-    async def send_text(self, instance: InstanceConfig, number: str, text: str, *, quoted_id: str = "") -> str:
+    async def send_text(self, instance: Instance, number: str, text: str, *, quoted_id: str = "") -> str:
         """Send a text; returns Evolution's `key.id` of the new message."""
         body: dict[str, Any] = {"number": number, "text": text}
         if quoted_id:
@@ -152,7 +118,7 @@ class EvolutionClient:
         return _key_id(await self._request(instance, "POST", "message/sendText", body))
 
     async def send_media(
-        self, instance: InstanceConfig, number: str, media: MediaSpec, *, caption: str = "", quoted_id: str = ""
+        self, instance: Instance, number: str, media: Media, *, caption: str = "", quoted_id: str = ""
     ) -> str:
         """Send a file by URL or raw base64; returns Evolution's `key.id` of the new message."""
         body: dict[str, Any] = {
@@ -172,7 +138,7 @@ class EvolutionClient:
             body["quoted"] = {"key": {"id": quoted_id}}
         return _key_id(await self._request(instance, "POST", "message/sendMedia", body))
 
-    async def send_presence(self, instance: InstanceConfig, number: str, presence: str, delay_ms: int) -> None:
+    async def send_presence(self, instance: Instance, number: str, presence: str, delay_ms: int) -> None:
         """Show `presence`; Evolution holds the request open for `delay_ms` and then clears it."""
         timeout = aiohttp.ClientTimeout(total=(self._timeout.total or 15.0) + delay_ms / 1000)
         await self._request(
@@ -183,14 +149,14 @@ class EvolutionClient:
             timeout=timeout,
         )
 
-    async def connection_state(self, instance: InstanceConfig) -> str:
+    async def connection_state(self, instance: Instance) -> str:
         """Evolution's state word: open, connecting or close."""
         body = await self._request(instance, "GET", "instance/connectionState")
         inner = body.get("instance") if isinstance(body, dict) else None
         state = inner.get("state") if isinstance(inner, dict) else None
         return str(state or "")
 
-    async def connect(self, instance: InstanceConfig) -> ConnectInfo:
+    async def connect(self, instance: Instance) -> ConnectInfo:
         """Start (or continue) a login and fetch its QR; 200 `{error: true}` comes back as `ConnectInfo.error`."""
         body = await self._request(instance, "GET", "instance/connect")
         if not isinstance(body, dict):
@@ -203,7 +169,7 @@ class EvolutionClient:
         qr = str(body.get("base64") or "")
         return ConnectInfo(qr_code=qr.removeprefix(_DATA_URL_PNG), pairing_code=str(body.get("pairingCode") or ""))
 
-    async def find_messages(self, instance: InstanceConfig, remote_jid: str, since: float) -> list[dict[str, Any]]:
+    async def find_messages(self, instance: Instance, remote_jid: str, since: float) -> list[dict[str, Any]]:
         """Our own (fromMe) messages in a chat since `since` (epoch seconds), newest first."""
         iso = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
         body = await self._request(
@@ -222,59 +188,58 @@ class EvolutionClient:
 
     async def _request(
         self,
-        instance: InstanceConfig,
+        instance: Instance,
         method: str,
         action: str,
         body: dict[str, Any] | None = None,
         *,
         timeout: aiohttp.ClientTimeout | None = None,
     ) -> Any:
-        url = f"{instance.evolution_url.rstrip('/')}/{action}/{quote(instance.whatsapp_instance, safe='')}"
+        config = instance.config_of(WhatsAppConfig)
+        url = f"{config.evolution_url.rstrip('/')}/{action}/{quote(config.whatsapp_instance, safe='')}"
         try:
             async with self._session.request(
                 method,
                 url,
                 # orjson: aiohttp's json= goes through the stdlib encoder, a visible cost on the send path.
                 data=orjson.dumps(body) if body is not None else None,
-                headers={"apikey": instance.evolution_key, "Content-Type": "application/json"}
+                headers={"apikey": config.evolution_key, "Content-Type": "application/json"}
                 if body is not None
-                else {"apikey": instance.evolution_key},
+                else {"apikey": config.evolution_key},
                 timeout=timeout or self._timeout,
             ) as response:
                 status = response.status
                 raw = await response.read()
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
-            raise EvolutionTransientError(f"cannot connect to Evolution: {exc}") from exc
+            raise ChannelTransientError(f"cannot connect to Evolution: {exc}") from exc
         except TimeoutError as exc:
-            raise EvolutionTransientError("Evolution did not answer in time", outcome_unknown=True) from exc
+            raise ChannelTransientError("Evolution did not answer in time", outcome_unknown=True) from exc
         except aiohttp.ClientError as exc:
-            raise EvolutionTransientError(f"Evolution connection failed: {exc}", outcome_unknown=True) from exc
+            raise ChannelTransientError(f"Evolution connection failed: {exc}", outcome_unknown=True) from exc
         parsed = _json_or_text(raw)
         if 200 <= status < 300:
             return parsed
         text = error_text(parsed) or f"HTTP {status}"
         if status == 429:
-            raise EvolutionTransientError(f"throttled: {text}", retry_after=retry_after, rate_limited=True)
+            raise ChannelTransientError(f"throttled: {text}", retry_after=retry_after, rate_limited=True)
         if status == 400 and "rate-overlimit" in text:
-            raise EvolutionTransientError(
+            raise ChannelTransientError(
                 f"WhatsApp rate limit: {text}", retry_after=self._rate_limit_backoff, rate_limited=True
             )
         if status in (401, 403):
-            raise EvolutionRejectedError(
-                f"Evolution refused the key: {text}", reason=REASON_UNAUTHORIZED, status=status
-            )
+            raise ChannelRejectedError(f"Evolution refused the key: {text}", reason=REASON_UNAUTHORIZED, status=status)
         if status == 404:
-            raise EvolutionRejectedError(
+            raise ChannelRejectedError(
                 f"Evolution instance not found: {text}", reason=REASON_INSTANCE_NOT_FOUND, status=status
             )
         if status == 408 or status >= 500:
-            raise EvolutionTransientError(
+            raise ChannelTransientError(
                 f"Evolution error {status}: {text}",
                 retry_after=retry_after,
                 outcome_unknown=status in _UNKNOWN_OUTCOME_STATUSES,
             )
-        raise EvolutionRejectedError(text, status=status)
+        raise ChannelRejectedError(text, status=status)
 
 
 def _json_or_text(raw: bytes) -> Any:
@@ -291,5 +256,5 @@ def _key_id(body: Any) -> str:
     key = body.get("key") if isinstance(body, dict) else None
     key_id = key.get("id") if isinstance(key, dict) else None
     if not key_id:
-        raise EvolutionTransientError("Evolution accepted the send but returned no key.id", outcome_unknown=True)
+        raise ChannelTransientError("Evolution accepted the send but returned no key.id", outcome_unknown=True)
     return str(key_id)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from servicekit.messages import Media
 
 
 class PartState(enum.StrEnum):
@@ -13,7 +15,7 @@ class PartState(enum.StrEnum):
     PENDING = "pending"
     """Not tried yet, or the last try failed transiently before the request could have been accepted."""
     SENDING = "sending"
-    """A request left and its outcome was not recorded: reconciled with Evolution before any resend."""
+    """A request left and its outcome was not recorded: looked up on the channel before any resend."""
     SENT = "sent"
     FAILED = "failed"
 
@@ -27,54 +29,22 @@ class ConnectionState(enum.StrEnum):
     ERROR = "error"
 
 
-MEDIA_KINDS = frozenset({"image", "video", "audio", "document", "sticker"})
-
-
-@dataclass(frozen=True)
-class MediaSpec:
-    """A file to send. `url` or `base64` (raw, no data: prefix) must be set."""
-
-    kind: str = ""
-    """image, video, audio, document or sticker; empty means guess from the MIME type."""
-    mime_type: str = ""
-    url: str = ""
-    base64: str = ""
-    filename: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "mime_type": self.mime_type,
-            "url": self.url,
-            "base64": self.base64,
-            "filename": self.filename,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> MediaSpec:
-        return cls(
-            kind=str(data.get("kind", "")),
-            mime_type=str(data.get("mime_type", "")),
-            url=str(data.get("url", "")),
-            base64=str(data.get("base64", "")),
-            filename=str(data.get("filename", "")),
-        )
-
-
 @dataclass(frozen=True)
 class OutboundPart:
-    """One message of a reply: text, or media with `text` as its caption."""
+    """One message of a reply as the outbox stores it: text, or media with `text` as its caption, plus where it
+    answers (the message it quotes, only ever on the first part; the thread)."""
 
     text: str = ""
-    media: MediaSpec | None = None
+    media: Media | None = None
     quoted_message_id: str = ""
-    """Channel id of the message this part quotes (only ever set on the first part)."""
+    thread_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "text": self.text,
-            "media": self.media.to_json() if self.media else None,
+            "media": asdict(self.media) if self.media else None,
             "quoted_message_id": self.quoted_message_id,
+            "thread_id": self.thread_id,
         }
 
     @classmethod
@@ -82,8 +52,9 @@ class OutboundPart:
         media = data.get("media")
         return cls(
             text=str(data.get("text", "")),
-            media=MediaSpec.from_json(media) if isinstance(media, dict) else None,
+            media=Media.from_dict(media) if isinstance(media, dict) else None,
             quoted_message_id=str(data.get("quoted_message_id", "")),
+            thread_id=str(data.get("thread_id", "")),
         )
 
 
@@ -106,6 +77,11 @@ class ConnectionStatus:
     qr_code: str = ""
     pairing_code: str = ""
     detail: str = ""
+    workspaces: tuple[tuple[str, str], ...] = ()
+    """(id, name) of the guilds (teams) the account is in."""
+    latency_ms: float = 0.0
+    account_id: str = ""
+    account_name: str = ""
 
 
 @dataclass(frozen=True)

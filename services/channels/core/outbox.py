@@ -4,7 +4,7 @@ The rules that make a retry never send a part twice:
 - every part is stored (keyed by idempotency key + index) before anything is sent; a repeat reuses the rows;
 - a part is marked `sending` in the database *before* its request leaves and `sent` with the channel id after;
 - a part found `sending` is a send whose outcome is unknown (the process died, or the request timed out): it is
-  reconciled against Evolution's own message store before it may be sent again;
+  looked up on the channel (`ChannelSender.find_sent`) before it may be sent again;
 - calls with the same key are serialised in this process, and the `sending` claim is a compare-and-set, so
   another replica never sends a part this one is sending.
 """
@@ -16,20 +16,21 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from servicekit.channels import Channel
 from servicekit.errors import FailedPreconditionError, UnavailableError
-from servicekit.instances import InstanceConfig
-from services.channels.core.evolution import (
-    REASON_REJECTED,
-    EvolutionClient,
-    EvolutionError,
-    EvolutionRejectedError,
-    EvolutionTransientError,
-)
+from servicekit.instances import Instance
 from services.channels.core.models import OutboundPart, PartResult, PartState
-from services.channels.core.reconcile import find_sent, remote_jid
+from services.channels.core.senders.base import (
+    REASON_REJECTED,
+    ChannelError,
+    ChannelRejectedError,
+    ChannelSender,
+    ChannelTransientError,
+    SendTarget,
+)
 from services.channels.storage import OutboxRow, OutboxStore
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class SendPolicy:
     part_delay_seconds: float = 0.0
     """Pause between two parts sent in one call."""
     reconcile_window_seconds: float = 60.0
-    """findMessages looks this far before the unknown send started (clock skew with Evolution)."""
+    """The lookup of a send of unknown outcome starts this far before it (clock skew with the channel)."""
     lease_seconds: float = 20.0
     """How long a `sending` part claimed by another process is presumed still in flight."""
 
@@ -78,12 +79,12 @@ class KeyLocks:
 
 
 class OutboxSender:
-    """Sends the parts of a reply in order, exactly once per (key, index), to WhatsApp through Evolution."""
+    """Sends the parts of a reply in order, exactly once per (key, index), through the instance's channel sender."""
 
     def __init__(
         self,
         store: OutboxStore,
-        evolution: EvolutionClient,
+        senders: Mapping[Channel, ChannelSender],
         *,
         policy: SendPolicy | None = None,
         clock: Callable[[], float] = time.time,
@@ -91,16 +92,14 @@ class OutboxSender:
         worker_id: str = "",
     ) -> None:
         self._store = store
-        self._evolution = evolution
+        self._senders = senders
         self._policy = policy or SendPolicy()
         self._clock = clock
         self._sleep = sleep
         self._worker_id = worker_id or uuid.uuid4().hex
         self.locks = KeyLocks()
 
-    async def send(
-        self, instance: InstanceConfig, chat_id: str, key: str, parts: list[OutboundPart]
-    ) -> list[PartResult]:
+    async def send(self, instance: Instance, chat_id: str, key: str, parts: list[OutboundPart]) -> list[PartResult]:
         """Store the missing parts of `key`, send those not sent yet, and return every part's result.
 
         Raises FailedPreconditionError when a part was refused for good (now or earlier) and UnavailableError
@@ -136,7 +135,7 @@ class OutboxSender:
         """The stored results of `key` (empty when unknown)."""
         return [_result(row) for row in await self._store.parts(key)]
 
-    async def _deliver(self, instance: InstanceConfig, row: OutboxRow, *, claimed: bool) -> tuple[str, bool]:
+    async def _deliver(self, instance: Instance, row: OutboxRow, *, claimed: bool) -> tuple[str, bool]:
         """Bring one part to `sent`: its channel id, and True when this call sent it (rather than finding it out).
 
         `claimed` says the row was stored `sending` by this very call, so nothing can have been sent yet.
@@ -162,12 +161,12 @@ class OutboxSender:
             claimed = False
             try:
                 message_id = await self._send_part(instance, row)
-            except EvolutionRejectedError as exc:
+            except ChannelRejectedError as exc:
                 await self._store.mark_failed(
                     row.idempotency_key, row.part_index, reason=exc.reason, error=exc.message, now=self._clock()
                 )
                 raise FailedPreconditionError(exc.message, reason=exc.reason) from None
-            except EvolutionTransientError as exc:
+            except ChannelTransientError as exc:
                 if exc.outcome_unknown:
                     # The request may have been delivered: keep `sending` and reconcile on the next call.
                     await self._store.note_unknown(row.idempotency_key, row.part_index, exc.message, self._clock())
@@ -187,16 +186,16 @@ class OutboxSender:
             return message_id, True
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
-    async def _send_part(self, instance: InstanceConfig, row: OutboxRow) -> str:
+    async def _send_part(self, instance: Instance, row: OutboxRow) -> str:
         part = row.part
+        sender = self._senders[instance.channel]
+        target = SendTarget(chat_id=row.chat_id, reply_to=part.quoted_message_id, thread_id=part.thread_id)
         if part.media is not None:
-            return await self._evolution.send_media(
-                instance, row.chat_id, part.media, caption=part.text, quoted_id=part.quoted_message_id
-            )
-        return await self._evolution.send_text(instance, row.chat_id, part.text, quoted_id=part.quoted_message_id)
+            return await sender.send_media(instance, target, part.media, part.text)
+        return await sender.send_text(instance, target, part.text)
 
-    async def _reconcile(self, instance: InstanceConfig, row: OutboxRow) -> str | None:
-        """The channel id of the part if Evolution already sent it; None when it is safe to send again."""
+    async def _reconcile(self, instance: Instance, row: OutboxRow) -> str | None:
+        """The channel id of the part if the channel already has it; None when it is safe to send again."""
         now = self._clock()
         started = row.sending_started_at if row.sending_started_at is not None else now
         if row.sending_owner != self._worker_id:
@@ -205,15 +204,14 @@ class OutboxSender:
             if remaining > 0:
                 raise UnavailableError("this message is being sent by another worker", retry_after=remaining)
         since = started - self._policy.reconcile_window_seconds
+        known = await self._store.sent_message_ids(instance.name, row.chat_id, since)
         try:
-            records = await self._evolution.find_messages(instance, remote_jid(row.chat_id), since)
-        except EvolutionError as exc:
+            return await self._senders[instance.channel].find_sent(instance, row.chat_id, row.part, since, known)
+        except ChannelError as exc:
             raise UnavailableError(
                 f"cannot check whether an earlier send went out: {exc.message}",
                 retry_after=self._policy.retry_after_seconds,
             ) from None
-        known = await self._store.sent_message_ids(instance.name, row.chat_id, since)
-        return find_sent(records, row.part, since=since, exclude=known)
 
 
 def _result(row: OutboxRow) -> PartResult:

@@ -70,7 +70,7 @@ def matches(record: dict[str, Any], part: OutboundPart) -> bool:
     if found is None:
         return False
     kind, caption = found
-    expected_kind = "image" if part.media.kind == "sticker" else media_type(part.media)
+    expected_kind = "image" if part.media.type == "sticker" else media_type(part.media)
     if part.text:
         return caption.strip() == part.text.strip()
     return kind == expected_kind

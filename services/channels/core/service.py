@@ -1,27 +1,33 @@
-"""The channels use cases behind the gRPC API: send a reply, show typing, report a connection.
-
-Only WhatsApp through Evolution is implemented; the instance's own Evolution URL, key and instance name are
-used for every call, so tenants never cross.
-"""
+"""The channels use cases behind the gRPC API: send a reply, show typing, report a connection, check an account,
+list channels. Each goes to the instance's channel sender (`senders`), with the instance's own credentials, so
+tenants never cross; nothing here names a channel."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from opentelemetry import trace
 
 from servicekit import trace_attributes as attrs
-from servicekit.errors import FailedPreconditionError, FieldViolation, InvalidArgumentError, UnavailableError
-from servicekit.instances import InstanceConfig, InstanceDirectory
-from services.channels.core.evolution import EvolutionClient, EvolutionError
-from services.channels.core.models import (
-    MEDIA_KINDS,
-    ConnectionState,
-    ConnectionStatus,
-    PartResult,
-    SendRequest,
+from servicekit.channels import Channel
+from servicekit.errors import (
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    UnavailableError,
 )
+from servicekit.instances import Instance, InstanceDirectory
+from servicekit.messages import MEDIA_TYPES
+from services.channels.core.models import ConnectionStatus, PartResult, SendRequest
 from services.channels.core.outbox import OutboxSender
+from services.channels.core.senders.base import (
+    Account,
+    ChannelError,
+    ChannelRejectedError,
+    ChannelSender,
+    ChatChannel,
+)
 
 CHAT_ID_ATTRIBUTE = "omni.chat_id"
 PART_COUNT_ATTRIBUTE = "omni.part_count"
@@ -29,46 +35,43 @@ MESSAGE_IDS_ATTRIBUTE = "omni.channel_message_ids"
 IDEMPOTENCY_KEY_ATTRIBUTE = "omni.idempotency_key"
 
 REASON_NOT_SUPPORTED = "CHANNEL_NOT_SUPPORTED"
-REASON_MISCONFIGURED = "INSTANCE_MISCONFIGURED"
+REASON_ACCOUNT_REJECTED = "ACCOUNT_REJECTED"
 
 PRESENCES = frozenset({"composing", "recording", "paused"})
 
-_EVOLUTION_STATES = {
-    "open": ConnectionState.CONNECTED,
-    "connecting": ConnectionState.CONNECTING,
-    "close": ConnectionState.DISCONNECTED,
-}
-
 
 class ChannelsCore:
-    """Outbound sends, presence and connection status, for instances looked up in `instances`."""
+    """Outbound sends, presence, connection status and account checks, for instances looked up in `instances`."""
 
     def __init__(
         self,
         instances: InstanceDirectory,
-        evolution: EvolutionClient,
+        senders: Mapping[Channel, ChannelSender],
         outbox: OutboxSender,
         *,
         tracer: trace.Tracer | None = None,
-        fallback_evolution_key: str = "",
     ) -> None:
         self._instances = instances
-        self._fallback_evolution_key = fallback_evolution_key
-        self._evolution = evolution
+        self._senders = senders
         self._outbox = outbox
         self._tracer = tracer or trace.get_tracer(__name__)
 
     async def send_message(self, request: SendRequest) -> list[PartResult]:
         """Send the parts of `request` in order, idempotently per (idempotency_key, part index)."""
         _validate_send(request)
-        instance = await self._whatsapp_instance(request.instance_name)
+        instance, _ = await self._instance(request.instance_name)
         parts = [
-            dataclasses.replace(part, quoted_message_id=request.quoted_message_id if index == 0 else "")
+            dataclasses.replace(
+                part,
+                quoted_message_id=request.quoted_message_id if index == 0 else "",
+                thread_id=request.thread_id,
+            )
             for index, part in enumerate(request.parts)
         ]
         with self._tracer.start_as_current_span("channels.send") as span:
             span.set_attribute(attrs.STEP, attrs.STEP_CHANNEL_SEND)
             span.set_attribute(attrs.INSTANCE_NAME, instance.name)
+            span.set_attribute(attrs.SOURCE_CHANNEL, instance.channel.value)
             span.set_attribute(CHAT_ID_ATTRIBUTE, request.chat_id)
             span.set_attribute(PART_COUNT_ATTRIBUTE, len(parts))
             span.set_attribute(IDEMPOTENCY_KEY_ATTRIBUTE, request.idempotency_key)
@@ -90,58 +93,54 @@ class ChannelsCore:
             violations.append(FieldViolation("presence", "must be composing, recording or paused"))
         if violations:
             raise InvalidArgumentError("invalid presence request", violations=violations)
-        instance = await self._whatsapp_instance(instance_name)
+        instance, sender = await self._instance(instance_name)
         try:
-            await self._evolution.send_presence(instance, chat_id, presence, max(0, duration_ms))
-        except EvolutionError as exc:
+            await sender.send_presence(instance, chat_id, presence, max(0, duration_ms))
+        except ChannelError as exc:
             raise UnavailableError(f"presence not sent: {exc.message}") from None
 
     async def get_connection_status(self, instance_name: str, *, include_qr_code: bool = False) -> ConnectionStatus:
-        """The instance's WhatsApp connection; gateway failures come back as state ERROR with the detail."""
-        instance = await self._whatsapp_instance(instance_name)
-        try:
-            raw = await self._evolution.connection_state(instance)
-        except EvolutionError as exc:
-            return ConnectionStatus(state=ConnectionState.ERROR, detail=exc.message)
-        state = _EVOLUTION_STATES.get(raw, ConnectionState.ERROR)
-        status = ConnectionStatus(
-            state=state, raw_state=raw, detail="" if state is not ConnectionState.ERROR else f"unknown state {raw!r}"
-        )
-        if not include_qr_code or state is ConnectionState.CONNECTED:
-            return status
-        try:
-            info = await self._evolution.connect(instance)
-        except EvolutionError as exc:
-            return dataclasses.replace(status, detail=f"QR code unavailable: {exc.message}")
-        if info.error:
-            return dataclasses.replace(status, detail=f"QR code unavailable: {info.error}")
-        if info.state == "open":
-            return ConnectionStatus(state=ConnectionState.CONNECTED, raw_state="open")
-        return dataclasses.replace(
-            status,
-            state=ConnectionState.CONNECTING if state is ConnectionState.DISCONNECTED else state,
-            qr_code=info.qr_code,
-            pairing_code=info.pairing_code,
-        )
+        """The instance's channel connection; a channel that cannot be asked gives state ERROR with the detail."""
+        instance, sender = await self._instance(instance_name)
+        return await sender.connection_status(instance, include_qr_code=include_qr_code)
 
-    async def _whatsapp_instance(self, name: str) -> InstanceConfig:
+    async def check_account(self, instance: Instance) -> Account:
+        """Whether the channel accepts an instance's credentials (the instance is not stored yet)."""
+        sender = self._sender(instance)
+        try:
+            return await sender.check_account(instance)
+        except ChannelRejectedError as exc:
+            raise InvalidArgumentError(
+                exc.message,
+                reason=REASON_ACCOUNT_REJECTED,
+                violations=[FieldViolation(f"{instance.channel.value}.credentials", exc.message)],
+            ) from None
+        except ChannelError as exc:
+            raise UnavailableError(f"{instance.channel} could not check the account: {exc.message}") from None
+
+    async def list_channels(self, instance_name: str) -> list[ChatChannel]:
+        """The channels the instance's account sees."""
+        instance, sender = await self._instance(instance_name)
+        try:
+            return await sender.list_channels(instance)
+        except ChannelError as exc:
+            raise UnavailableError(f"{instance.channel} did not list the channels: {exc.message}") from None
+
+    async def _instance(self, name: str) -> tuple[Instance, ChannelSender]:
         if not name:
             raise InvalidArgumentError(
                 "instance_name is required", violations=[FieldViolation("instance_name", "required")]
             )
         instance = await self._instances.get(name)
-        if instance.channel != "whatsapp":
+        return instance, self._sender(instance)
+
+    def _sender(self, instance: Instance) -> ChannelSender:
+        sender = self._senders.get(instance.channel)
+        if sender is None:
             raise FailedPreconditionError(
                 f"sending on {instance.channel} is not supported yet", reason=REASON_NOT_SUPPORTED
             )
-        if not (instance.evolution_url and instance.whatsapp_instance):
-            raise FailedPreconditionError(
-                f"instance {name!r} has no Evolution URL or WhatsApp instance name", reason=REASON_MISCONFIGURED
-            )
-        if not instance.evolution_key and self._fallback_evolution_key:
-            # EVOLUTION_API_KEY of the public contract: the deployment-wide key, for instances created without one.
-            instance = dataclasses.replace(instance, evolution_key=self._fallback_evolution_key)
-        return instance
+        return sender
 
 
 def _validate_send(request: SendRequest) -> None:
@@ -158,7 +157,7 @@ def _validate_send(request: SendRequest) -> None:
         if part.media is not None:
             if not (part.media.url or part.media.base64):
                 violations.append(FieldViolation(f"parts[{index}].media", "url or base64 is required"))
-            if part.media.kind and part.media.kind not in MEDIA_KINDS:
+            if part.media.type and part.media.type not in MEDIA_TYPES:
                 violations.append(FieldViolation(f"parts[{index}].media.type", "not a sendable media type"))
     if request.instance_name == "":
         violations.append(FieldViolation("instance_name", "required"))

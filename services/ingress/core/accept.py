@@ -1,4 +1,7 @@
-"""The accept path: authenticate a webhook, parse it, de-duplicate and store it before answering.
+"""The accept path every channel shares: authenticate, parse, de-duplicate and store before answering.
+
+Webhooks reach it through their channel's receiver (`receivers.registry`); pushed channels (the Discord bots ingress
+runs) call `accept` with the event they parsed themselves. From there on nothing depends on the channel.
 
 Evolution retries any webhook that is not answered within 30 s and may deliver each event twice (instance and
 global webhooks), so the answer must be quick and idempotent: the inbox's unique key decides what is new, and
@@ -8,7 +11,6 @@ the dispatcher does the slow work afterwards. Each stored row carries the W3C tr
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 import uuid
@@ -16,20 +18,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import orjson
 from opentelemetry import propagate, trace
 
 from servicekit import errors
 from servicekit import trace_attributes as attrs
-from servicekit.instances import InstanceConfig, InstanceDirectory
+from servicekit.channels import Channel
+from servicekit.instances import Instance, InstanceDirectory
+from servicekit.messages import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
 from servicekit.telemetry import payload_json
-from services.ingress.core.evolution_parser import ParsedWebhook, parse_envelope
-from services.ingress.core.model import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
+from services.ingress.core.receivers.base import Received
+from services.ingress.core.receivers.registry import webhook_receiver
 from services.ingress.storage import IGNORED, RECEIVED, InboxRow, InboxStore, conversation_key
 
 log = logging.getLogger(__name__)
-
-WEBHOOK_SECRET_HEADER = "x-omni-webhook-secret"
 
 ACCEPTED = "accepted"
 DUPLICATE = "duplicate"
@@ -91,68 +92,78 @@ class IngressCore:
         self._clock = clock
 
     async def receive_webhook(
-        self, instance_name: str, channel: str, body: bytes, headers: Mapping[str, str]
+        self, instance_name: str, channel: Channel | None, body: bytes, headers: Mapping[str, str]
     ) -> WebhookResult:
-        """Store the message a raw webhook carries; raises NotFound, InvalidArgument or PermissionDenied."""
+        """Store the message a raw webhook carries; raises NotFound, InvalidArgument or PermissionDenied.
+
+        `channel` is the channel whose webhook route the request came in on (None: the instance's own)."""
         instance = await self._instances.get(instance_name)
-        self._authenticate(instance, headers)
-        channel = channel or instance.channel
-        if channel != "whatsapp":
+        if channel is not None and channel != instance.channel:
             raise errors.InvalidArgumentError(
-                f"webhooks of channel {channel!r} are not supported",
-                violations=[errors.FieldViolation("channel", "only whatsapp (Evolution API) webhooks are parsed")],
+                f"instance {instance.name!r} is a {instance.channel} instance, not {channel}",
+                violations=[errors.FieldViolation("channel", f"post {instance.channel} events for this instance")],
             )
-        envelope = _decode_object(body)
-        parsed = parse_envelope(envelope)
+        receiver = webhook_receiver(instance.channel)
+        receiver.authenticate(instance, {k.lower(): v for k, v in headers.items()}, body)
+        received, payload = receiver.parse(body)
+        return await self.accept(instance, received, payload)
+
+    async def accept(self, instance: Instance, received: Received, payload: Mapping[str, Any]) -> WebhookResult:
+        """Store what an authenticated channel event amounts to, under the `ingress.accept` span that starts (or
+        continues) the message's trace; `payload` is the event as the channel sent it, for the trace."""
         with self._tracer.start_as_current_span("ingress.accept") as span:
             span.set_attribute(attrs.INSTANCE_NAME, instance.name)
-            span.set_attribute(attrs.SOURCE_CHANNEL, channel)
-            span.set_attribute("omni.event", parsed.event)
-            span.set_attribute(attrs.PAYLOAD_INCOMING, payload_json(envelope))
+            span.set_attribute(attrs.SOURCE_CHANNEL, instance.channel.value)
+            span.set_attribute("omni.event", received.event)
+            span.set_attribute(attrs.PAYLOAD_INCOMING, payload_json(payload))
             trace_id = _trace_id(span)
-            if parsed.message is not None or parsed.kind == "own_send":
-                return await self._store_parsed(instance, parsed, span, trace_id)
-            span.set_attribute("omni.ignored_reason", parsed.reason)
-            return WebhookResult(disposition=IGNORED_DISPOSITION, reason=parsed.reason, event=parsed.event)
+            if received.message is not None or received.kind == "own_send":
+                return await self._record(instance, received, span, trace_id)
+            span.set_attribute("omni.ignored_reason", received.reason)
+            return WebhookResult(disposition=IGNORED_DISPOSITION, reason=received.reason, event=received.event)
 
-    async def _store_parsed(
-        self, instance: InstanceConfig, parsed: ParsedWebhook, span: trace.Span, trace_id: str
-    ) -> WebhookResult:
+    async def _record(self, instance: Instance, received: Received, span: trace.Span, trace_id: str) -> WebhookResult:
         now = self._clock()
-        message = parsed.message or InboundMessage(
-            channel_message_id=parsed.channel_message_id, chat_id="", sender=Sender(id=""), raw_event=parsed.event
+        message = received.message or InboundMessage(
+            channel_message_id=received.channel_message_id,
+            chat_id="",
+            sender=Sender(id=""),
+            channel=instance.channel,
+            raw_event=received.event,
         )
-        message = replace(message, id=uuid.uuid4().hex, instance_name=instance.name, received_at=now)
-        state = RECEIVED if parsed.kind == "message" else IGNORED
+        message = replace(
+            message, id=uuid.uuid4().hex, instance_name=instance.name, channel=instance.channel, received_at=now
+        )
+        state = RECEIVED if received.kind == "message" else IGNORED
         span.set_attribute(attrs.MESSAGE_ID, message.id)
         span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
         if message.sender.id:
             span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
-        existing = await self._insert(message, state, parsed.event, now)
+        existing = await self._insert(message, state, received.event, now)
         if existing is not None:
             span.set_attribute(attrs.MESSAGE_ID, existing)
             span.set_attribute("omni.duplicate", True)
-            return WebhookResult(disposition=DUPLICATE, message_id=existing, event=parsed.event)
-        if parsed.kind == "message":
+            return WebhookResult(disposition=DUPLICATE, message_id=existing, event=received.event)
+        if received.kind == "message":
             span.set_attribute(attrs.STATUS, attrs.STATUS_PROCESSING)
             self._on_accept()
-            return WebhookResult(disposition=ACCEPTED, message_id=message.id, trace_id=trace_id, event=parsed.event)
-        if parsed.is_message_event:
+            return WebhookResult(disposition=ACCEPTED, message_id=message.id, trace_id=trace_id, event=received.event)
+        if received.is_message_event:
             # An ignored inbound message (fromMe, no content, broadcast) is a message trace that ends at once.
             span.set_attribute(attrs.STATUS, attrs.STATUS_IGNORED)
-            span.set_attribute(attrs.ERROR_MESSAGE, parsed.reason)
+            span.set_attribute(attrs.ERROR_MESSAGE, received.reason)
         else:
-            span.set_attribute("omni.ignored_reason", parsed.reason)
+            span.set_attribute("omni.ignored_reason", received.reason)
         return WebhookResult(
             disposition=IGNORED_DISPOSITION,
             message_id=message.id,
-            reason=parsed.reason,
-            trace_id=trace_id if parsed.is_message_event else "",
-            event=parsed.event,
+            reason=received.reason,
+            trace_id=trace_id if received.is_message_event else "",
+            event=received.event,
         )
 
     async def ingest_message(self, message: InboundMessage) -> IngestResult:
-        """Store an already canonical message (its id is assigned here)."""
+        """Store an already canonical message (its id is assigned here), through the same accept path."""
         violations = [
             errors.FieldViolation(name, "required")
             for name, value in (
@@ -165,23 +176,13 @@ class IngressCore:
         if violations:
             raise errors.InvalidArgumentError("the message misses required ids", violations=violations)
         instance = await self._instances.get(message.instance_name)
-        now = self._clock()
-        message = replace(message, id=uuid.uuid4().hex, instance_name=instance.name, received_at=now)
-        with self._tracer.start_as_current_span("ingress.accept") as span:
-            span.set_attribute(attrs.INSTANCE_NAME, instance.name)
-            span.set_attribute(attrs.SOURCE_CHANNEL, message.channel)
-            span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
-            span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
-            span.set_attribute(attrs.PAYLOAD_INCOMING, payload_json(message_to_dict(message)))
-            existing = await self._insert(message, RECEIVED, message.raw_event, now)
-            if existing is not None:
-                span.set_attribute(attrs.MESSAGE_ID, existing)
-                span.set_attribute("omni.duplicate", True)
-                return IngestResult(message_id=existing, duplicate=True)
-            span.set_attribute(attrs.MESSAGE_ID, message.id)
-            span.set_attribute(attrs.STATUS, attrs.STATUS_PROCESSING)
-            self._on_accept()
-            return IngestResult(message_id=message.id, duplicate=False, trace_id=_trace_id(span))
+        received = Received(
+            event=message.raw_event, kind="message", channel_message_id=message.channel_message_id, message=message
+        )
+        result = await self.accept(instance, received, message_to_dict(message))
+        return IngestResult(
+            message_id=result.message_id, duplicate=result.disposition == DUPLICATE, trace_id=result.trace_id
+        )
 
     async def list_dead_letters(self, instance_name: str, page: int, page_size: int) -> tuple[list[DeadLetter], int]:
         """One page (1-based; page_size default 50, at most 500) of dead letters, newest first, and the total."""
@@ -200,27 +201,16 @@ class IngressCore:
         self._on_accept()
         return message_id
 
-    def _authenticate(self, instance: InstanceConfig, headers: Mapping[str, str]) -> None:
-        if not instance.webhook_secret:
-            return
-        lowered = {k.lower(): v for k, v in headers.items()}
-        presented = lowered.get(WEBHOOK_SECRET_HEADER, "")
-        if not presented:
-            scheme, _, token = lowered.get("authorization", "").partition(" ")
-            presented = token.strip() if scheme.lower() == "bearer" else ""
-        if not presented or not hmac.compare_digest(presented.encode(), instance.webhook_secret.encode()):
-            raise errors.PermissionDeniedError("webhook authentication failed", reason="BAD_WEBHOOK_SECRET")
-
     async def _insert(self, message: InboundMessage, state: str, event: str, now: float) -> str | None:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         row = InboxRow(
             id=message.id,
             instance_name=message.instance_name,
-            channel=message.channel,
+            channel=message.channel.value,
             channel_message_id=message.channel_message_id,
             chat_id=message.chat_id,
-            conversation_key=conversation_key(message.instance_name, message.channel, message.chat_id),
+            conversation_key=conversation_key(message.instance_name, message.channel.value, message.chat_id),
             event=event,
             message=message_to_json(message),
             traceparent=carrier.get("traceparent", ""),
@@ -242,21 +232,6 @@ class IngressCore:
         except Exception as exc:
             log.exception("inbox insert failed")
             raise errors.UnavailableError("the inbox is unavailable; retry later", retry_after=1.0) from exc
-
-
-def _decode_object(body: bytes) -> dict[str, Any]:
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidArgumentError(
-            "the webhook body is not JSON", violations=[errors.FieldViolation("body", str(exc))]
-        ) from None
-    if not isinstance(decoded, dict):
-        raise errors.InvalidArgumentError(
-            "the webhook body is not a JSON object",
-            violations=[errors.FieldViolation("body", f"expected an object, got {type(decoded).__name__}")],
-        )
-    return decoded
 
 
 def _trace_id(span: trace.Span) -> str:

@@ -28,24 +28,26 @@ from opentelemetry.trace import Status, StatusCode
 
 from servicekit import errors
 from servicekit import trace_attributes as attrs
-from services.ingress.core.model import InboundMessage, message_from_json
+from servicekit.messages import InboundMessage, message_from_json
 from services.ingress.storage import InboxRow, InboxStore
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class RouteResult:
+class RouteOutcome:
     """The router's final outcome for a message: sent, error, blocked or ignored."""
 
     outcome: str
     error_message: str = ""
 
 
-class MessageRouter(Protocol):
+class RouterPort(Protocol):
     """Hands one message to the router (RouterService.RouteMessage behind an adapter)."""
 
-    async def route(self, message: InboundMessage, *, attempt: int, final_attempt: bool, timeout: float) -> RouteResult:
+    async def route(
+        self, message: InboundMessage, *, attempt: int, final_attempt: bool, timeout: float
+    ) -> RouteOutcome:
         """The outcome; raises UnavailableError/DeadlineExceededError (transient) or another OmniError (final)."""
         ...
 
@@ -78,7 +80,7 @@ class Dispatcher:
     def __init__(
         self,
         store: InboxStore,
-        router: MessageRouter,
+        router: RouterPort,
         *,
         replica_id: str,
         policy: DispatchPolicy | None = None,

@@ -12,10 +12,11 @@ ignored with a reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from services.ingress.core.model import InboundMessage, Media, QuotedMessage, Sender
+from servicekit.channels import Channel
+from servicekit.messages import InboundMessage, Media, QuotedMessage, Sender
+from services.ingress.core.receivers.base import Received
 
 MESSAGES_UPSERT = "messages.upsert"
 SEND_MESSAGE = "send.message"
@@ -103,29 +104,6 @@ _TEXT_KEYS = (
     "pollUpdateMessage",
 )
 
-Kind = Literal["message", "own_send", "ignored"]
-
-
-@dataclass(frozen=True)
-class ParsedWebhook:
-    """What one envelope amounts to.
-
-    `kind` is "message" (hand it to the router), "own_send" (record `channel_message_id` for echo protection)
-    or "ignored" (with `reason`). `message` is set whenever the envelope carried a parseable message, also for
-    ignored ones (fromMe, no content), so they can be recorded for de-duplication and visibility.
-    """
-
-    event: str
-    kind: Kind
-    reason: str = ""
-    channel_message_id: str = ""
-    message: InboundMessage | None = None
-
-    @property
-    def is_message_event(self) -> bool:
-        """True when the envelope is about one message (its trace matters), not a contact, presence, ..."""
-        return self.message is not None and self.event == MESSAGES_UPSERT
-
 
 def normalize_event(raw: object) -> str:
     """The envelope spelling of an event name given in any of Evolution's three spellings (§1.2)."""
@@ -135,44 +113,42 @@ def normalize_event(raw: object) -> str:
     return _CANONICAL.get(dotted, dotted)
 
 
-def parse_envelope(envelope: Mapping[str, Any]) -> ParsedWebhook:
+def parse_envelope(envelope: Mapping[str, Any]) -> Received:
     """Interpret one decoded webhook body (a JSON object)."""
     event = normalize_event(envelope.get("event"))
     if not event:
-        return ParsedWebhook(event="", kind="ignored", reason=REASON_NO_EVENT)
+        return Received(event="", kind="ignored", reason=REASON_NO_EVENT)
     own_jid = _str(envelope.get("sender"))
     data = envelope.get("data")
     if event == SEND_MESSAGE:
         return _parse_own_send(event, _dict(data), own_jid)
     if event != MESSAGES_UPSERT:
-        return ParsedWebhook(event=event, kind="ignored", reason=REASON_NOT_A_MESSAGE)
+        return Received(event=event, kind="ignored", reason=REASON_NOT_A_MESSAGE)
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
     if not isinstance(data, dict):
-        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED)
+        return Received(event=event, kind="ignored", reason=REASON_MALFORMED)
     return _parse_upsert(event, data, own_jid)
 
 
-def _parse_own_send(event: str, data: dict[str, Any], own_jid: str) -> ParsedWebhook:
+def _parse_own_send(event: str, data: dict[str, Any], own_jid: str) -> Received:
     key = _dict(data.get("key"))
     key_id = _str(key.get("id"))
     if not key_id:
-        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED)
+        return Received(event=event, kind="ignored", reason=REASON_MALFORMED)
     chat_id = _str(key.get("remoteJid"))
     message = _build_message(event, data, key, key_id, chat_id, own_jid) if chat_id else None
-    return ParsedWebhook(
-        event=event, kind="own_send", reason=REASON_OWN_SEND, channel_message_id=key_id, message=message
-    )
+    return Received(event=event, kind="own_send", reason=REASON_OWN_SEND, channel_message_id=key_id, message=message)
 
 
-def _parse_upsert(event: str, data: dict[str, Any], own_jid: str) -> ParsedWebhook:
+def _parse_upsert(event: str, data: dict[str, Any], own_jid: str) -> Received:
     key = data.get("key")
     if not isinstance(key, dict):
-        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED)
+        return Received(event=event, kind="ignored", reason=REASON_MALFORMED)
     key_id = _str(key.get("id"))
     chat_id = _str(key.get("remoteJid"))
     if not key_id or not chat_id:
-        return ParsedWebhook(event=event, kind="ignored", reason=REASON_MALFORMED, channel_message_id=key_id)
+        return Received(event=event, kind="ignored", reason=REASON_MALFORMED, channel_message_id=key_id)
     message = _build_message(event, data, key, key_id, chat_id, own_jid)
     reason = ""
     if key.get("fromMe") is True:
@@ -184,8 +160,8 @@ def _parse_upsert(event: str, data: dict[str, Any], own_jid: str) -> ParsedWebho
     elif not message.message_type and not message.text:
         reason = REASON_NO_CONTENT
     if reason:
-        return ParsedWebhook(event=event, kind="ignored", reason=reason, channel_message_id=key_id, message=message)
-    return ParsedWebhook(event=event, kind="message", channel_message_id=key_id, message=message)
+        return Received(event=event, kind="ignored", reason=reason, channel_message_id=key_id, message=message)
+    return Received(event=event, kind="message", channel_message_id=key_id, message=message)
 
 
 def _build_message(
@@ -202,7 +178,7 @@ def _build_message(
         channel_message_id=key_id,
         chat_id=chat_id,
         sender=_sender(data, key, chat_id, own_jid),
-        channel="whatsapp",
+        channel=Channel.WHATSAPP,
         message_type=message_type,
         text=text,
         media=media,

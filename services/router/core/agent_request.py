@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from servicekit.instances import Instance
+from servicekit.messages import InboundMessage, Media, OutboundPart
 from services.router.core.identity import sender_phone_digits
-from services.router.core.models import InboundMessage, Instance, MediaItem, OutboundPart
+from services.router.core.models import media_to_agent
 
 
 def build_agent_request(
@@ -29,18 +31,19 @@ def build_agent_request(
         "session_name": session_name,
         "message": message.text,
         "message_type": message.message_type or "text",
-        "session_origin": message.channel,
+        "session_origin": message.channel.value,
         "agent": instance.default_agent,
         "user": {"phone_number": f"+{phone}" if phone else None, "email": None, "user_data": user_data},
-        "media": [m.to_agent() for m in message.media],
+        "media": [media_to_agent(m) for m in message.media],
         "context": {
-            "channel": message.channel,
+            "channel": message.channel.value,
             "instance": instance.name,
             "chat_id": message.chat_id,
             "message_id": message.channel_message_id,
             "is_group": message.is_group,
             "quoted_message": quoted,
             **({"thread_id": message.thread_id} if message.thread_id else {}),
+            **{key: value or None for key, value in message.context.items()},
         },
     }
 
@@ -51,7 +54,7 @@ def media_parts(media: list[Any]) -> list[OutboundPart]:
     for entry in media:
         if not isinstance(entry, dict):
             continue
-        item = MediaItem(
+        item = Media(
             type=str(entry.get("type") or entry.get("media_type") or "document"),
             mime_type=str(entry.get("mime_type") or ""),
             url=str(entry.get("url") or ""),

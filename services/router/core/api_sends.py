@@ -12,8 +12,10 @@ from opentelemetry import context, trace
 
 from servicekit import trace_attributes as attrs
 from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError, OmniError
+from servicekit.instances import Instance
+from servicekit.messages import Media, OutboundPart
 from servicekit.telemetry import payload_json
-from services.router.core.models import Instance, MediaItem, OutboundPart, OutgoingMessage, SendResult
+from services.router.core.models import OutgoingMessage, SendResult
 from services.router.core.ports import ChannelSender
 from services.router.core.recipients import normalize_recipient
 from services.router.core.reply_splitter import split_reply
@@ -43,7 +45,7 @@ class ApiSender:
             raise InvalidArgumentError("text is empty", violations=[FieldViolation("text", "must not be empty")])
         instance = await self._instance(instance_name)
         chat_id = normalize_recipient(recipient, instance.channel)
-        texts = split_reply(text, limit=instance.text_limit, auto_split=instance.enable_auto_split)
+        texts = split_reply(text, limit=instance.traits.text_limit, auto_split=instance.enable_auto_split)
         outgoing = OutgoingMessage(
             instance_name=instance.name,
             chat_id=chat_id,
@@ -53,7 +55,7 @@ class ApiSender:
         return await self._send("api.send_text", outgoing, session_id)
 
     async def send_media(
-        self, instance_name: str, recipient: str, media: MediaItem, *, session_id: str = "", idempotency_key: str = ""
+        self, instance_name: str, recipient: str, media: Media, *, session_id: str = "", idempotency_key: str = ""
     ) -> SendResult:
         if not media.url and not media.base64:
             raise InvalidArgumentError(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from services.router.core.models import InboundMessage
+from servicekit.channels import Channel
+from servicekit.messages import InboundMessage
 from services.router.storage import Person
 
 PHONE_SUFFIX = "@s.whatsapp.net"
@@ -40,7 +41,7 @@ def sender_phone_digits(message: InboundMessage) -> str:
 def person_of(message: InboundMessage) -> Person:
     """The sender with the identity to key the user on and every external id to record."""
     sender = message.sender
-    phone = sender_phone_digits(message) if message.channel == "whatsapp" else ""
+    phone = sender_phone_digits(message) if message.channel is Channel.WHATSAPP else ""
     primary = f"{phone}{PHONE_SUFFIX}" if phone else (sender.id or message.chat_id)
     ids = [primary]
     for candidate in (sender.id, sender.alt_id):
@@ -58,7 +59,7 @@ def person_of(message: InboundMessage) -> Person:
 
 def session_name_of(message: InboundMessage) -> str:
     """ "+<digits>" for a one-to-one chat with a known phone, else the chat id."""
-    if not message.is_group and message.channel == "whatsapp":
+    if not message.is_group and message.channel is Channel.WHATSAPP:
         phone = phone_digits_of_jid(message.chat_id) or sender_phone_digits(message)
         if phone:
             return f"+{phone}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from servicekit.instances import Instance
 from services.router.core.models import OutgoingMessage
 
 Clock = Callable[[], float]
@@ -24,4 +25,14 @@ class ChannelSender(Protocol):
 
     async def composing(self, instance_name: str, chat_id: str) -> None:
         """Best-effort typing indicator; never raises."""
+        ...
+
+
+class AccountChecker(Protocol):
+    """The channels service's CheckAccount, as instance creation uses it."""
+
+    async def check(self, instance: Instance) -> None:
+        """Return when the channel accepts the instance's credentials (or checks none); raise
+        `InvalidArgumentError` with the channel's reason when it refuses them, `UnavailableError` when it cannot
+        be asked."""
         ...

@@ -26,12 +26,14 @@ from servicekit.errors import (
     OmniError,
     UnavailableError,
 )
+from servicekit.instances import Instance
+from servicekit.messages import InboundMessage, OutboundPart
 from servicekit.telemetry import payload_json
 from services.router.core.agent_client import AgentClient, AgentPermanentError, AgentTransientError
 from services.router.core.agent_request import build_agent_request, media_parts
 from services.router.core.identity import person_of, session_name_of
 from services.router.core.keyed_lock import KeyedLock
-from services.router.core.models import InboundMessage, Instance, OutboundPart, OutgoingMessage, RouteResult
+from services.router.core.models import OutgoingMessage, RouteResult
 from services.router.core.ports import ChannelSender, Clock
 from services.router.core.reply_splitter import split_reply
 from services.router.storage import IdentityRepository, InstanceRepository, RouteRecord, RouteRepository
@@ -199,7 +201,7 @@ class MessageRouter:
     def _reply_message(instance: Instance, message: InboundMessage, reply: dict[str, Any]) -> OutgoingMessage | None:
         """The parts of the reply (split text, then media), or None when there is nothing to send."""
         texts = split_reply(
-            str(reply.get("text") or ""), limit=instance.text_limit, auto_split=instance.enable_auto_split
+            str(reply.get("text") or ""), limit=instance.traits.text_limit, auto_split=instance.enable_auto_split
         )
         parts = [OutboundPart(text=t) for t in texts] + media_parts(list(reply.get("media") or []))
         if not parts:
@@ -210,6 +212,7 @@ class MessageRouter:
             parts=tuple(parts),
             idempotency_key=message.id,
             thread_id=message.thread_id,
+            quoted_message_id=message.channel_message_id if instance.traits.reply_quotes_message else "",
         )
 
     async def _send_fallback(self, instance: Instance, message: InboundMessage, *, strict: bool) -> None:
@@ -232,14 +235,21 @@ class MessageRouter:
             log.warning("fallback text for message %s refused: %s", message.id, exc.message)
 
     def _composing(self, instance: Instance, message: InboundMessage) -> asyncio.Task[None]:
-        """Show "typing..." once the agent has taken `typing_delay` seconds, without waiting for it: it must never
-        delay or fail the reply. The caller cancels the returned task when the agent answers first."""
+        """Show "typing..." once the agent has taken `typing_delay` seconds (and again every refresh period the
+        channel declares, as Discord's indicator fades after ten seconds), without waiting for it: it must never
+        delay or fail the reply. The caller cancels the returned task when the agent answers."""
+
+        refresh = instance.traits.typing_refresh_seconds
 
         async def after_delay() -> None:
             if self._typing_delay < 0:
                 return
             await asyncio.sleep(self._typing_delay)
-            await self._channels.composing(instance.name, message.chat_id)
+            while True:
+                await self._channels.composing(instance.name, message.chat_id)
+                if refresh <= 0:
+                    return
+                await asyncio.sleep(refresh)
 
         task = asyncio.create_task(after_delay())
         self._background.add(task)

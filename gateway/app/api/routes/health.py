@@ -7,12 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter
 from grpc_health.v1 import health_pb2
+from omni.ingress.v1 import ingress_service_pb2
 from starlette.responses import Response
 
-from gateway.app.api.deps import HealthStubs, SettingsDep
+from gateway.app.api.deps import HealthStubs, IngressStubDep, SettingsDep
 from gateway.app.api.errors import json_response
+from gateway.app.api.routes.instances import STATUS_BY_STATE
 from gateway.app.api.rpc import call
-from gateway.app.schemas.health import HealthOut
+from gateway.app.mappers.instances import channel_name
+from gateway.app.schemas.health import BotHealth, HealthOut
 from servicekit.errors import OmniError
 
 router = APIRouter(tags=["health"])
@@ -28,16 +31,36 @@ async def _status_of(stub: Any, timeout: float) -> str:
     return name
 
 
+async def _bots(ingress: Any, timeout: float) -> dict[str, BotHealth] | None:
+    """Every hosted bot's state by instance name; None when ingress could not be asked."""
+    try:
+        answer = await call(ingress.ListBots, ingress_service_pb2.ListBotsRequest(), timeout=timeout)
+    except OmniError:
+        return None
+    return {
+        bot.instance_name: BotHealth(
+            channel_type=channel_name(bot.channel),
+            status=STATUS_BY_STATE.get(bot.state, "error"),
+            detail=bot.detail or None,
+        )
+        for bot in answer.bots
+    }
+
+
 @router.get(
     "/health",
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "At least one service is not SERVING."}},
 )
-async def health(stubs: HealthStubs, settings: SettingsDep) -> Response:
-    """Report each service's gRPC health; 503 when any is not SERVING (so a load balancer takes us out)."""
+async def health(stubs: HealthStubs, ingress: IngressStubDep, settings: SettingsDep) -> Response:
+    """Report each service's gRPC health (503 when any is not SERVING, so a load balancer takes us out) and the
+    state of every bot the hub runs (a bot in error does not make the hub unhealthy: it is one tenant's account)."""
     names = list(stubs)
-    statuses = await asyncio.gather(*(_status_of(stubs[name], settings.api_health_timeout_seconds) for name in names))
+    timeout = settings.api_health_timeout_seconds
+    statuses, bots = await asyncio.gather(
+        asyncio.gather(*(_status_of(stubs[name], timeout) for name in names)), _bots(ingress, timeout)
+    )
     services = dict(zip(names, statuses, strict=True))
     healthy = all(status == "SERVING" for status in services.values())
-    body = HealthOut(status="healthy" if healthy else "unhealthy", services=services)
+    body = HealthOut(status="healthy" if healthy else "unhealthy", services=services, bots=bots)
     return json_response(200 if healthy else 503, body.model_dump())

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from omni.channels.v1 import channels_service_pb2, outbound_pb2
+from omni.channels.v1 import channels_service_pb2
 from omni.common.v1 import channel_pb2
 from omni.router.v1 import router_service_pb2
 
@@ -29,17 +29,37 @@ from gateway.app.schemas.instances import (
     InstanceOut,
     InstanceUpdate,
     QrCodeOut,
+    WorkspaceOut,
 )
 from servicekit.errors import FieldViolation, InvalidArgumentError
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
-_STATUS_BY_STATE: dict[int, ConnectionStatus] = {
-    outbound_pb2.CONNECTION_STATE_CONNECTED: "connected",
-    outbound_pb2.CONNECTION_STATE_CONNECTING: "connecting",
-    outbound_pb2.CONNECTION_STATE_DISCONNECTED: "disconnected",
-    outbound_pb2.CONNECTION_STATE_ERROR: "error",
+STATUS_BY_STATE: dict[int, ConnectionStatus] = {
+    channel_pb2.CONNECTION_STATE_CONNECTED: "connected",
+    channel_pb2.CONNECTION_STATE_CONNECTING: "connecting",
+    channel_pb2.CONNECTION_STATE_DISCONNECTED: "disconnected",
+    channel_pb2.CONNECTION_STATE_ERROR: "error",
 }
+
+
+def _status_fields(
+    name: str, channel_type: str, state: channels_service_pb2.GetConnectionStatusResponse
+) -> dict[str, Any]:
+    """The fields every connection answer shares; a bot's account, guilds and latency when the channel has them."""
+    status = STATUS_BY_STATE.get(state.state, "error")
+    return {
+        "instance_name": name,
+        "channel_type": channel_type,
+        "status": status,
+        "raw_state": state.raw_state or None,
+        "detail": state.detail or None,
+        "error_message": (state.detail or None) if status == "error" else None,
+        "account_id": state.account_id or None,
+        "account_name": state.account_name or None,
+        "guilds": [WorkspaceOut(id=w.id, name=w.name) for w in state.workspaces] if state.account_id else None,
+        "latency_ms": state.latency_ms if state.account_id else None,
+    }
 
 
 def public_base_url(request: Request, settings: Settings) -> str:
@@ -151,13 +171,7 @@ async def connection_status(
 ) -> ConnectionStatusOut:
     """Whether the channel account is connected."""
     channel_type, state = await _connection(name, False, stub, channels, settings)
-    return ConnectionStatusOut(
-        instance_name=name,
-        channel_type=channel_type,
-        status=_STATUS_BY_STATE.get(state.state, "error"),
-        raw_state=state.raw_state or None,
-        detail=state.detail or None,
-    )
+    return ConnectionStatusOut(**_status_fields(name, channel_type, state))
 
 
 @router.get("/{name}/qr-code", response_model=QrCodeOut)
@@ -165,11 +179,7 @@ async def qr_code(name: str, stub: RouterStubDep, channels: ChannelsStubDep, set
     """The login QR code (base64 PNG) while the instance is connecting; null otherwise."""
     channel_type, state = await _connection(name, True, stub, channels, settings)
     return QrCodeOut(
-        instance_name=name,
-        channel_type=channel_type,
-        status=_STATUS_BY_STATE.get(state.state, "error"),
-        raw_state=state.raw_state or None,
-        detail=state.detail or None,
+        **_status_fields(name, channel_type, state),
         qr_code=state.qr_code or None,
         pairing_code=state.pairing_code or None,
     )

@@ -23,9 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from omni.channels.v1 import outbound_pb2 as omni_dot_channels_dot_v1_dot_outbound__pb2
+from omni.common.v1 import channel_pb2 as omni_dot_common_dot_v1_dot_channel__pb2
+from omni.common.v1 import message_pb2 as omni_dot_common_dot_v1_dot_message__pb2
+from omni.router.v1 import instance_pb2 as omni_dot_router_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'omni/channels/v1/channels_service.proto\x12\x10omni.channels.v1\x1a\x1fomni/channels/v1/outbound.proto\"\xb2\x01\n\x12SendMessageRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12-\n\x05parts\x18\x03 \x03(\x0b\x32\x1e.omni.channels.v1.OutboundPart\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x19\n\x11quoted_message_id\x18\x05 \x01(\t\x12\x11\n\tthread_id\x18\x06 \x01(\t\"D\n\x13SendMessageResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.omni.channels.v1.PartResult\"\x80\x01\n\x13SendPresenceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12,\n\x08presence\x18\x03 \x01(\x0e\x32\x1a.omni.channels.v1.Presence\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x05\"\x16\n\x14SendPresenceResponse\"L\n\x1aGetConnectionStatusRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x17\n\x0finclude_qr_code\x18\x02 \x01(\x08\"\x99\x01\n\x1bGetConnectionStatusResponse\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.omni.channels.v1.ConnectionState\x12\x11\n\traw_state\x18\x02 \x01(\t\x12\x0f\n\x07qr_code\x18\x03 \x01(\t\x12\x14\n\x0cpairing_code\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t2\xc5\x02\n\x0f\x43hannelsService\x12Z\n\x0bSendMessage\x12$.omni.channels.v1.SendMessageRequest\x1a%.omni.channels.v1.SendMessageResponse\x12]\n\x0cSendPresence\x12%.omni.channels.v1.SendPresenceRequest\x1a&.omni.channels.v1.SendPresenceResponse\x12w\n\x13GetConnectionStatus\x12,.omni.channels.v1.GetConnectionStatusRequest\x1a-.omni.channels.v1.GetConnectionStatusResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'omni/channels/v1/channels_service.proto\x12\x10omni.channels.v1\x1a\x1fomni/channels/v1/outbound.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1domni/router/v1/instance.proto\"\xb2\x01\n\x12SendMessageRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12-\n\x05parts\x18\x03 \x03(\x0b\x32\x1e.omni.channels.v1.OutboundPart\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x19\n\x11quoted_message_id\x18\x05 \x01(\t\x12\x11\n\tthread_id\x18\x06 \x01(\t\"D\n\x13SendMessageResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.omni.channels.v1.PartResult\"\x80\x01\n\x13SendPresenceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12,\n\x08presence\x18\x03 \x01(\x0e\x32\x1a.omni.channels.v1.Presence\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x05\"\x16\n\x14SendPresenceResponse\"L\n\x1aGetConnectionStatusRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x17\n\x0finclude_qr_code\x18\x02 \x01(\x08\"\x84\x02\n\x1bGetConnectionStatusResponse\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x1f.omni.common.v1.ConnectionState\x12\x11\n\traw_state\x18\x02 \x01(\t\x12\x0f\n\x07qr_code\x18\x03 \x01(\t\x12\x14\n\x0cpairing_code\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12-\n\nworkspaces\x18\x06 \x03(\x0b\x32\x19.omni.common.v1.Workspace\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\naccount_id\x18\x08 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\t \x01(\t\"A\n\x13\x43heckAccountRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"@\n\x14\x43heckAccountResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\",\n\x13ListChannelsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"G\n\x14ListChannelsResponse\x12/\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1d.omni.channels.v1.ChatChannel\"v\n\x0b\x43hatChannel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12,\n\tworkspace\x18\x04 \x01(\x0b\x32\x19.omni.common.v1.Workspace\x12\x11\n\tparent_id\x18\x05 \x01(\t2\x8d\x04\n\x0f\x43hannelsService\x12Z\n\x0bSendMessage\x12$.omni.channels.v1.SendMessageRequest\x1a%.omni.channels.v1.SendMessageResponse\x12]\n\x0cSendPresence\x12%.omni.channels.v1.SendPresenceRequest\x1a&.omni.channels.v1.SendPresenceResponse\x12w\n\x13GetConnectionStatus\x12,.omni.channels.v1.GetConnectionStatusRequest\x1a-.omni.channels.v1.GetConnectionStatusResponse\"\x03\x90\x02\x01\x12\x62\n\x0c\x43heckAccount\x12%.omni.channels.v1.CheckAccountRequest\x1a&.omni.channels.v1.CheckAccountResponse\"\x03\x90\x02\x01\x12\x62\n\x0cListChannels\x12%.omni.channels.v1.ListChannelsRequest\x1a&.omni.channels.v1.ListChannelsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +37,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHANNELSSERVICE'].methods_by_name['GetConnectionStatus']._loaded_options = None
   _globals['_CHANNELSSERVICE'].methods_by_name['GetConnectionStatus']._serialized_options = b'\220\002\001'
-  _globals['_SENDMESSAGEREQUEST']._serialized_start=95
-  _globals['_SENDMESSAGEREQUEST']._serialized_end=273
-  _globals['_SENDMESSAGERESPONSE']._serialized_start=275
-  _globals['_SENDMESSAGERESPONSE']._serialized_end=343
-  _globals['_SENDPRESENCEREQUEST']._serialized_start=346
-  _globals['_SENDPRESENCEREQUEST']._serialized_end=474
-  _globals['_SENDPRESENCERESPONSE']._serialized_start=476
-  _globals['_SENDPRESENCERESPONSE']._serialized_end=498
-  _globals['_GETCONNECTIONSTATUSREQUEST']._serialized_start=500
-  _globals['_GETCONNECTIONSTATUSREQUEST']._serialized_end=576
-  _globals['_GETCONNECTIONSTATUSRESPONSE']._serialized_start=579
-  _globals['_GETCONNECTIONSTATUSRESPONSE']._serialized_end=732
-  _globals['_CHANNELSSERVICE']._serialized_start=735
-  _globals['_CHANNELSSERVICE']._serialized_end=1060
+  _globals['_CHANNELSSERVICE'].methods_by_name['CheckAccount']._loaded_options = None
+  _globals['_CHANNELSSERVICE'].methods_by_name['CheckAccount']._serialized_options = b'\220\002\001'
+  _globals['_CHANNELSSERVICE'].methods_by_name['ListChannels']._loaded_options = None
+  _globals['_CHANNELSSERVICE'].methods_by_name['ListChannels']._serialized_options = b'\220\002\001'
+  _globals['_SENDMESSAGEREQUEST']._serialized_start=186
+  _globals['_SENDMESSAGEREQUEST']._serialized_end=364
+  _globals['_SENDMESSAGERESPONSE']._serialized_start=366
+  _globals['_SENDMESSAGERESPONSE']._serialized_end=434
+  _globals['_SENDPRESENCEREQUEST']._serialized_start=437
+  _globals['_SENDPRESENCEREQUEST']._serialized_end=565
+  _globals['_SENDPRESENCERESPONSE']._serialized_start=567
+  _globals['_SENDPRESENCERESPONSE']._serialized_end=589
+  _globals['_GETCONNECTIONSTATUSREQUEST']._serialized_start=591
+  _globals['_GETCONNECTIONSTATUSREQUEST']._serialized_end=667
+  _globals['_GETCONNECTIONSTATUSRESPONSE']._serialized_start=670
+  _globals['_GETCONNECTIONSTATUSRESPONSE']._serialized_end=930
+  _globals['_CHECKACCOUNTREQUEST']._serialized_start=932
+  _globals['_CHECKACCOUNTREQUEST']._serialized_end=997
+  _globals['_CHECKACCOUNTRESPONSE']._serialized_start=999
+  _globals['_CHECKACCOUNTRESPONSE']._serialized_end=1063
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=1065
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=1109
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1111
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1182
+  _globals['_CHATCHANNEL']._serialized_start=1184
+  _globals['_CHATCHANNEL']._serialized_end=1302
+  _globals['_CHANNELSSERVICE']._serialized_start=1305
+  _globals['_CHANNELSSERVICE']._serialized_end=1830
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,9 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from omni.channels.v1 import outbound_pb2 as _outbound_pb2
+from omni.common.v1 import channel_pb2 as _channel_pb2
+from omni.common.v1 import message_pb2 as _message_pb2
+from omni.router.v1 import instance_pb2 as _instance_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -175,7 +178,11 @@ class GetConnectionStatusResponse(_message.Message):
     QR_CODE_FIELD_NUMBER: _builtins.int
     PAIRING_CODE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
-    state: _outbound_pb2.ConnectionState.ValueType
+    WORKSPACES_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    state: _channel_pb2.ConnectionState.ValueType
     """state is the connection state."""
     raw_state: _builtins.str
     """raw_state is the channel gateway's own word for it (Evolution "open", "close", ...)."""
@@ -185,19 +192,169 @@ class GetConnectionStatusResponse(_message.Message):
     """pairing_code is the WhatsApp pairing code when available."""
     detail: _builtins.str
     """detail explains an ERROR state."""
+    latency_ms: _builtins.float
+    """latency_ms is the round trip to the channel's gateway when the channel keeps a connection (0 when unknown)."""
+    account_id: _builtins.str
+    """account_id is the channel's id of the instance's account (the bot user id)."""
+    account_name: _builtins.str
+    """account_name is the account's name on the channel."""
+    @_builtins.property
+    def workspaces(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Workspace]:
+        """workspaces are the spaces the account is in (a Discord bot's guilds)."""
+
     def __init__(
         self,
         *,
-        state: _outbound_pb2.ConnectionState.ValueType = ...,
+        state: _channel_pb2.ConnectionState.ValueType = ...,
         raw_state: _builtins.str = ...,
         qr_code: _builtins.str = ...,
         pairing_code: _builtins.str = ...,
         detail: _builtins.str = ...,
+        workspaces: _abc.Iterable[_message_pb2.Workspace] | None = ...,
+        latency_ms: _builtins.float = ...,
+        account_id: _builtins.str = ...,
+        account_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "pairing_code", b"pairing_code", "qr_code", b"qr_code", "raw_state", b"raw_state", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_name", b"account_name", "detail", b"detail", "latency_ms", b"latency_ms", "pairing_code", b"pairing_code", "qr_code", b"qr_code", "raw_state", b"raw_state", "state", b"state", "workspaces", b"workspaces"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConnectionStatusResponse: _TypeAlias = GetConnectionStatusResponse  # noqa: Y015
+
+@_typing.final
+class CheckAccountRequest(_message.Message):
+    """CheckAccountRequest carries an instance that is not stored yet, secrets in clear."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance(self) -> _instance_pb2.Instance:
+        """instance is the instance to check."""
+
+    def __init__(
+        self,
+        *,
+        instance: _instance_pb2.Instance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckAccountRequest: _TypeAlias = CheckAccountRequest  # noqa: Y015
+
+@_typing.final
+class CheckAccountResponse(_message.Message):
+    """CheckAccountResponse names the account the credentials belong to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    """account_id is the channel's id of the account (the bot user id); empty when the channel checks nothing."""
+    account_name: _builtins.str
+    """account_name is the account's name on the channel."""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        account_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_name", b"account_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckAccountResponse: _TypeAlias = CheckAccountResponse  # noqa: Y015
+
+@_typing.final
+class ListChannelsRequest(_message.Message):
+    """ListChannelsRequest names the instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChannelsRequest: _TypeAlias = ListChannelsRequest  # noqa: Y015
+
+@_typing.final
+class ListChannelsResponse(_message.Message):
+    """ListChannelsResponse lists the channels."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChatChannel]:
+        """channels are ordered by workspace, then position."""
+
+    def __init__(
+        self,
+        *,
+        channels: _abc.Iterable[Global___ChatChannel] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChannelsResponse: _TypeAlias = ListChannelsResponse  # noqa: Y015
+
+@_typing.final
+class ChatChannel(_message.Message):
+    """ChatChannel is one place messages can be sent to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    WORKSPACE_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the channel's id; it is what send-text takes as recipient."""
+    name: _builtins.str
+    """name is the channel's name."""
+    kind: _builtins.str
+    """kind is text, voice, thread, forum, announcement, category or dm."""
+    parent_id: _builtins.str
+    """parent_id is the category or parent channel, when any."""
+    @_builtins.property
+    def workspace(self) -> _message_pb2.Workspace:
+        """workspace is the guild (or team) the channel belongs to."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        workspace: _message_pb2.Workspace | None = ...,
+        parent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workspace", b"workspace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "name", b"name", "parent_id", b"parent_id", "workspace", b"workspace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChatChannel: _TypeAlias = ChatChannel  # noqa: Y015

@@ -50,6 +50,16 @@ class ChannelsServiceStub:
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetConnectionStatusRequest.SerializeToString,
                 response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetConnectionStatusResponse.FromString,
                 _registered_method=True)
+        self.CheckAccount = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/CheckAccount',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CheckAccountRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CheckAccountResponse.FromString,
+                _registered_method=True)
+        self.ListChannels = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/ListChannels',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.FromString,
+                _registered_method=True)
 
 
 class ChannelsServiceServicer:
@@ -83,6 +93,23 @@ class ChannelsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckAccount(self, request, context):
+        """CheckAccount asks the channel whether an instance's credentials work, before the router stores the instance.
+        Errors: INVALID_ARGUMENT (the channel refused them; ErrorInfo reason ACCOUNT_REJECTED, the channel's words in the
+        message), UNAVAILABLE (the channel could not be asked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChannels(self, request, context):
+        """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
+        Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChannelsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +127,16 @@ def add_ChannelsServiceServicer_to_server(servicer, server):
                     servicer.GetConnectionStatus,
                     request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetConnectionStatusRequest.FromString,
                     response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetConnectionStatusResponse.SerializeToString,
+            ),
+            'CheckAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckAccount,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CheckAccountRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CheckAccountResponse.SerializeToString,
+            ),
+            'ListChannels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChannels,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +221,60 @@ class ChannelsService:
             '/omni.channels.v1.ChannelsService/GetConnectionStatus',
             omni_dot_channels_dot_v1_dot_channels__service__pb2.GetConnectionStatusRequest.SerializeToString,
             omni_dot_channels_dot_v1_dot_channels__service__pb2.GetConnectionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/CheckAccount',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.CheckAccountRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.CheckAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChannels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/ListChannels',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,15 @@ class ChannelsServiceStub:
     """GetConnectionStatus asks the channel gateway for the instance's connection state and, when connecting, its QR.
     Errors: NOT_FOUND (unknown instance).
     """
+    CheckAccount: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.CheckAccountRequest, _channels_service_pb2.CheckAccountResponse]
+    """CheckAccount asks the channel whether an instance's credentials work, before the router stores the instance.
+    Errors: INVALID_ARGUMENT (the channel refused them; ErrorInfo reason ACCOUNT_REJECTED, the channel's words in the
+    message), UNAVAILABLE (the channel could not be asked).
+    """
+    ListChannels: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ListChannelsRequest, _channels_service_pb2.ListChannelsResponse]
+    """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
+    Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class ChannelsServiceAsyncStub(ChannelsServiceStub):
@@ -68,6 +77,15 @@ class ChannelsServiceAsyncStub(ChannelsServiceStub):
     GetConnectionStatus: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.GetConnectionStatusRequest, _channels_service_pb2.GetConnectionStatusResponse]  # type: ignore[assignment]
     """GetConnectionStatus asks the channel gateway for the instance's connection state and, when connecting, its QR.
     Errors: NOT_FOUND (unknown instance).
+    """
+    CheckAccount: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.CheckAccountRequest, _channels_service_pb2.CheckAccountResponse]  # type: ignore[assignment]
+    """CheckAccount asks the channel whether an instance's credentials work, before the router stores the instance.
+    Errors: INVALID_ARGUMENT (the channel refused them; ErrorInfo reason ACCOUNT_REJECTED, the channel's words in the
+    message), UNAVAILABLE (the channel could not be asked).
+    """
+    ListChannels: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListChannelsRequest, _channels_service_pb2.ListChannelsResponse]  # type: ignore[assignment]
+    """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
+    Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
     """
 
 class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -104,6 +122,27 @@ class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_channels_service_pb2.GetConnectionStatusResponse, _abc.Awaitable[_channels_service_pb2.GetConnectionStatusResponse]]:
         """GetConnectionStatus asks the channel gateway for the instance's connection state and, when connecting, its QR.
         Errors: NOT_FOUND (unknown instance).
+        """
+
+    @_abc_1.abstractmethod
+    def CheckAccount(
+        self,
+        request: _channels_service_pb2.CheckAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.CheckAccountResponse, _abc.Awaitable[_channels_service_pb2.CheckAccountResponse]]:
+        """CheckAccount asks the channel whether an instance's credentials work, before the router stores the instance.
+        Errors: INVALID_ARGUMENT (the channel refused them; ErrorInfo reason ACCOUNT_REJECTED, the channel's words in the
+        message), UNAVAILABLE (the channel could not be asked).
+        """
+
+    @_abc_1.abstractmethod
+    def ListChannels(
+        self,
+        request: _channels_service_pb2.ListChannelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.ListChannelsResponse, _abc.Awaitable[_channels_service_pb2.ListChannelsResponse]]:
+        """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
+        Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
         """
 
 def add_ChannelsServiceServicer_to_server(servicer: ChannelsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -50,38 +50,6 @@ PART_STATE_UNKNOWN: PartState.ValueType  # 4
 """PART_STATE_UNKNOWN means the request left but its outcome was not recorded; it is reconciled before any resend."""
 Global___PartState: _TypeAlias = PartState  # noqa: Y015
 
-class _ConnectionState:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _ConnectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConnectionState.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    CONNECTION_STATE_UNSPECIFIED: _ConnectionState.ValueType  # 0
-    """CONNECTION_STATE_UNSPECIFIED is never returned."""
-    CONNECTION_STATE_CONNECTED: _ConnectionState.ValueType  # 1
-    """CONNECTION_STATE_CONNECTED means the channel account is logged in."""
-    CONNECTION_STATE_CONNECTING: _ConnectionState.ValueType  # 2
-    """CONNECTION_STATE_CONNECTING means a login is in progress (for WhatsApp: waiting for a QR scan)."""
-    CONNECTION_STATE_DISCONNECTED: _ConnectionState.ValueType  # 3
-    """CONNECTION_STATE_DISCONNECTED means the account is logged out."""
-    CONNECTION_STATE_ERROR: _ConnectionState.ValueType  # 4
-    """CONNECTION_STATE_ERROR means the channel gateway could not be asked."""
-
-class ConnectionState(_ConnectionState, metaclass=_ConnectionStateEnumTypeWrapper):
-    """ConnectionState is the state of an instance's channel connection."""
-
-CONNECTION_STATE_UNSPECIFIED: ConnectionState.ValueType  # 0
-"""CONNECTION_STATE_UNSPECIFIED is never returned."""
-CONNECTION_STATE_CONNECTED: ConnectionState.ValueType  # 1
-"""CONNECTION_STATE_CONNECTED means the channel account is logged in."""
-CONNECTION_STATE_CONNECTING: ConnectionState.ValueType  # 2
-"""CONNECTION_STATE_CONNECTING means a login is in progress (for WhatsApp: waiting for a QR scan)."""
-CONNECTION_STATE_DISCONNECTED: ConnectionState.ValueType  # 3
-"""CONNECTION_STATE_DISCONNECTED means the account is logged out."""
-CONNECTION_STATE_ERROR: ConnectionState.ValueType  # 4
-"""CONNECTION_STATE_ERROR means the channel gateway could not be asked."""
-Global___ConnectionState: _TypeAlias = ConnectionState  # noqa: Y015
-
 class _Presence:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -127,3 +127,35 @@ MESSAGE_OUTCOME_BLOCKED: MessageOutcome.ValueType  # 3
 MESSAGE_OUTCOME_IGNORED: MessageOutcome.ValueType  # 4
 """MESSAGE_OUTCOME_IGNORED means the message was deliberately not handled (own echo, no content)."""
 Global___MessageOutcome: _TypeAlias = MessageOutcome  # noqa: Y015
+
+class _ConnectionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConnectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConnectionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONNECTION_STATE_UNSPECIFIED: _ConnectionState.ValueType  # 0
+    """CONNECTION_STATE_UNSPECIFIED is never returned."""
+    CONNECTION_STATE_CONNECTED: _ConnectionState.ValueType  # 1
+    """CONNECTION_STATE_CONNECTED means the channel account is logged in (the bot's gateway session is ready)."""
+    CONNECTION_STATE_CONNECTING: _ConnectionState.ValueType  # 2
+    """CONNECTION_STATE_CONNECTING means a login is in progress (for WhatsApp: waiting for a QR scan)."""
+    CONNECTION_STATE_DISCONNECTED: _ConnectionState.ValueType  # 3
+    """CONNECTION_STATE_DISCONNECTED means the account is logged out (or the bot is stopped)."""
+    CONNECTION_STATE_ERROR: _ConnectionState.ValueType  # 4
+    """CONNECTION_STATE_ERROR means the channel refused the account for good, or could not be asked; see the detail."""
+
+class ConnectionState(_ConnectionState, metaclass=_ConnectionStateEnumTypeWrapper):
+    """ConnectionState is the state of an instance's channel connection (a WhatsApp login, a Discord bot's gateway)."""
+
+CONNECTION_STATE_UNSPECIFIED: ConnectionState.ValueType  # 0
+"""CONNECTION_STATE_UNSPECIFIED is never returned."""
+CONNECTION_STATE_CONNECTED: ConnectionState.ValueType  # 1
+"""CONNECTION_STATE_CONNECTED means the channel account is logged in (the bot's gateway session is ready)."""
+CONNECTION_STATE_CONNECTING: ConnectionState.ValueType  # 2
+"""CONNECTION_STATE_CONNECTING means a login is in progress (for WhatsApp: waiting for a QR scan)."""
+CONNECTION_STATE_DISCONNECTED: ConnectionState.ValueType  # 3
+"""CONNECTION_STATE_DISCONNECTED means the account is logged out (or the bot is stopped)."""
+CONNECTION_STATE_ERROR: ConnectionState.ValueType  # 4
+"""CONNECTION_STATE_ERROR means the channel refused the account for good, or could not be asked; see the detail."""
+Global___ConnectionState: _TypeAlias = ConnectionState  # noqa: Y015

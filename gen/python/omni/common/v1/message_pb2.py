@@ -26,19 +26,25 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from omni.common.v1 import channel_pb2 as omni_dot_common_dot_v1_dot_channel__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1comni/common/v1/message.proto\x12\x0eomni.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\"\xde\x03\n\x0eInboundMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x1a\n\x12\x63hannel_message_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x05 \x01(\t\x12&\n\x06sender\x18\x06 \x01(\x0b\x32\x16.omni.common.v1.Sender\x12\x31\n\x0cmessage_type\x18\x07 \x01(\x0e\x32\x1b.omni.common.v1.MessageType\x12\x0c\n\x04text\x18\x08 \x01(\t\x12$\n\x05media\x18\t \x03(\x0b\x32\x15.omni.common.v1.Media\x12-\n\x06quoted\x18\n \x01(\x0b\x32\x1d.omni.common.v1.QuotedMessage\x12\x10\n\x08is_group\x18\x0b \x01(\x08\x12+\n\x07sent_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tthread_id\x18\x0e \x01(\t\x12\x11\n\traw_event\x18\x0f \x01(\t\"`\n\x06Sender\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12\x0e\n\x06\x61lt_id\x18\x04 \x01(\t\x12\x0e\n\x06is_bot\x18\x05 \x01(\x08\"\xb3\x01\n\x05Media\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.omni.common.v1.MessageType\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0e\n\x06\x62\x61se64\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x05\"L\n\rQuotedMessage\x12\x1a\n\x12\x63hannel_message_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1comni/common/v1/message.proto\x12\x0eomni.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\"\xcc\x04\n\x0eInboundMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x1a\n\x12\x63hannel_message_id\x18\x04 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x05 \x01(\t\x12&\n\x06sender\x18\x06 \x01(\x0b\x32\x16.omni.common.v1.Sender\x12\x31\n\x0cmessage_type\x18\x07 \x01(\x0e\x32\x1b.omni.common.v1.MessageType\x12\x0c\n\x04text\x18\x08 \x01(\t\x12$\n\x05media\x18\t \x03(\x0b\x32\x15.omni.common.v1.Media\x12-\n\x06quoted\x18\n \x01(\x0b\x32\x1d.omni.common.v1.QuotedMessage\x12\x10\n\x08is_group\x18\x0b \x01(\x08\x12+\n\x07sent_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tthread_id\x18\x0e \x01(\t\x12\x11\n\traw_event\x18\x0f \x01(\t\x12<\n\x07\x63ontext\x18\x10 \x03(\x0b\x32+.omni.common.v1.InboundMessage.ContextEntry\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x06Sender\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12\x0e\n\x06\x61lt_id\x18\x04 \x01(\t\x12\x0e\n\x06is_bot\x18\x05 \x01(\x08\"\xb3\x01\n\x05Media\x12)\n\x04type\x18\x01 \x01(\x0e\x32\x1b.omni.common.v1.MessageType\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x0e\n\x06\x62\x61se64\x18\x04 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x05 \x01(\t\x12\x10\n\x08\x66ilename\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x08 \x01(\x05\"L\n\rQuotedMessage\x12\x1a\n\x12\x63hannel_message_id\x18\x01 \x01(\t\x12\x11\n\tsender_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"%\n\tWorkspace\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omni.common.v1.message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_INBOUNDMESSAGE_CONTEXTENTRY']._loaded_options = None
+  _globals['_INBOUNDMESSAGE_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_INBOUNDMESSAGE']._serialized_start=112
-  _globals['_INBOUNDMESSAGE']._serialized_end=590
-  _globals['_SENDER']._serialized_start=592
-  _globals['_SENDER']._serialized_end=688
-  _globals['_MEDIA']._serialized_start=691
-  _globals['_MEDIA']._serialized_end=870
-  _globals['_QUOTEDMESSAGE']._serialized_start=872
-  _globals['_QUOTEDMESSAGE']._serialized_end=948
+  _globals['_INBOUNDMESSAGE']._serialized_end=700
+  _globals['_INBOUNDMESSAGE_CONTEXTENTRY']._serialized_start=654
+  _globals['_INBOUNDMESSAGE_CONTEXTENTRY']._serialized_end=700
+  _globals['_SENDER']._serialized_start=702
+  _globals['_SENDER']._serialized_end=798
+  _globals['_MEDIA']._serialized_start=801
+  _globals['_MEDIA']._serialized_end=980
+  _globals['_QUOTEDMESSAGE']._serialized_start=982
+  _globals['_QUOTEDMESSAGE']._serialized_end=1058
+  _globals['_WORKSPACE']._serialized_start=1060
+  _globals['_WORKSPACE']._serialized_end=1097
 # @@protoc_insertion_point(module_scope)

@@ -26,6 +26,26 @@ class InboundMessage(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     INSTANCE_NAME_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
@@ -41,6 +61,7 @@ class InboundMessage(_message.Message):
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     THREAD_ID_FIELD_NUMBER: _builtins.int
     RAW_EVENT_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the hub's own id for the message (a UUID), assigned by ingress when it is first stored."""
     instance_name: _builtins.str
@@ -81,6 +102,10 @@ class InboundMessage(_message.Message):
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """received_at is when the hub first stored the message."""
 
+    @_builtins.property
+    def context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """context holds channel-specific ids the agent's context carries (Discord guild_id, Slack team_id)."""
+
     def __init__(
         self,
         *,
@@ -99,10 +124,11 @@ class InboundMessage(_message.Message):
         received_at: _timestamp_pb2.Timestamp | None = ...,
         thread_id: _builtins.str = ...,
         raw_event: _builtins.str = ...,
+        context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["quoted", b"quoted", "received_at", b"received_at", "sender", b"sender", "sent_at", b"sent_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "channel_message_id", b"channel_message_id", "chat_id", b"chat_id", "id", b"id", "instance_name", b"instance_name", "is_group", b"is_group", "media", b"media", "message_type", b"message_type", "quoted", b"quoted", "raw_event", b"raw_event", "received_at", b"received_at", "sender", b"sender", "sent_at", b"sent_at", "text", b"text", "thread_id", b"thread_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "channel_message_id", b"channel_message_id", "chat_id", b"chat_id", "context", b"context", "id", b"id", "instance_name", b"instance_name", "is_group", b"is_group", "media", b"media", "message_type", b"message_type", "quoted", b"quoted", "raw_event", b"raw_event", "received_at", b"received_at", "sender", b"sender", "sent_at", b"sent_at", "text", b"text", "thread_id", b"thread_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -225,3 +251,29 @@ class QuotedMessage(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuotedMessage: _TypeAlias = QuotedMessage  # noqa: Y015
+
+@_typing.final
+class Workspace(_message.Message):
+    """Workspace is a space a channel account belongs to: a Discord guild, a Slack team."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the channel's id of the space."""
+    name: _builtins.str
+    """name is its display name."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Workspace: _TypeAlias = Workspace  # noqa: Y015

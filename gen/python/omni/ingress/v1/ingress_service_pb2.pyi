@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from omni.common.v1 import channel_pb2 as _channel_pb2
@@ -295,3 +296,111 @@ class RedeliverDeadLetterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedeliverDeadLetterResponse: _TypeAlias = RedeliverDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class ListBotsRequest(_message.Message):
+    """ListBotsRequest filters the bots."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name restricts the list to one instance; empty lists all."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotsRequest: _TypeAlias = ListBotsRequest  # noqa: Y015
+
+@_typing.final
+class ListBotsResponse(_message.Message):
+    """ListBotsResponse lists the bots, ordered by instance name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bots(self) -> _containers.RepeatedCompositeFieldContainer[Global___BotStatus]:
+        """bots are the hosted connections."""
+
+    def __init__(
+        self,
+        *,
+        bots: _abc.Iterable[Global___BotStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bots", b"bots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBotsResponse: _TypeAlias = ListBotsResponse  # noqa: Y015
+
+@_typing.final
+class BotStatus(_message.Message):
+    """BotStatus is one hosted bot as its owner last reported it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    WORKSPACES_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance the bot serves."""
+    channel: _channel_pb2.Channel.ValueType
+    """channel is the bot's network."""
+    state: _channel_pb2.ConnectionState.ValueType
+    """state is the gateway connection: CONNECTED once ready, ERROR when the channel refused the bot for good."""
+    detail: _builtins.str
+    """detail explains an ERROR (the channel's reason) or a reconnect."""
+    owner: _builtins.str
+    """owner is the ingress replica running the bot; empty when none holds it."""
+    latency_ms: _builtins.float
+    """latency_ms is the gateway heartbeat round trip."""
+    account_id: _builtins.str
+    """account_id is the bot's user id."""
+    account_name: _builtins.str
+    """account_name is the bot's user name."""
+    @_builtins.property
+    def workspaces(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.Workspace]:
+        """workspaces are the guilds the bot is in."""
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """updated_at is when the owner last reported."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        channel: _channel_pb2.Channel.ValueType = ...,
+        state: _channel_pb2.ConnectionState.ValueType = ...,
+        detail: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        workspaces: _abc.Iterable[_message_pb2.Workspace] | None = ...,
+        latency_ms: _builtins.float = ...,
+        account_id: _builtins.str = ...,
+        account_name: _builtins.str = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_name", b"account_name", "channel", b"channel", "detail", b"detail", "instance_name", b"instance_name", "latency_ms", b"latency_ms", "owner", b"owner", "state", b"state", "updated_at", b"updated_at", "workspaces", b"workspaces"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BotStatus: _TypeAlias = BotStatus  # noqa: Y015

@@ -56,6 +56,11 @@ class IngressServiceStub:
                 request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.RedeliverDeadLetterRequest.SerializeToString,
                 response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.RedeliverDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.ListBots = channel.unary_unary(
+                '/omni.ingress.v1.IngressService/ListBots',
+                request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.SerializeToString,
+                response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.FromString,
+                _registered_method=True)
 
 
 class IngressServiceServicer:
@@ -95,6 +100,14 @@ class IngressServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBots(self, request, context):
+        """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
+        them. An instance_name that has no bot gives an empty list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngressServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +130,11 @@ def add_IngressServiceServicer_to_server(servicer, server):
                     servicer.RedeliverDeadLetter,
                     request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.RedeliverDeadLetterRequest.FromString,
                     response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.RedeliverDeadLetterResponse.SerializeToString,
+            ),
+            'ListBots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBots,
+                    request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.FromString,
+                    response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +247,33 @@ class IngressService:
             '/omni.ingress.v1.IngressService/RedeliverDeadLetter',
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.RedeliverDeadLetterRequest.SerializeToString,
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.RedeliverDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.ingress.v1.IngressService/ListBots',
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.SerializeToString,
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class IngressServiceStub:
     """RedeliverDeadLetter puts a dead message back in the inbox with a fresh attempt budget.
     Errors: NOT_FOUND (no dead letter with that id), FAILED_PRECONDITION (the message is not dead).
     """
+    ListBots: _grpc.UnaryUnaryMultiCallable[_ingress_service_pb2.ListBotsRequest, _ingress_service_pb2.ListBotsResponse]
+    """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
+    them. An instance_name that has no bot gives an empty list.
+    """
 
 @_typing.type_check_only
 class IngressServiceAsyncStub(IngressServiceStub):
@@ -72,6 +76,10 @@ class IngressServiceAsyncStub(IngressServiceStub):
     RedeliverDeadLetter: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.RedeliverDeadLetterRequest, _ingress_service_pb2.RedeliverDeadLetterResponse]  # type: ignore[assignment]
     """RedeliverDeadLetter puts a dead message back in the inbox with a fresh attempt budget.
     Errors: NOT_FOUND (no dead letter with that id), FAILED_PRECONDITION (the message is not dead).
+    """
+    ListBots: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.ListBotsRequest, _ingress_service_pb2.ListBotsResponse]  # type: ignore[assignment]
+    """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
+    them. An instance_name that has no bot gives an empty list.
     """
 
 class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -116,6 +124,16 @@ class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingress_service_pb2.RedeliverDeadLetterResponse, _abc.Awaitable[_ingress_service_pb2.RedeliverDeadLetterResponse]]:
         """RedeliverDeadLetter puts a dead message back in the inbox with a fresh attempt budget.
         Errors: NOT_FOUND (no dead letter with that id), FAILED_PRECONDITION (the message is not dead).
+        """
+
+    @_abc_1.abstractmethod
+    def ListBots(
+        self,
+        request: _ingress_service_pb2.ListBotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingress_service_pb2.ListBotsResponse, _abc.Awaitable[_ingress_service_pb2.ListBotsResponse]]:
+        """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
+        them. An instance_name that has no bot gives an empty list.
         """
 
 def add_IngressServiceServicer_to_server(servicer: IngressServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

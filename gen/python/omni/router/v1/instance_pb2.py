@@ -26,19 +26,25 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from omni.common.v1 import channel_pb2 as omni_dot_common_dot_v1_dot_channel__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1domni/router/v1/instance.proto\x12\x0eomni.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\"\xa1\x06\n\x08Instance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x15\n\revolution_url\x18\x03 \x01(\t\x12\x32\n\revolution_key\x18\x04 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x19\n\x11whatsapp_instance\x18\x05 \x01(\t\x12\x36\n\x11\x64iscord_bot_token\x18\x06 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x19\n\x11\x64iscord_client_id\x18\x07 \x01(\t\x12\x18\n\x10\x64iscord_guild_id\x18\x08 \x01(\t\x12\x34\n\x0fslack_bot_token\x18\t \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x39\n\x14slack_signing_secret\x18\n \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x15\n\ragent_api_url\x18\x0b \x01(\t\x12\x32\n\ragent_api_key\x18\x0c \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x15\n\rdefault_agent\x18\r \x01(\t\x12\x1d\n\x15\x61gent_timeout_seconds\x18\x0e \x01(\x05\x12\x19\n\x11\x65nable_auto_split\x18\x0f \x01(\x08\x12\x11\n\tis_active\x18\x10 \x01(\x08\x12\x1d\n\x15\x61utomagik_instance_id\x18\x11 \x01(\t\x12\x1f\n\x17\x61utomagik_instance_name\x18\x12 \x01(\t\x12\x15\n\rfallback_text\x18\x13 \x01(\t\x12.\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0ewebhook_secret\x18\x16 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\":\n\x0bSecretValue\x12\x0e\n\x06is_set\x18\x01 \x01(\x08\x12\x0c\n\x04hint\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t*i\n\x0cInstanceView\x12\x1d\n\x19INSTANCE_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_VIEW_REDACTED\x10\x01\x12\x1e\n\x1aINSTANCE_VIEW_WITH_SECRETS\x10\x02*\xca\x01\n\x12InstanceChangeKind\x12$\n INSTANCE_CHANGE_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dINSTANCE_CHANGE_KIND_SNAPSHOT\x10\x01\x12!\n\x1dINSTANCE_CHANGE_KIND_UPSERTED\x10\x02\x12 \n\x1cINSTANCE_CHANGE_KIND_DELETED\x10\x03\x12&\n\"INSTANCE_CHANGE_KIND_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1domni/router/v1/instance.proto\x12\x0eomni.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\"\x99\x06\n\x08Instance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x32\n\x08whatsapp\x18\x1e \x01(\x0b\x32\x1e.omni.router.v1.WhatsAppConfigH\x00\x12\x30\n\x07\x64iscord\x18\x1f \x01(\x0b\x32\x1d.omni.router.v1.DiscordConfigH\x00\x12,\n\x05slack\x18  \x01(\x0b\x32\x1b.omni.router.v1.SlackConfigH\x00\x12\x15\n\ragent_api_url\x18\x0b \x01(\t\x12\x32\n\ragent_api_key\x18\x0c \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x15\n\rdefault_agent\x18\r \x01(\t\x12\x1d\n\x15\x61gent_timeout_seconds\x18\x0e \x01(\x05\x12\x19\n\x11\x65nable_auto_split\x18\x0f \x01(\x08\x12\x11\n\tis_active\x18\x10 \x01(\x08\x12\x1d\n\x15\x61utomagik_instance_id\x18\x11 \x01(\t\x12\x1f\n\x17\x61utomagik_instance_name\x18\x12 \x01(\t\x12\x15\n\rfallback_text\x18\x13 \x01(\t\x12.\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0ewebhook_secret\x18\x16 \x01(\x0b\x32\x1b.omni.router.v1.SecretValueB\x10\n\x0e\x63hannel_configJ\x04\x08\x03\x10\x0bR\revolution_urlR\revolution_keyR\x11whatsapp_instanceR\x11\x64iscord_bot_tokenR\x11\x64iscord_client_idR\x10\x64iscord_guild_idR\x0fslack_bot_tokenR\x14slack_signing_secret\"v\n\x0eWhatsAppConfig\x12\x15\n\revolution_url\x18\x01 \x01(\t\x12\x32\n\revolution_key\x18\x02 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x19\n\x11whatsapp_instance\x18\x03 \x01(\t\"d\n\rDiscordConfig\x12.\n\tbot_token\x18\x01 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08guild_id\x18\x03 \x01(\t\"\xa2\x01\n\x0bSlackConfig\x12.\n\tbot_token\x18\x01 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x33\n\x0esigning_secret\x18\x02 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12.\n\tapp_token\x18\x03 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\":\n\x0bSecretValue\x12\x0e\n\x06is_set\x18\x01 \x01(\x08\x12\x0c\n\x04hint\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t*i\n\x0cInstanceView\x12\x1d\n\x19INSTANCE_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_VIEW_REDACTED\x10\x01\x12\x1e\n\x1aINSTANCE_VIEW_WITH_SECRETS\x10\x02*\xca\x01\n\x12InstanceChangeKind\x12$\n INSTANCE_CHANGE_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dINSTANCE_CHANGE_KIND_SNAPSHOT\x10\x01\x12!\n\x1dINSTANCE_CHANGE_KIND_UPSERTED\x10\x02\x12 \n\x1cINSTANCE_CHANGE_KIND_DELETED\x10\x03\x12&\n\"INSTANCE_CHANGE_KIND_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omni.router.v1.instance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTANCEVIEW']._serialized_start=976
-  _globals['_INSTANCEVIEW']._serialized_end=1081
-  _globals['_INSTANCECHANGEKIND']._serialized_start=1084
-  _globals['_INSTANCECHANGEKIND']._serialized_end=1286
+  _globals['_INSTANCEVIEW']._serialized_start=1355
+  _globals['_INSTANCEVIEW']._serialized_end=1460
+  _globals['_INSTANCECHANGEKIND']._serialized_start=1463
+  _globals['_INSTANCECHANGEKIND']._serialized_end=1665
   _globals['_INSTANCE']._serialized_start=113
-  _globals['_INSTANCE']._serialized_end=914
-  _globals['_SECRETVALUE']._serialized_start=916
-  _globals['_SECRETVALUE']._serialized_end=974
+  _globals['_INSTANCE']._serialized_end=906
+  _globals['_WHATSAPPCONFIG']._serialized_start=908
+  _globals['_WHATSAPPCONFIG']._serialized_end=1026
+  _globals['_DISCORDCONFIG']._serialized_start=1028
+  _globals['_DISCORDCONFIG']._serialized_end=1128
+  _globals['_SLACKCONFIG']._serialized_start=1131
+  _globals['_SLACKCONFIG']._serialized_end=1293
+  _globals['_SECRETVALUE']._serialized_start=1295
+  _globals['_SECRETVALUE']._serialized_end=1353
 # @@protoc_insertion_point(module_scope)

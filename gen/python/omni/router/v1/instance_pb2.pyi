@@ -83,14 +83,9 @@ class Instance(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
-    EVOLUTION_URL_FIELD_NUMBER: _builtins.int
-    EVOLUTION_KEY_FIELD_NUMBER: _builtins.int
-    WHATSAPP_INSTANCE_FIELD_NUMBER: _builtins.int
-    DISCORD_BOT_TOKEN_FIELD_NUMBER: _builtins.int
-    DISCORD_CLIENT_ID_FIELD_NUMBER: _builtins.int
-    DISCORD_GUILD_ID_FIELD_NUMBER: _builtins.int
-    SLACK_BOT_TOKEN_FIELD_NUMBER: _builtins.int
-    SLACK_SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    WHATSAPP_FIELD_NUMBER: _builtins.int
+    DISCORD_FIELD_NUMBER: _builtins.int
+    SLACK_FIELD_NUMBER: _builtins.int
     AGENT_API_URL_FIELD_NUMBER: _builtins.int
     AGENT_API_KEY_FIELD_NUMBER: _builtins.int
     DEFAULT_AGENT_FIELD_NUMBER: _builtins.int
@@ -106,15 +101,7 @@ class Instance(_message.Message):
     name: _builtins.str
     """name is the instance's unique name: lower case, [a-z0-9][a-z0-9_-]{0,62}."""
     channel: _channel_pb2.Channel.ValueType
-    """channel is the network this instance serves."""
-    evolution_url: _builtins.str
-    """evolution_url is the base URL of the tenant's Evolution API server (WhatsApp)."""
-    whatsapp_instance: _builtins.str
-    """whatsapp_instance is the Evolution instance name (the envelope's "instance" field)."""
-    discord_client_id: _builtins.str
-    """discord_client_id is the Discord application id."""
-    discord_guild_id: _builtins.str
-    """discord_guild_id restricts the bot to one guild when set."""
+    """channel is the network this instance serves; it names the arm of channel_config that is set."""
     agent_api_url: _builtins.str
     """agent_api_url is the base URL of the tenant's agent."""
     default_agent: _builtins.str
@@ -132,20 +119,16 @@ class Instance(_message.Message):
     fallback_text: _builtins.str
     """fallback_text is sent to the user when the agent fails for good; empty sends nothing."""
     @_builtins.property
-    def evolution_key(self) -> Global___SecretValue:
-        """evolution_key is the Evolution API key used for sends."""
+    def whatsapp(self) -> Global___WhatsAppConfig:
+        """whatsapp is the Evolution API account of a WhatsApp instance."""
 
     @_builtins.property
-    def discord_bot_token(self) -> Global___SecretValue:
-        """discord_bot_token is the Discord bot token."""
+    def discord(self) -> Global___DiscordConfig:
+        """discord is the bot of a Discord instance."""
 
     @_builtins.property
-    def slack_bot_token(self) -> Global___SecretValue:
-        """slack_bot_token is the Slack bot token (xoxb-...)."""
-
-    @_builtins.property
-    def slack_signing_secret(self) -> Global___SecretValue:
-        """slack_signing_secret verifies Slack Events API requests."""
+    def slack(self) -> Global___SlackConfig:
+        """slack is the app of a Slack instance."""
 
     @_builtins.property
     def agent_api_key(self) -> Global___SecretValue:
@@ -168,14 +151,9 @@ class Instance(_message.Message):
         *,
         name: _builtins.str = ...,
         channel: _channel_pb2.Channel.ValueType = ...,
-        evolution_url: _builtins.str = ...,
-        evolution_key: Global___SecretValue | None = ...,
-        whatsapp_instance: _builtins.str = ...,
-        discord_bot_token: Global___SecretValue | None = ...,
-        discord_client_id: _builtins.str = ...,
-        discord_guild_id: _builtins.str = ...,
-        slack_bot_token: Global___SecretValue | None = ...,
-        slack_signing_secret: Global___SecretValue | None = ...,
+        whatsapp: Global___WhatsAppConfig | None = ...,
+        discord: Global___DiscordConfig | None = ...,
+        slack: Global___SlackConfig | None = ...,
         agent_api_url: _builtins.str = ...,
         agent_api_key: Global___SecretValue | None = ...,
         default_agent: _builtins.str = ...,
@@ -189,13 +167,115 @@ class Instance(_message.Message):
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         webhook_secret: Global___SecretValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "created_at", b"created_at", "discord_bot_token", b"discord_bot_token", "evolution_key", b"evolution_key", "slack_bot_token", b"slack_bot_token", "slack_signing_secret", b"slack_signing_secret", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "channel_config", b"channel_config", "created_at", b"created_at", "discord", b"discord", "slack", b"slack", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "created_at", b"created_at", "default_agent", b"default_agent", "discord_bot_token", b"discord_bot_token", "discord_client_id", b"discord_client_id", "discord_guild_id", b"discord_guild_id", "enable_auto_split", b"enable_auto_split", "evolution_key", b"evolution_key", "evolution_url", b"evolution_url", "fallback_text", b"fallback_text", "is_active", b"is_active", "name", b"name", "slack_bot_token", b"slack_bot_token", "slack_signing_secret", b"slack_signing_secret", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp_instance", b"whatsapp_instance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "is_active", b"is_active", "name", b"name", "slack", b"slack", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_channel_config: _TypeAlias = _typing.Literal["whatsapp", "discord", "slack"]  # noqa: Y015
+    _WhichOneofArgType_channel_config: _TypeAlias = _typing.Literal["channel_config", b"channel_config"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_channel_config) -> _WhichOneofReturnType_channel_config | None: ...
+
+Global___Instance: _TypeAlias = Instance  # noqa: Y015
+
+@_typing.final
+class WhatsAppConfig(_message.Message):
+    """WhatsAppConfig is a WhatsApp account behind an Evolution API server."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVOLUTION_URL_FIELD_NUMBER: _builtins.int
+    EVOLUTION_KEY_FIELD_NUMBER: _builtins.int
+    WHATSAPP_INSTANCE_FIELD_NUMBER: _builtins.int
+    evolution_url: _builtins.str
+    """evolution_url is the base URL of the tenant's Evolution API server."""
+    whatsapp_instance: _builtins.str
+    """whatsapp_instance is the Evolution instance name (the envelope's "instance" field)."""
+    @_builtins.property
+    def evolution_key(self) -> Global___SecretValue:
+        """evolution_key is the Evolution API key used for sends."""
+
+    def __init__(
+        self,
+        *,
+        evolution_url: _builtins.str = ...,
+        evolution_key: Global___SecretValue | None = ...,
+        whatsapp_instance: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key", "evolution_url", b"evolution_url", "whatsapp_instance", b"whatsapp_instance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___Instance: _TypeAlias = Instance  # noqa: Y015
+Global___WhatsAppConfig: _TypeAlias = WhatsAppConfig  # noqa: Y015
+
+@_typing.final
+class DiscordConfig(_message.Message):
+    """DiscordConfig is a Discord bot, run by ingress for this instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_TOKEN_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    GUILD_ID_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    """client_id is the Discord application id (public field discord_client_id)."""
+    guild_id: _builtins.str
+    """guild_id restricts the bot to one guild when set (public field discord_guild_id)."""
+    @_builtins.property
+    def bot_token(self) -> Global___SecretValue:
+        """bot_token is the bot's token (public field discord_bot_token)."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: Global___SecretValue | None = ...,
+        client_id: _builtins.str = ...,
+        guild_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bot_token", b"bot_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bot_token", b"bot_token", "client_id", b"client_id", "guild_id", b"guild_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscordConfig: _TypeAlias = DiscordConfig  # noqa: Y015
+
+@_typing.final
+class SlackConfig(_message.Message):
+    """SlackConfig is a Slack app installed in one workspace."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOT_TOKEN_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    APP_TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bot_token(self) -> Global___SecretValue:
+        """bot_token is the bot token, xoxb-... (public field slack_bot_token)."""
+
+    @_builtins.property
+    def signing_secret(self) -> Global___SecretValue:
+        """signing_secret verifies Events API requests (public field slack_signing_secret)."""
+
+    @_builtins.property
+    def app_token(self) -> Global___SecretValue:
+        """app_token is the xapp-... token for Socket Mode, when the tenant has no public URL (public field slack_app_token)."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: Global___SecretValue | None = ...,
+        signing_secret: Global___SecretValue | None = ...,
+        app_token: Global___SecretValue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["app_token", b"app_token", "bot_token", b"bot_token", "signing_secret", b"signing_secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_token", b"app_token", "bot_token", b"bot_token", "signing_secret", b"signing_secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlackConfig: _TypeAlias = SlackConfig  # noqa: Y015
 
 @_typing.final
 class SecretValue(_message.Message):

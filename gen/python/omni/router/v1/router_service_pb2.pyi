@@ -400,7 +400,9 @@ class UpdateInstanceRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """update_mask names the fields to change (for secrets, the SecretValue field: "evolution_key")."""
+        """update_mask names the fields to change: top-level fields by name, channel fields under their arm
+        ("whatsapp.evolution_url", "discord.bot_token"). The channel of an instance never changes.
+        """
 
     def __init__(
         self,

@@ -116,7 +116,9 @@ class RouterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateInstance(self, request, context):
-        """CreateInstance creates an instance. Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields).
+        """CreateInstance checks the channel account (ChannelsService.CheckAccount) and stores the instance.
+        Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields, or credentials the channel refused),
+        UNAVAILABLE (the channel could not be asked).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,7 +51,10 @@ class RouterServiceStub:
     Errors: as SendText; INVALID_ARGUMENT also when neither media_url nor media_base64 is given.
     """
     CreateInstance: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.CreateInstanceRequest, _router_service_pb2.CreateInstanceResponse]
-    """CreateInstance creates an instance. Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields)."""
+    """CreateInstance checks the channel account (ChannelsService.CheckAccount) and stores the instance.
+    Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields, or credentials the channel refused),
+    UNAVAILABLE (the channel could not be asked).
+    """
     GetInstance: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.GetInstanceRequest, _router_service_pb2.GetInstanceResponse]
     """GetInstance reads an instance. Errors: NOT_FOUND."""
     ListInstances: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.ListInstancesRequest, _router_service_pb2.ListInstancesResponse]
@@ -88,7 +91,10 @@ class RouterServiceAsyncStub(RouterServiceStub):
     Errors: as SendText; INVALID_ARGUMENT also when neither media_url nor media_base64 is given.
     """
     CreateInstance: _aio.UnaryUnaryMultiCallable[_router_service_pb2.CreateInstanceRequest, _router_service_pb2.CreateInstanceResponse]  # type: ignore[assignment]
-    """CreateInstance creates an instance. Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields)."""
+    """CreateInstance checks the channel account (ChannelsService.CheckAccount) and stores the instance.
+    Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields, or credentials the channel refused),
+    UNAVAILABLE (the channel could not be asked).
+    """
     GetInstance: _aio.UnaryUnaryMultiCallable[_router_service_pb2.GetInstanceRequest, _router_service_pb2.GetInstanceResponse]  # type: ignore[assignment]
     """GetInstance reads an instance. Errors: NOT_FOUND."""
     ListInstances: _aio.UnaryUnaryMultiCallable[_router_service_pb2.ListInstancesRequest, _router_service_pb2.ListInstancesResponse]  # type: ignore[assignment]
@@ -146,7 +152,10 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _router_service_pb2.CreateInstanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_router_service_pb2.CreateInstanceResponse, _abc.Awaitable[_router_service_pb2.CreateInstanceResponse]]:
-        """CreateInstance creates an instance. Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields)."""
+        """CreateInstance checks the channel account (ChannelsService.CheckAccount) and stores the instance.
+        Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields, or credentials the channel refused),
+        UNAVAILABLE (the channel could not be asked).
+        """
 
     @_abc_1.abstractmethod
     def GetInstance(

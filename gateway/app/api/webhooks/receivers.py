@@ -1,0 +1,114 @@
+"""The webhook channels the gateway serves, and the one forwarding step they share.
+
+Every channel that posts webhooks has one entry in `WEBHOOK_CHANNELS` (its URL segment, its proto channel, whether
+the sender may append an event suffix to the URL); the fast path serves all of them through this table, and the
+documented FastAPI routes call the same `forward`. The gateway only checks that the body is a JSON object (so
+garbage gets a 400, which channels do not retry, instead of a trip through the mesh) and hands the raw bytes and
+headers to ingress, whose channel receiver authenticates and parses them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+import orjson
+from omni.common.v1 import channel_pb2
+from omni.ingress.v1 import ingress_service_pb2
+from starlette.types import Scope
+
+from gateway.app.api.rpc import call
+from gateway.app.config import Settings
+from gateway.app.mesh import IngressStub
+
+SECRET_HEADER = "x-omni-webhook-secret"
+"""Header carrying an instance's webhook_secret; `?secret=` in the webhook URL is folded into it."""
+
+WEBHOOK_PREFIX = "/api/v1/webhook/"
+
+
+@dataclass(frozen=True)
+class WebhookChannel:
+    """One channel's webhook endpoint: POST /api/v1/webhook/{segment}/{instance}[/{event suffix}]."""
+
+    segment: str
+    channel: channel_pb2.Channel.ValueType
+    event_suffix: bool = False
+    """Evolution's "webhook by events" mode appends e.g. /messages-upsert to the URL."""
+
+
+WEBHOOK_CHANNELS: dict[str, WebhookChannel] = {
+    "evolution": WebhookChannel("evolution", channel_pb2.CHANNEL_WHATSAPP, event_suffix=True),
+}
+"""Webhook channels by URL segment (Discord has none: its bots receive their messages themselves)."""
+
+_STATUS = {
+    ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED: "accepted",
+    ingress_service_pb2.WEBHOOK_DISPOSITION_DUPLICATE: "duplicate",
+    ingress_service_pb2.WEBHOOK_DISPOSITION_IGNORED: "ignored",
+}
+
+_TRAILING_EVENT_SUFFIX = re.compile(r"/(?:[a-z]+-)+[a-z]+$|/call$")
+"""Evolution's by-events mode appends "/messages-upsert" to the URL string, so with "?secret=s" it lands in the
+query value ("s/messages-upsert"); the suffix is cut off again to recover the secret."""
+
+
+def match_webhook(path: str) -> tuple[WebhookChannel, str] | None:
+    """The channel and instance name of a webhook path, or None when the path is not one."""
+    if not path.startswith(WEBHOOK_PREFIX):
+        return None
+    segments = path[len(WEBHOOK_PREFIX) :].split("/")
+    channel = WEBHOOK_CHANNELS.get(segments[0])
+    if channel is None or not all(segments):
+        return None
+    if len(segments) == 2 or (len(segments) == 3 and channel.event_suffix):
+        return channel, segments[1]
+    return None
+
+
+def webhook_headers(scope: Scope) -> dict[str, str]:
+    """Request headers with lower-case names (latin-1, as HTTP carries them), plus the ?secret= query value."""
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+    query = scope.get("query_string") or b""
+    if query and SECRET_HEADER not in headers:
+        secret = parse_qs(query.decode("latin-1")).get("secret", [""])[0]
+        if secret:
+            headers[SECRET_HEADER] = _TRAILING_EVENT_SUFFIX.sub("", secret)
+    return headers
+
+
+async def forward(
+    stub: IngressStub,
+    settings: Settings,
+    channel: WebhookChannel,
+    instance_name: str,
+    body: bytes,
+    headers: dict[str, str],
+) -> tuple[int, bytes]:
+    """Check the body is a JSON object and hand it to ingress; returns (HTTP status, JSON body).
+
+    Raises:
+        OmniError: ingress refused or failed (mapped to HTTP by the caller).
+    """
+    try:
+        is_object = isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        is_object = False
+    if not is_object:
+        return 400, orjson.dumps({"detail": "webhook body must be a JSON object", "reason": "INVALID_JSON"})
+    answer = await call(
+        stub.ReceiveWebhook,
+        ingress_service_pb2.ReceiveWebhookRequest(
+            instance_name=instance_name, channel=channel.channel, body=body, headers=headers
+        ),
+        timeout=settings.api_webhook_timeout_seconds,
+    )
+    ack: dict[str, str | None] = {
+        "status": _STATUS.get(answer.disposition, "accepted"),
+        "message_id": answer.message_id or None,
+        "trace_id": answer.trace_id or None,
+    }
+    if answer.reason:
+        ack["reason"] = answer.reason
+    return 200, orjson.dumps(ack)

@@ -1,0 +1,126 @@
+"""The sender seam: the protocol a channel implements and the errors the outbox acts on.
+
+Every failure a sender raises is classified once, in the sender, into what the outbox needs to know:
+- `ChannelTransientError`: try again later. `outcome_unknown` is True when the request may have reached the
+  channel (a timeout, a dropped connection, a proxy's 502/504), so the message may already be out and must be
+  looked up (`find_sent`) before a resend. `rate_limited` with `retry_after` hands the channel's own pause back.
+- `ChannelRejectedError`: the channel refused for good (a 4xx); resending the same request is useless. `reason`
+  is the UPPER_SNAKE cause reported to the caller, the message is the channel's own words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from servicekit.channels import Channel
+from servicekit.instances import Instance
+from servicekit.messages import Media
+from services.channels.core.models import ConnectionStatus, OutboundPart
+
+REASON_REJECTED = "CHANNEL_REJECTED"
+REASON_UNAUTHORIZED = "CHANNEL_UNAUTHORIZED"
+REASON_NOT_FOUND = "CHANNEL_TARGET_NOT_FOUND"
+REASON_MISCONFIGURED = "INSTANCE_MISCONFIGURED"
+
+
+class ChannelError(Exception):
+    """Base of the classified channel failures."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ChannelTransientError(ChannelError):
+    """Retry later; `retry_after` is the channel's own hint when it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        outcome_unknown: bool = False,
+        rate_limited: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+        self.rate_limited = rate_limited
+
+
+class ChannelRejectedError(ChannelError):
+    """The channel refused the request for good."""
+
+    def __init__(self, message: str, *, reason: str = REASON_REJECTED, status: int = 400) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Account:
+    """The channel account an instance's credentials belong to (a bot user); empty when the channel checks none."""
+
+    id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ChatChannel:
+    """A place the account can send to (a Discord guild channel)."""
+
+    id: str
+    name: str
+    kind: str
+    """text, voice, thread, forum, announcement, category or dm."""
+    workspace_id: str = ""
+    workspace_name: str = ""
+    parent_id: str = ""
+
+
+@dataclass(frozen=True)
+class SendTarget:
+    """Where one part goes: the chat, the message it answers (first part only) and the thread, when any."""
+
+    chat_id: str
+    reply_to: str = ""
+    thread_id: str = ""
+
+
+class ChannelSender(Protocol):
+    """One channel's outbound side; every method uses the instance's own credentials, never another tenant's."""
+
+    channel: Channel
+
+    async def send_text(self, instance: Instance, target: SendTarget, text: str) -> str:
+        """Send a text; returns the channel's id of the new message."""
+        ...
+
+    async def send_media(self, instance: Instance, target: SendTarget, media: Media, caption: str) -> str:
+        """Send a file (by URL or raw base64) with an optional caption; returns the new message's id."""
+        ...
+
+    async def send_presence(self, instance: Instance, chat_id: str, presence: str, duration_ms: int) -> None:
+        """Show `presence` (composing, recording, paused) in the chat; best effort."""
+        ...
+
+    async def connection_status(self, instance: Instance, *, include_qr_code: bool) -> ConnectionStatus:
+        """The account's connection; a channel that cannot be asked answers state ERROR with the detail."""
+        ...
+
+    async def find_sent(
+        self, instance: Instance, chat_id: str, part: OutboundPart, since: float, exclude: set[str]
+    ) -> str | None:
+        """The id of a message this account sent to `chat_id` since `since` (epoch seconds) with the content of
+        `part` and an id not in `exclude`; None when there is none, so the part may be sent again."""
+        ...
+
+    async def check_account(self, instance: Instance) -> Account:
+        """The account the instance's credentials belong to; raises `ChannelRejectedError` when the channel refuses
+        them and `ChannelTransientError` when it cannot be asked."""
+        ...
+
+    async def list_channels(self, instance: Instance) -> list[ChatChannel]:
+        """The channels the account sees (empty for a channel without such a list)."""
+        ...

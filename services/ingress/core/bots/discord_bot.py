@@ -1,0 +1,262 @@
+"""One Discord instance's bot: a discord.py client whose messages enter the shared accept path.
+
+discord.py owns the gateway (heartbeats, RESUME after a dropped connection, reconnects with back-off); this class
+owns what the hub needs around it:
+- every message the bot should answer is stored through `deliver` (the accept path) before its cursor moves, and
+  a storage hiccup is retried rather than dropped, since the gateway never sends an event twice by itself;
+- after every fresh gateway session (a restart, a takeover by another replica) the bot reads each known chat's
+  history after its cursor, so messages that arrived while no bot was connected are caught up; the inbox's unique
+  key makes the overlap harmless;
+- Discord refusing the bot for good (a revoked token, a privileged intent not enabled, a disabled bot) ends the
+  bot in `error` with Discord's reason, and the host does not retry it in a tight loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from servicekit.channels import Channel
+from servicekit.instances import DiscordConfig, Instance
+from services.ingress.core.bots.status import CONNECTED, CONNECTING, DISCONNECTED, ERROR, BotStatus
+from services.ingress.core.receivers.base import Received
+from services.ingress.core.receivers.discord import guild_id_of, received_from_discord, snapshot
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Instance, Received, dict[str, Any]], Awaitable[object]]
+"""Stores one received event (the accept path); raises when it could not be stored."""
+
+Cursors = dict[str, dict[str, Any]]
+"""chat id -> {"after": newest stored message id, "guild_id": "" for a DM}."""
+
+PERMANENT_CLOSE_CODES = {
+    4004: "Discord refused the bot token (authentication failed)",
+    4010: "Discord refused the shard configuration",
+    4011: "the bot is in too many guilds and needs sharding",
+    4012: "Discord refused the gateway version",
+    4013: "Discord refused the gateway intents",
+    4014: "the bot asks for a privileged intent (Message Content) that is not enabled in the Discord developer portal",
+}
+"""Gateway close codes after which reconnecting cannot help."""
+
+DELIVERY_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 10.0)
+"""Pauses between tries to store one message while the inbox is unavailable (about half a minute in all)."""
+
+
+def intents() -> discord.Intents:
+    """Guild and DM messages with their content; no member or presence events (nothing the hub uses)."""
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+class DiscordBot:
+    """Runs one discord.py client for one instance until stopped or refused."""
+
+    channel = Channel.DISCORD
+
+    def __init__(
+        self,
+        instance: Instance,
+        deliver: Deliver,
+        *,
+        cursors: Cursors | None = None,
+        guild_ready_timeout: float = 2.0,
+        catch_up_limit: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.instance = instance
+        self.cursors: Cursors = dict(cursors or {})
+        self.cursors_dirty = False
+        self.permanent_failure = False
+        self.ended_at: float | None = None
+        self._deliver = deliver
+        self._guild_ready_timeout = guild_ready_timeout
+        self._catch_up_limit = catch_up_limit
+        self._clock = clock
+        self._state = CONNECTING
+        self._detail = ""
+        self._client: discord.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def config(self) -> DiscordConfig:
+        return self.instance.config_of(DiscordConfig)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Log in and connect in the background (returns at once)."""
+        self._task = asyncio.create_task(self._run(), name=f"discord-bot-{self.instance.name}")
+
+    async def stop(self) -> None:
+        """Close the gateway connection and wait for the client to finish."""
+        client, task = self._client, self._task
+        if client is not None and not client.is_closed():
+            await client.close()
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for pending in list(self._background):
+            pending.cancel()
+        if self._state != ERROR:
+            self._state, self._detail = DISCONNECTED, "bot stopped"
+
+    def status(self) -> BotStatus:
+        client = self._client
+        user = client.user if client is not None else None
+        guilds = tuple((str(g.id), g.name) for g in client.guilds) if client is not None and user is not None else ()
+        latency = client.latency if client is not None else math.inf
+        return BotStatus(
+            instance_name=self.instance.name,
+            channel=Channel.DISCORD,
+            state=self._state,
+            detail=self._detail,
+            workspaces=guilds,
+            latency_ms=round(latency * 1000, 1) if math.isfinite(latency) else 0.0,
+            account_id=str(user.id) if user is not None else "",
+            account_name=user.name if user is not None else "",
+        )
+
+    async def _run(self) -> None:
+        client = _BotClient(
+            self,
+            intents=intents(),
+            max_messages=None,
+            chunk_guilds_at_startup=False,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            guild_ready_timeout=self._guild_ready_timeout,
+        )
+        self._client = client
+        try:
+            await client.start(self.config.bot_token, reconnect=True)
+        except discord.LoginFailure as exc:
+            self._fail(f"Discord refused the bot token: {exc}", permanent=True)
+        except discord.PrivilegedIntentsRequired:
+            self._fail(PERMANENT_CLOSE_CODES[4014], permanent=True)
+        except discord.ConnectionClosed as exc:
+            reason = PERMANENT_CLOSE_CODES.get(exc.code)
+            if reason is not None:
+                self._fail(f"{reason} (gateway close {exc.code})", permanent=True)
+            else:
+                self._fail(f"gateway closed with {exc.code}: {exc.reason}", permanent=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("discord bot of %s crashed", self.instance.name)
+            self._fail(f"bot crashed: {exc}", permanent=False)
+        else:
+            if self._state != ERROR:
+                self._state, self._detail = DISCONNECTED, "bot stopped"
+        finally:
+            self.ended_at = self._clock()
+            if not client.is_closed():
+                await client.close()
+
+    def _fail(self, detail: str, *, permanent: bool) -> None:
+        log.warning("discord bot of %s: %s", self.instance.name, detail)
+        self._state, self._detail, self.permanent_failure = ERROR, detail, permanent
+
+    async def _on_ready(self, client: discord.Client) -> None:
+        self._state, self._detail = CONNECTED, ""
+        self._spawn(self._catch_up(client))
+
+    async def _on_resumed(self) -> None:
+        self._state, self._detail = CONNECTED, ""
+
+    async def _on_disconnect(self) -> None:
+        if self._state == CONNECTED:
+            self._state, self._detail = CONNECTING, "gateway connection lost; reconnecting"
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        async def run() -> None:
+            await coroutine
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _handle(self, client: discord.Client, message: discord.Message) -> None:
+        user = client.user
+        if user is None:
+            return
+        received = received_from_discord(message, bot_id=user.id, guild_filter=self.config.guild_id)
+        if received is None:
+            return
+        payload = snapshot(message)
+        for attempt, pause in enumerate((*DELIVERY_BACKOFF_SECONDS, None), start=1):
+            try:
+                await self._deliver(self.instance, received, payload)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if pause is None:
+                    log.error(
+                        "message %s of %s not stored after %d tries: %s", message.id, self.instance.name, attempt, exc
+                    )
+                    return
+                log.warning("message %s of %s not stored yet (%s); retrying", message.id, self.instance.name, exc)
+                await asyncio.sleep(pause)
+        self._advance(message)
+
+    def _advance(self, message: discord.Message) -> None:
+        chat_id = str(message.channel.id)
+        cursor = self.cursors.get(chat_id)
+        if cursor is not None and int(cursor.get("after", 0)) >= message.id:
+            return
+        guild_id = guild_id_of(message)
+        self.cursors[chat_id] = {"after": str(message.id), "guild_id": str(guild_id) if guild_id else ""}
+        self.cursors_dirty = True
+
+    async def _catch_up(self, client: discord.Client) -> None:
+        """Store what each known chat received after its cursor while no bot was connected, oldest first."""
+        for chat_id, cursor in list(self.cursors.items()):
+            guild_id = str(cursor.get("guild_id") or "")
+            channel = client.get_partial_messageable(
+                int(chat_id),
+                guild_id=int(guild_id) if guild_id else None,
+                type=discord.ChannelType.text if guild_id else discord.ChannelType.private,
+            )
+            try:
+                async for message in channel.history(
+                    limit=self._catch_up_limit, after=discord.Object(int(cursor["after"])), oldest_first=True
+                ):
+                    await self._handle(client, message)
+            except (discord.HTTPException, ValueError, KeyError) as exc:
+                log.info("no catch-up of %s/%s: %s", self.instance.name, chat_id, exc)
+
+
+class _BotClient(discord.Client):
+    """discord.py's client with its events routed to the `DiscordBot` that runs it."""
+
+    def __init__(self, bot: DiscordBot, **options: Any) -> None:
+        super().__init__(**options)
+        self._bot = bot
+
+    async def on_ready(self) -> None:
+        await self._bot._on_ready(self)
+
+    async def on_resumed(self) -> None:
+        await self._bot._on_resumed()
+
+    async def on_disconnect(self) -> None:
+        await self._bot._on_disconnect()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self._bot._handle(self, message)

@@ -1,0 +1,86 @@
+"""The receiver seam: what one inbound event amounts to, and the protocol a webhook channel implements."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from servicekit import errors
+from servicekit.channels import Channel
+from servicekit.instances import Instance
+from servicekit.messages import InboundMessage
+
+ReceivedKind = Literal["message", "own_send", "ignored"]
+
+WEBHOOK_SECRET_HEADER = "x-omni-webhook-secret"
+"""Header carrying an instance's webhook secret (the gateway folds `?secret=` into it)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """What one inbound event amounts to.
+
+    `kind` is "message" (hand it to the router), "own_send" (record `channel_message_id` so a later echo of our own
+    send is a duplicate) or "ignored" (with `reason`). `message` is set whenever the event carried a parseable
+    message, also for ignored ones (an echo, no content), so they are recorded for de-duplication and visibility.
+    """
+
+    event: str
+    kind: ReceivedKind
+    reason: str = ""
+    channel_message_id: str = ""
+    message: InboundMessage | None = None
+
+    @property
+    def is_message_event(self) -> bool:
+        """True when the event is someone's message (its trace matters), not our own send, a contact, a presence."""
+        return self.message is not None and self.kind != "own_send"
+
+
+class WebhookReceiver(Protocol):
+    """One channel's webhook: authenticate first (nothing is parsed for a stranger), then parse."""
+
+    channel: Channel
+
+    def authenticate(self, instance: Instance, headers: Mapping[str, str], body: bytes) -> None:
+        """Raise `PermissionDeniedError` unless the request proves it came from the instance's channel account."""
+        ...
+
+    def parse(self, body: bytes) -> tuple[Received, dict[str, Any]]:
+        """The event the body carries and the decoded body (for the trace); raise `InvalidArgumentError` for
+        a body that is not what the channel sends."""
+        ...
+
+
+def check_webhook_secret(instance: Instance, headers: Mapping[str, str]) -> None:
+    """The instance's webhook secret, in `x-omni-webhook-secret` or as a bearer token, compared in constant time.
+
+    An instance without a secret accepts every request (the operator opted out)."""
+    if not instance.webhook_secret:
+        return
+    presented = headers.get(WEBHOOK_SECRET_HEADER, "")
+    if not presented:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        presented = token.strip() if scheme.lower() == "bearer" else ""
+    if not presented or not hmac.compare_digest(presented.encode(), instance.webhook_secret.encode()):
+        raise errors.PermissionDeniedError("webhook authentication failed", reason="BAD_WEBHOOK_SECRET")
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object; raises `InvalidArgumentError` for anything else."""
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidArgumentError(
+            "the webhook body is not JSON", violations=[errors.FieldViolation("body", str(exc))]
+        ) from None
+    if not isinstance(decoded, dict):
+        raise errors.InvalidArgumentError(
+            "the webhook body is not a JSON object",
+            violations=[errors.FieldViolation("body", f"expected an object, got {type(decoded).__name__}")],
+        )
+    return decoded

@@ -1,0 +1,24 @@
+"""WhatsApp's receiver: Evolution API webhooks, authenticated by the instance's webhook secret."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from servicekit.channels import Channel
+from servicekit.instances import Instance
+from services.ingress.core.evolution_parser import parse_envelope
+from services.ingress.core.receivers.base import Received, check_webhook_secret, decode_object
+
+
+class EvolutionReceiver:
+    """Evolution API envelopes (evolution/CONTRACT.md §1-§3) → `Received`."""
+
+    channel = Channel.WHATSAPP
+
+    def authenticate(self, instance: Instance, headers: Mapping[str, str], body: bytes) -> None:
+        check_webhook_secret(instance, headers)
+
+    def parse(self, body: bytes) -> tuple[Received, dict[str, Any]]:
+        envelope = decode_object(body)
+        return parse_envelope(envelope), envelope
