@@ -28,10 +28,16 @@ SERVER_OPTIONS = [
 ]
 
 
-def new_server(domain: str, *, tracing: bool = True) -> grpc.aio.Server:
-    """A grpc.aio server that continues the caller's trace (when tracing) and maps domain errors to statuses."""
+def error_domain(service: str) -> str:
+    """The `ErrorInfo.domain` of a service's errors: "omni.<service>", one spelling for every service."""
+    return f"omni.{service}"
+
+
+def new_server(service: str, *, tracing: bool = True) -> grpc.aio.Server:
+    """A grpc.aio server that continues the caller's trace (when tracing) and maps domain errors to statuses, with
+    the error domain of `service` ("router" -> "omni.router")."""
     interceptors: list[Any] = [TraceContextServerInterceptor()] if tracing else []
-    interceptors.append(ErrorMappingInterceptor(domain))
+    interceptors.append(ErrorMappingInterceptor(error_domain(service)))
     return grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
 

@@ -23,7 +23,7 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A server (not started) with both services, bound to `port` (settings.tracing_grpc_port when None; 0 picks
     a free one). It never traces itself: spans about exporting spans would feed back into the receiver forever."""
-    server = new_server("omni.tracing", tracing=False)
+    server = new_server("tracing", tracing=False)
     tracing_service_pb2_grpc.add_TracingServiceServicer_to_server(TracingServicer(core), server)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(OtlpTraceServicer(core), server)  # type: ignore[no-untyped-call]
     health = add_health_and_reflection(server, SERVICE_NAMES)
