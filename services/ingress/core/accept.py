@@ -104,7 +104,7 @@ class IngressCore:
                 violations=[errors.FieldViolation("channel", f"post {instance.channel} events for this instance")],
             )
         receiver = webhook_receiver(instance.channel)
-        receiver.authenticate(instance, {k.lower(): v for k, v in headers.items()}, body)
+        receiver.authenticate(instance, headers, body)
         received, payload = receiver.parse(body)
         return await self.accept(instance, received, payload)
 

@@ -47,7 +47,8 @@ class WebhookReceiver(Protocol):
     channel: Channel
 
     def authenticate(self, instance: Instance, headers: Mapping[str, str], body: bytes) -> None:
-        """Raise `PermissionDeniedError` unless the request proves it came from the instance's channel account."""
+        """Raise `PermissionDeniedError` unless the request proves it came from the instance's channel account.
+        Header names may come in any case."""
         ...
 
     def parse(self, body: bytes) -> tuple[Received, dict[str, Any]]:
@@ -62,6 +63,7 @@ def check_webhook_secret(instance: Instance, headers: Mapping[str, str]) -> None
     An instance without a secret accepts every request (the operator opted out)."""
     if not instance.webhook_secret:
         return
+    headers = {name.lower(): value for name, value in headers.items()}
     presented = headers.get(WEBHOOK_SECRET_HEADER, "")
     if not presented:
         scheme, _, token = headers.get("authorization", "").partition(" ")
