@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from omni.router.v1 import router_service_pb2_grpc
 
@@ -47,11 +48,12 @@ def dispatch_policy(settings: Settings) -> DispatchPolicy:
 def bot_host(settings: Settings, leases: BotLeaseStore, core: IngressCore) -> BotHost:
     """The host of this replica's bots: one Discord bot per active Discord instance whose lease it holds."""
 
-    def discord_bot(instance: Instance, cursors: Cursors) -> DiscordBot:
+    def discord_bot(instance: Instance, cursors: Cursors, on_state_change: Callable[[], None]) -> DiscordBot:
         return DiscordBot(
             instance,
             core.accept,
             cursors=cursors,
+            on_state_change=on_state_change,
             guild_ready_timeout=settings.discord_guild_ready_timeout_seconds,
         )
 

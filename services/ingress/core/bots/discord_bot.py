@@ -6,7 +6,9 @@ owns what the hub needs around it:
   a storage hiccup is retried rather than dropped, since the gateway never sends an event twice by itself;
 - after every fresh gateway session (a restart, a takeover by another replica) the bot reads each known chat's
   history after its cursor, so messages that arrived while no bot was connected are caught up; the inbox's unique
-  key makes the overlap harmless;
+  key makes the overlap harmless. Until a chat's history is read, the new session's live messages do not move its
+  cursor (they are held and applied after), or a message arriving before the catch-up would skip the missed ones,
+  here and for the next owner of the bot;
 - Discord refusing the bot for good (a revoked token, a privileged intent not enabled, a disabled bot) ends the
   bot in `error` with Discord's reason, and the host does not retry it in a tight loop.
 """
@@ -72,6 +74,7 @@ class DiscordBot:
         deliver: Deliver,
         *,
         cursors: Cursors | None = None,
+        on_state_change: Callable[[], None] = lambda: None,
         guild_ready_timeout: float = 2.0,
         catch_up_limit: int = 100,
         clock: Callable[[], float] = time.time,
@@ -79,9 +82,14 @@ class DiscordBot:
         self.instance = instance
         self.cursors: Cursors = dict(cursors or {})
         self.cursors_dirty = False
+        self._pending: Cursors = {}
+        """Chats a fresh session has not caught up on yet, with the cursor each had when the session began."""
+        self._held: Cursors = {}
+        """Per pending chat, the newest live message stored meanwhile: the cursor moves there after the catch-up."""
         self.permanent_failure = False
         self.ended_at: float | None = None
         self._deliver = deliver
+        self._on_state_change = on_state_change
         self._guild_ready_timeout = guild_ready_timeout
         self._catch_up_limit = catch_up_limit
         self._clock = clock
@@ -115,7 +123,7 @@ class DiscordBot:
         for pending in list(self._background):
             pending.cancel()
         if self._state != ERROR:
-            self._state, self._detail = DISCONNECTED, "bot stopped"
+            self._set_state(DISCONNECTED, "bot stopped")
 
     def status(self) -> BotStatus:
         client = self._client
@@ -162,26 +170,39 @@ class DiscordBot:
             self._fail(f"bot crashed: {exc}", permanent=False)
         else:
             if self._state != ERROR:
-                self._state, self._detail = DISCONNECTED, "bot stopped"
+                self._set_state(DISCONNECTED, "bot stopped")
         finally:
             self.ended_at = self._clock()
             if not client.is_closed():
                 await client.close()
 
+    def _set_state(self, state: str, detail: str) -> None:
+        changed = (state, detail) != (self._state, self._detail)
+        self._state, self._detail = state, detail
+        if changed:
+            self._on_state_change()
+
     def _fail(self, detail: str, *, permanent: bool) -> None:
         log.warning("discord bot of %s: %s", self.instance.name, detail)
-        self._state, self._detail, self.permanent_failure = ERROR, detail, permanent
+        self.permanent_failure = permanent
+        self._set_state(ERROR, detail)
+
+    def _on_session(self) -> None:
+        """READY was just parsed: a fresh session, none of whose messages was handled yet. Every known chat waits
+        for this session's catch-up, from the cursor it has now (or the older one of a catch-up not finished yet)."""
+        for chat_id, cursor in self.cursors.items():
+            self._pending[chat_id] = dict(self._pending.get(chat_id, cursor))
 
     async def _on_ready(self, client: discord.Client) -> None:
-        self._state, self._detail = CONNECTED, ""
+        self._set_state(CONNECTED, "")
         self._spawn(self._catch_up(client))
 
     async def _on_resumed(self) -> None:
-        self._state, self._detail = CONNECTED, ""
+        self._set_state(CONNECTED, "")
 
     async def _on_disconnect(self) -> None:
         if self._state == CONNECTED:
-            self._state, self._detail = CONNECTING, "gateway connection lost; reconnecting"
+            self._set_state(CONNECTING, "gateway connection lost; reconnecting")
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         async def run() -> None:
@@ -191,7 +212,7 @@ class DiscordBot:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _handle(self, client: discord.Client, message: discord.Message) -> None:
+    async def _handle(self, client: discord.Client, message: discord.Message, *, live: bool = True) -> None:
         user = client.user
         if user is None:
             return
@@ -213,20 +234,21 @@ class DiscordBot:
                     return
                 log.warning("message %s of %s not stored yet (%s); retrying", message.id, self.instance.name, exc)
                 await asyncio.sleep(pause)
-        self._advance(message)
+        self._advance(message, live=live)
 
-    def _advance(self, message: discord.Message) -> None:
+    def _advance(self, message: discord.Message, *, live: bool) -> None:
         chat_id = str(message.channel.id)
-        cursor = self.cursors.get(chat_id)
-        if cursor is not None and int(cursor.get("after", 0)) >= message.id:
-            return
         guild_id = guild_id_of(message)
-        self.cursors[chat_id] = {"after": str(message.id), "guild_id": str(guild_id) if guild_id else ""}
-        self.cursors_dirty = True
+        cursor = {"after": str(message.id), "guild_id": str(guild_id) if guild_id else ""}
+        if live and chat_id in self._pending:
+            _keep_newest(self._held, chat_id, cursor)
+        elif _keep_newest(self.cursors, chat_id, cursor):
+            self.cursors_dirty = True
 
     async def _catch_up(self, client: discord.Client) -> None:
-        """Store what each known chat received after its cursor while no bot was connected, oldest first."""
-        for chat_id, cursor in list(self.cursors.items()):
+        """Store what each known chat received after its cursor while no bot was connected, oldest first; then the
+        cursor moves on to the newest live message stored meanwhile."""
+        for chat_id, cursor in list(self._pending.items()):
             guild_id = str(cursor.get("guild_id") or "")
             channel = client.get_partial_messageable(
                 int(chat_id),
@@ -237,9 +259,24 @@ class DiscordBot:
                 async for message in channel.history(
                     limit=self._catch_up_limit, after=discord.Object(int(cursor["after"])), oldest_first=True
                 ):
-                    await self._handle(client, message)
+                    await self._handle(client, message, live=False)
             except (discord.HTTPException, ValueError, KeyError) as exc:
                 log.info("no catch-up of %s/%s: %s", self.instance.name, chat_id, exc)
+            if self._pending.get(chat_id) is not cursor:
+                continue  # a newer session began meanwhile; its own catch-up reads on from the same cursor
+            del self._pending[chat_id]
+            held = self._held.pop(chat_id, None)
+            if held is not None and _keep_newest(self.cursors, chat_id, held):
+                self.cursors_dirty = True
+
+
+def _keep_newest(cursors: Cursors, chat_id: str, cursor: dict[str, Any]) -> bool:
+    """Point `cursors[chat_id]` at `cursor` unless it already points at the same or a newer message."""
+    current = cursors.get(chat_id)
+    if current is not None and int(current.get("after", 0)) >= int(cursor["after"]):
+        return False
+    cursors[chat_id] = cursor
+    return True
 
 
 class _BotClient(discord.Client):
@@ -248,6 +285,10 @@ class _BotClient(discord.Client):
     def __init__(self, bot: DiscordBot, **options: Any) -> None:
         super().__init__(**options)
         self._bot = bot
+
+    async def on_connect(self) -> None:
+        # Dispatched while READY is parsed, so this task runs before the handlers of the session's messages.
+        self._bot._on_session()
 
     async def on_ready(self) -> None:
         await self._bot._on_ready(self)

@@ -50,7 +50,9 @@ class Bot(Protocol):
     def status(self) -> BotStatus: ...
 
 
-BotFactory = Callable[[Instance, Cursors], Bot]
+BotFactory = Callable[[Instance, Cursors, Callable[[], None]], Bot]
+"""Builds a bot for an instance, with the cursors its last owner saved and a callback the bot calls whenever its
+state changes (so the host stores the new status at once rather than at the next renewal)."""
 
 
 class BotHost:
@@ -82,6 +84,7 @@ class BotHost:
         self._crashes: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reconciling = asyncio.Lock()
 
     @property
     def bots(self) -> Mapping[str, Bot]:
@@ -119,11 +122,20 @@ class BotHost:
             except Exception:
                 log.exception("bot reconciliation failed")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._renew_seconds)
+            # asyncio.wait, not wait_for: on 3.11, cancelling a wait_for whose event fires at that moment can leave
+            # the caller stuck (seen here as a host.stop() that never returned).
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait([woken], timeout=self._renew_seconds)
+            finally:
+                woken.cancel()
 
     async def reconcile(self) -> None:
         """One pass: stop what should not run, renew and report what runs, start what should."""
+        async with self._reconciling:
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         for name, bot in list(self._bots.items()):
             wanted = self._desired.get(name)
             if wanted is None:
@@ -176,7 +188,7 @@ class BotHost:
 
     async def _restart(self, name: str, old: Bot) -> None:
         self._crashes[name] = self._crashes.get(name, 0) + (0 if old.permanent_failure else 1)
-        bot = self._factories[old.instance.channel](old.instance, old.cursors)
+        bot = self._factories[old.instance.channel](old.instance, old.cursors, self._wake.set)
         self._bots[name] = bot
         await bot.start()
 
@@ -185,7 +197,7 @@ class BotHost:
         if not await self._leases.acquire(instance.name, instance.channel.value, self.owner, now, self._lease_seconds):
             return
         row = await self._leases.get(instance.name)
-        bot = self._factories[instance.channel](instance, _cursors(row))
+        bot = self._factories[instance.channel](instance, _cursors(row), self._wake.set)
         self._bots[instance.name] = bot
         self._crashes.pop(instance.name, None)
         log.info("starting the %s bot of %s here (%s)", instance.channel, instance.name, self.owner)
