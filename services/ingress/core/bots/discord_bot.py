@@ -24,7 +24,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
+from servicekit import trace_attributes as attrs
 from servicekit.channels import Channel
 from servicekit.instances import DiscordConfig, Instance
 from services.ingress.core.bots.status import CONNECTED, CONNECTING, DISCONNECTED, ERROR, BotStatus
@@ -32,6 +35,7 @@ from services.ingress.core.receivers.base import Received
 from services.ingress.core.receivers.discord import guild_id_of, received_from_discord, snapshot
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer(__name__)
 
 Deliver = Callable[[Instance, Received, dict[str, Any]], Awaitable[object]]
 """Stores one received event (the accept path); raises when it could not be stored."""
@@ -220,20 +224,30 @@ class DiscordBot:
         if received is None:
             return
         payload = snapshot(message)
-        for attempt, pause in enumerate((*DELIVERY_BACKOFF_SECONDS, None), start=1):
-            try:
-                await self._deliver(self.instance, received, payload)
-                break
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if pause is None:
-                    log.error(
-                        "message %s of %s not stored after %d tries: %s", message.id, self.instance.name, attempt, exc
-                    )
-                    return
-                log.warning("message %s of %s not stored yet (%s); retrying", message.id, self.instance.name, exc)
-                await asyncio.sleep(pause)
+        # The edge span of the message's trace, as the gateway's request span is for a webhook: a new root (each
+        # gateway event is its own trace), with the accept path's spans under it.
+        with _tracer.start_as_current_span("discord.receive", context=otel_context.Context()) as span:
+            span.set_attribute(attrs.INSTANCE_NAME, self.instance.name)
+            span.set_attribute(attrs.CHANNEL_MESSAGE_ID, str(message.id))
+            span.set_attribute("omni.catch_up", not live)
+            for attempt, pause in enumerate((*DELIVERY_BACKOFF_SECONDS, None), start=1):
+                try:
+                    await self._deliver(self.instance, received, payload)
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if pause is None:
+                        log.error(
+                            "message %s of %s not stored after %d tries: %s",
+                            message.id,
+                            self.instance.name,
+                            attempt,
+                            exc,
+                        )
+                        return
+                    log.warning("message %s of %s not stored yet (%s); retrying", message.id, self.instance.name, exc)
+                    await asyncio.sleep(pause)
         self._advance(message, live=live)
 
     def _advance(self, message: discord.Message, *, live: bool) -> None:
