@@ -14,9 +14,13 @@ from servicekit.settings import MeshSettings
 
 
 def point_discord_at(api_url: str, gateway_url: str) -> None:
-    """Send discord.py's REST calls to `api_url` (".../api/v10") and its gateway connections to `gateway_url`."""
+    """Send discord.py's REST calls to `api_url` (".../api/v10") and its gateway connections to `gateway_url`.
+
+    Also silences discord.py's start-up warnings about voice libraries: the hub never joins a voice channel."""
     discord.http.Route.BASE = api_url.rstrip("/")
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
 
 
 def configure_discord(settings: MeshSettings) -> None:

@@ -80,8 +80,8 @@ class ChannelsCore:
             finally:
                 sent = [r.channel_message_id for r in await self._outbox.results(request.idempotency_key)]
                 span.set_attribute(MESSAGE_IDS_ATTRIBUTE, [m for m in sent if m])
-            if results and results[0].channel_message_id:
-                span.set_attribute(attrs.CHANNEL_MESSAGE_ID, results[0].channel_message_id)
+            # The sent ids are under MESSAGE_IDS_ATTRIBUTE; omni.channel_message_id names the inbound message of
+            # the trace, and setting it here made the trace show the reply's id whenever this span arrived first.
             return results
 
     async def send_presence(self, instance_name: str, chat_id: str, presence: str, duration_ms: int) -> None:

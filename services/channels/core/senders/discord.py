@@ -85,6 +85,11 @@ _KIND_EXTENSIONS = {"image": ".png", "audio": ".ogg", "video": ".mp4", "sticker"
 _DOWNLOAD_CHUNK = 64 * 1024
 
 
+_REST_INTENTS = discord.Intents(guilds=True)
+"""A REST-only client never connects, so intents ask for nothing; `guilds` only keeps discord.py from warning
+that its (unused) cache would be incomplete."""
+
+
 class BotStatusSource(Protocol):
     """Where the state of an instance's bot is known: ingress runs the bots, this service only asks."""
 
@@ -309,7 +314,7 @@ class DiscordSender:
     # ------------------------------------------------------------------ clients
 
     def _new_client(self) -> discord.Client:
-        client = discord.Client(intents=discord.Intents.none(), max_ratelimit_timeout=self._max_ratelimit_wait)
+        client = discord.Client(intents=_REST_INTENTS, max_ratelimit_timeout=self._max_ratelimit_wait)
         # discord.py raises the limit to at least 30 s, longer than a send may take: the outbox would get a timeout
         # (outcome unknown) instead of Discord's retry_after. Its buckets read this attribute when created.
         client.http.max_ratelimit_timeout = self._max_ratelimit_wait
