@@ -69,10 +69,10 @@ test-fast: ## the suite without the end-to-end mesh tests
 run: ## start the whole mesh in the foreground (SQLite under ./data unless AUTOMAGIK_OMNI_DATABASE_URL is set)
 	$(PY) -m launcher
 
-demo: ## mesh + echo agent + Evolution simulator: one WhatsApp message end to end, printed with its trace
+demo: ## mesh + echo agent + Evolution and Discord simulators: a WhatsApp message, a Discord DM and mention, with traces
 	$(PY) -m examples.demo
 
-bench: ## webhook ack and end-to-end throughput through the running mesh vs. the direct pipeline
+bench: ## WhatsApp webhooks and Discord bot messages through the mesh vs. the direct pipeline; 100 bots in one ingress
 	$(PY) -m bench
 
 ci: check-generated proto-lint proto-format-check lint typecheck test ## everything CI runs

@@ -14,17 +14,19 @@ process used, and a verdict against the targets of issue 3.
 Why the ack target is judged in the steady phase: in a closed loop every poster waits for its answer, so
 ack latency = in-flight / ack throughput (Little's law); 50 in flight under 25 ms needs more than 2,000 acks/s,
 above what the ack path alone (gateway + ingress, measured in the paused phase) reaches on two cores.
+
+Then, unless --skip-discord, the Discord part (`bench.discord_phase`) in the same mesh: messages through the bots'
+gateway path (steady and burst, against a Discord direct pipeline, printed beside WhatsApp's figures) and
+--bots bots connected in one ingress process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import secrets
 import shutil
 import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from typing import Any
 
 import aiohttp
 
+from bench.discord_phase import Options, WhatsAppFigures, mesh_env, run_discord
+from bench.helpers import start_helper, stop_helper
 from bench.procstat import cpu_seconds, cpu_seconds_of_command, own_cpu_seconds
 from bench.stats import percentile
 from launcher.local_mesh import REPO_ROOT, LocalMesh, free_port
@@ -41,15 +45,6 @@ from simulators.evolution import text_upsert
 EVOLUTION_KEY = "bench-evolution-key"
 AGENT_KEY = "bench-agent-key"
 INSTANCE = "bench"
-
-
-@dataclass
-class Helper:
-    """A fake peer running as its own process."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    url: str
 
 
 @dataclass
@@ -73,18 +68,6 @@ class HubRun:
     ack_ms: list[float] = field(default_factory=list)
     posted_at: dict[str, float] = field(default_factory=dict)
     failed_acks: int = 0
-
-
-async def start_helper(name: str, module: str, *args: str) -> Helper:
-    """Start `python -m module` and wait for its "listening on URL" line."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
-    if "listening on" not in line:
-        raise RuntimeError(f"{name} did not start: {line!r}")
-    return Helper(name, process, line.rsplit(" ", 1)[1].strip())
 
 
 async def direct_pipeline(agent: str, evolution: str, n: int, concurrency: int) -> tuple[float, list[float]]:
@@ -271,6 +254,10 @@ async def main() -> None:
     parser.add_argument("--chats", type=int, default=200, help="distinct conversations the messages spread over")
     parser.add_argument("--database-url", default="", help="PostgreSQL URL (default: SQLite files)")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--discord-messages", type=int, default=1000, help="messages in each Discord phase")
+    parser.add_argument("--discord-instances", type=int, default=4, help="bots the Discord messages spread over")
+    parser.add_argument("--bots", type=int, default=100, help="Discord bots connected at once in one ingress")
+    parser.add_argument("--skip-discord", action="store_true", help="only the WhatsApp phases")
     args = parser.parse_args()
 
     evolution = await start_helper(
@@ -278,10 +265,16 @@ async def main() -> None:
         "--instance", f"{INSTANCE}:{EVOLUTION_KEY}",
     )  # fmt: skip
     agent = await start_helper("agent", "examples.agent_echo", "--port", str(free_port()), "--api-key", AGENT_KEY)
+    helpers = [evolution, agent]
+    discord = None
+    if not args.skip_discord:
+        discord = await start_helper("discord-sim", "simulators.discord", "--port", str(free_port()))
+        helpers.append(discord)
     data_dir = REPO_ROOT / "data" / "bench"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), database_url=args.database_url, prefix_output=False)
+    mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), database_url=args.database_url, prefix_output=False,
+                     extra_env=await mesh_env(discord.url) if discord else None)  # fmt: skip
     try:
         await mesh.start()
         await mesh.create_instance(
@@ -312,14 +305,26 @@ async def main() -> None:
         print(f"  {direct_rate:7.1f} replies/s   p50 {percentile(direct_lat, 50):7.1f} ms   "
               f"p99 {percentile(direct_lat, 99):7.1f} ms")  # fmt: skip
         verdict(steady, burst, paused, args.rate, args.concurrency)
-        if any(m.lost or m.duplicated for m in (steady, burst, paused)):
+        failed = any(m.lost or m.duplicated for m in (steady, burst, paused))
+        if discord is not None:
+            whatsapp = WhatsAppFigures(
+                steady=steady, burst=burst, burst_messages=args.messages, direct_replies_per_second=direct_rate,
+                lost=sum(m.lost for m in (steady, burst, paused)),
+                duplicated=sum(m.duplicated for m in (steady, burst, paused)),
+            )  # fmt: skip
+            options = Options(
+                messages=args.discord_messages, instances=args.discord_instances, chats=args.chats, rate=args.rate,
+                concurrency=args.concurrency, bots=args.bots, timeout=args.timeout,
+            )  # fmt: skip
+            discord_pids = {name: pid for name, pid in pids.items() if pid and name != "evolution-sim"}
+            discord_pids["discord-sim"] = discord.process.pid
+            failed |= not await run_discord(mesh, discord.url, agent.url, AGENT_KEY, discord_pids, options, whatsapp)
+        if failed:
             raise SystemExit(1)  # a throughput miss is a figure; a lost or doubled reply is a failure
     finally:
         await mesh.stop()
-        for helper in (evolution, agent):
-            with contextlib.suppress(ProcessLookupError):
-                helper.process.terminate()
-            await helper.process.wait()
+        for helper in helpers:
+            await stop_helper(helper)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,42 @@ def cpu_seconds_of_command(name: str) -> float:
             continue
         total += cpu_seconds(int(entry))
     return total
+
+
+def _status_field(pid: int, name: str) -> int:
+    """An integer field of /proc/<pid>/status (its first number; 0 when the process or field is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` in MiB (VmRSS; 0.0 when it is gone)."""
+    return _status_field(pid, "VmRSS") / 1024
+
+
+def thread_count(pid: int) -> int:
+    """Threads of `pid` (0 when it is gone)."""
+    return _status_field(pid, "Threads")
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors `pid` has open (sockets included; 0 when it is gone or not ours to read)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot (every core; idle and iowait excluded), so a phase can say
+    how much CPU went to processes it does not list (another program running beside the benchmark)."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS

@@ -1,18 +1,26 @@
-"""`make demo`: one WhatsApp message through the whole mesh, printed with its reply and trace.
+"""`make demo`: a WhatsApp message and a Discord message through the whole mesh, printed with replies and traces.
 
-Starts the Evolution API simulator and the echo agent in this process, the mesh (four services + gateway) as child
-processes on free ports with a throw-away SQLite directory, creates an instance over REST, posts one
-`messages.upsert` webhook the way Evolution does, waits for the reply to reach the simulator and prints the trace.
+Starts the echo agent, the Evolution API simulator and the Discord simulator in this process, the mesh (four
+services + gateway) as child processes on free ports with a throw-away SQLite directory, then:
+- WhatsApp: creates an instance over REST, posts one `messages.upsert` webhook the way Evolution does, waits for
+  the reply to reach the simulator and prints the trace;
+- Discord: creates an instance with a bot token (ingress logs the bot into the simulated gateway, as into
+  Discord), a user sends the bot a direct message and then mentions it in a guild channel; it prints the bot's
+  replies as the simulator recorded them and the DM's trace.
+
+`python -m examples.demo --channel whatsapp` (or `discord`) runs one of the two.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import secrets
 import shutil
 import sys
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -20,9 +28,11 @@ import aiohttp
 from examples.agent_echo import EchoAgent
 from launcher.local_mesh import REPO_ROOT, LocalMesh
 from servicekit.runner import run
+from simulators.discord import DiscordSimulator
 from simulators.evolution import EvolutionSimulator, post_webhook, text_upsert
 
 CHAT = "5521991234567@s.whatsapp.net"
+AGENT_KEY = "demo-agent-key"
 
 
 def show(title: str, value: Any) -> None:
@@ -30,60 +40,148 @@ def show(title: str, value: Any) -> None:
     print(value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def fail(reason: str) -> None:
+    print(reason, file=sys.stderr)
+    raise SystemExit(1)
+
+
+async def show_trace(mesh: LocalMesh, instance: str, traces: int = 1) -> None:
+    """Print the oldest of the instance's traces once all `traces` are sent and its spans arrived (spans reach
+    the tracing service in batches, from each process on its own)."""
+    trace: dict[str, Any] = {}
+    for _ in range(100):
+        code, listing = await mesh.get_json("/api/v1/traces", instance_name=instance)
+        found = listing["traces"] if code == 200 else []
+        if len(found) >= traces and all(t["status"] == "sent" for t in found):
+            code, trace = await mesh.get_json(f"/api/v1/traces/{found[-1]['trace_id']}")
+            if {"ingress.accept", "channels.send"} <= {s["name"] for s in trace.get("spans", [])}:
+                break
+        await asyncio.sleep(0.1)
+    spans = [f"{s['name']:<58} {s['duration_ms']:9.2f} ms" for s in trace.get("spans", [])]
+    show("trace (GET /api/v1/traces/{trace_id})", {k: v for k, v in trace.items() if k != "spans"})
+    show("spans", "\n".join(spans))
+
+
+async def whatsapp_demo(mesh: LocalMesh, evolution: EvolutionSimulator, agent: EchoAgent) -> None:
+    token = evolution.add_instance("demo")
+    instance = await mesh.create_instance(
+        name="demo",
+        channel_type="whatsapp",
+        evolution_url=evolution.url,
+        evolution_key=token,
+        whatsapp_instance="demo",
+        agent_api_url=agent.url,
+        agent_api_key=AGENT_KEY,
+        default_agent="echo",
+    )
+    show("instance created (secrets masked)", instance)
+    envelope = text_upsert("demo", CHAT, "Oi! Vocês abrem amanhã?")
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        status = await post_webhook(session, mesh.webhook_url("demo"), envelope)
+    ack_ms = (time.perf_counter() - started) * 1000
+    show(f"webhook answered HTTP {status} in {ack_ms:.1f} ms", envelope["data"]["key"])
+    try:
+        await evolution.wait_for_sent(1, timeout=20)
+    except TimeoutError:
+        fail("no reply within 20 s")
+    reply_ms = (time.perf_counter() - started) * 1000
+    sent = evolution.sent[0]
+    show(
+        f"reply sent through Evolution sendText {reply_ms:.1f} ms after the webhook",
+        {"number": sent.number, "text": sent.text},
+    )
+    await show_trace(mesh, "demo")
+
+
+async def discord_demo(mesh: LocalMesh, discord: DiscordSimulator, agent: EchoAgent) -> None:
+    bot = discord.add_bot("omni-demo-bot")
+    alice = discord.add_user("alice")
+    guild = discord.add_guild("Demo Guild", bots=[bot.id], channels=["general"])
+    await mesh.create_instance(
+        name="demo-discord",
+        channel_type="discord",
+        discord_bot_token=bot.token,
+        agent_api_url=agent.url,
+        agent_api_key=AGENT_KEY,
+        default_agent="echo",
+    )
+    status: dict[str, Any] = {}
+    for _ in range(200):
+        _, status = await mesh.get_json("/api/v1/instances/demo-discord/status")
+        if status.get("status") == "connected":
+            break
+        await asyncio.sleep(0.1)
+    else:
+        fail(f"the bot did not connect within 20 s: {status}")
+    show(
+        "instance demo-discord created; its bot logged into the (simulated) Discord gateway "
+        "(GET /api/v1/instances/demo-discord/status)",
+        {k: status.get(k) for k in ("status", "account_name", "account_id", "guilds")},
+    )
+
+    async def exchange(title: str, post: Awaitable[dict[str, Any]], count: int) -> None:
+        """Post a user's message, wait for the bot's reply and print both."""
+        started = time.perf_counter()
+        message = await post
+        try:
+            await discord.wait_for_sent(count, timeout=20)
+        except TimeoutError:
+            fail("no reply within 20 s")
+        reply_ms = (time.perf_counter() - started) * 1000
+        reply = discord.sent[count - 1]
+        show(title, {"channel_id": message["channel_id"], "id": message["id"], "content": message["content"]})
+        show(
+            f"the bot's reply, as the Discord simulator recorded it, {reply_ms:.1f} ms later",
+            {
+                "channel_id": reply.channel_id,
+                "id": reply.id,
+                "content": reply.content,
+                "replying_to": reply.message_reference,
+                "guild_id": reply.guild_id,
+            },
+        )
+
+    await exchange("alice sends the bot a direct message", discord.send_dm(bot.id, alice.id, "Hi! Open tomorrow?"), 1)
+    general = guild.channel_ids["general"]
+    mention = discord.post_message(general, alice.id, f"<@{bot.id}> what's on the menu?", mentions=[bot.id])
+    await exchange("alice mentions the bot in #general of Demo Guild", mention, 2)
+    await show_trace(mesh, "demo-discord", traces=2)
+
+
 async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channel", choices=("both", "whatsapp", "discord"), default="both")
+    args = parser.parse_args()
     data_dir = REPO_ROOT / "data" / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     evolution = EvolutionSimulator()
-    agent = EchoAgent(api_key="demo-agent-key")
+    discord = DiscordSimulator()
+    agent = EchoAgent(api_key=AGENT_KEY)
     await evolution.start()
+    await discord.start()
     await agent.start()
-    token = evolution.add_instance("demo")
-    mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), log_level="WARNING")
+    discord_env = {
+        "AUTOMAGIK_OMNI_DISCORD_API_URL": discord.api_url,
+        "AUTOMAGIK_OMNI_DISCORD_GATEWAY_URL": discord.gateway_url,
+        # A bot waits this long for its guilds after READY before it calls itself ready (2 s by default).
+        "AUTOMAGIK_OMNI_DISCORD_GUILD_READY_TIMEOUT_SECONDS": "0.1",
+    }
+    mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), log_level="WARNING", extra_env=discord_env)
     print("starting the mesh (tracing, router, channels, ingress, gateway)...")
     await mesh.start()
     try:
-        instance = await mesh.create_instance(
-            name="demo",
-            channel_type="whatsapp",
-            evolution_url=evolution.url,
-            evolution_key=token,
-            whatsapp_instance="demo",
-            agent_api_url=agent.url,
-            agent_api_key="demo-agent-key",
-            default_agent="echo",
-        )
-        show("instance created (secrets masked)", instance)
-        envelope = text_upsert("demo", CHAT, "Oi! Vocês abrem amanhã?")
-        started = time.perf_counter()
-        async with aiohttp.ClientSession() as session:
-            status = await post_webhook(session, mesh.webhook_url("demo"), envelope)
-        ack_ms = (time.perf_counter() - started) * 1000
-        show(f"webhook answered HTTP {status} in {ack_ms:.1f} ms", envelope["data"]["key"])
-        try:
-            await evolution.wait_for_sent(1, timeout=20)
-        except TimeoutError:
-            print("no reply within 20 s", file=sys.stderr)
-            raise SystemExit(1) from None
-        reply_ms = (time.perf_counter() - started) * 1000
-        sent = evolution.sent[0]
-        show(
-            f"reply sent through Evolution sendText {reply_ms:.1f} ms after the webhook",
-            {"number": sent.number, "text": sent.text},
-        )
-        trace: dict[str, Any] = {}
-        for _ in range(100):
-            code, listing = await mesh.get_json("/api/v1/traces", instance_name="demo")
-            if code == 200 and listing["traces"] and listing["traces"][0]["status"] == "sent":
-                code, trace = await mesh.get_json(f"/api/v1/traces/{listing['traces'][0]['trace_id']}")
-                break
-            await asyncio.sleep(0.1)
-        spans = [f"{s['name']:<58} {s['duration_ms']:9.2f} ms" for s in trace.get("spans", [])]
-        show("trace (GET /api/v1/traces/{trace_id})", {k: v for k, v in trace.items() if k != "spans"})
-        show("spans", "\n".join(spans))
+        if args.channel in ("both", "whatsapp"):
+            print("\n######## WhatsApp (Evolution API simulator)")
+            await whatsapp_demo(mesh, evolution, agent)
+        if args.channel in ("both", "discord"):
+            print("\n######## Discord (Discord simulator: REST API + gateway)")
+            await discord_demo(mesh, discord, agent)
     finally:
         await mesh.stop()
         await agent.stop()
+        await discord.stop()
         await evolution.stop()
 
 
