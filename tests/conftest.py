@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import discord
 import pytest
+import yarl
 
+from simulators.discord import DiscordSimulator
 from tests.helpers.databases import database_url
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "evolution"
@@ -25,3 +28,16 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 def evolution_fixtures() -> Path:
     """Directory of the Evolution webhook and REST fixtures."""
     return FIXTURES
+
+
+@pytest.fixture
+async def discord_sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DiscordSimulator]:
+    """The Discord simulator, with this process's discord.py pointed at it (REST and gateway) for the test."""
+    simulator = DiscordSimulator()
+    await simulator.start()
+    monkeypatch.setattr(discord.http.Route, "BASE", simulator.api_url)
+    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(simulator.gateway_url))
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()

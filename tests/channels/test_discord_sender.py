@@ -68,14 +68,8 @@ class World:
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DiscordSimulator]:
-    simulator = DiscordSimulator()
-    await simulator.start()
-    monkeypatch.setattr(discord.http.Route, "BASE", simulator.api_url)
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
+def sim(discord_sim: DiscordSimulator) -> DiscordSimulator:
+    return discord_sim
 
 
 @pytest.fixture

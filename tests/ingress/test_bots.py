@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import discord
 import pytest
-import yarl
 
 from servicekit.database import Database
 from servicekit.instances import DiscordConfig, Instance
@@ -30,15 +28,8 @@ from tests.ingress.support import eventually
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DiscordSimulator]:
-    simulator = DiscordSimulator()
-    await simulator.start()
-    monkeypatch.setattr(discord.http.Route, "BASE", simulator.api_url)
-    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(simulator.gateway_url))
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
+def sim(discord_sim: DiscordSimulator) -> DiscordSimulator:
+    return discord_sim
 
 
 @dataclasses.dataclass

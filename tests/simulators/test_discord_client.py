@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import discord
 import pytest
-import yarl
 
 from simulators.discord import Bot, DiscordSimulator
 
@@ -79,15 +78,8 @@ class Clients:
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DiscordSimulator]:
-    simulator = DiscordSimulator()
-    await simulator.start()
-    monkeypatch.setattr(discord.http.Route, "BASE", simulator.api_url)
-    monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(simulator.gateway_url))
-    try:
-        yield simulator
-    finally:
-        await simulator.stop()
+def sim(discord_sim: DiscordSimulator) -> DiscordSimulator:
+    return discord_sim
 
 
 @pytest.fixture
