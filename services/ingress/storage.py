@@ -406,7 +406,10 @@ class BotLeaseStore:
             "INSERT INTO bot_leases (instance_name, channel, owner, lease_until, state, updated_at) "
             "VALUES ($1, $2, $3, $4, 'connecting', $5) "
             "ON CONFLICT (instance_name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until, "
-            "channel = excluded.channel, updated_at = excluded.updated_at "
+            "channel = excluded.channel, updated_at = excluded.updated_at, "
+            # A new owner starts from `connecting`, not from what the previous owner last reported.
+            "state = CASE WHEN bot_leases.owner = excluded.owner THEN bot_leases.state ELSE 'connecting' END, "
+            "detail = CASE WHEN bot_leases.owner = excluded.owner THEN bot_leases.detail ELSE '' END "
             "WHERE bot_leases.owner = excluded.owner OR bot_leases.owner = '' OR bot_leases.lease_until < $5 "
             "RETURNING owner",
             instance_name,
