@@ -389,11 +389,6 @@ async def test_after_a_fresh_session_the_missed_messages_are_caught_up_before_th
 
 
 @pytest.mark.parametrize("discord_world", ["sqlite"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="order across a catch-up: a live message arriving right after a fresh session is stored (and answered) "
-    "before the older messages the catch-up reads back from the history; the inbox orders only what it holds",
-)
 async def test_a_caught_up_message_is_answered_before_a_newer_live_one(discord_world: DiscordWorld) -> None:
     world = discord_world
     tenant = await world.new_tenant()

@@ -53,6 +53,9 @@ PERMANENT_CLOSE_CODES = {
 }
 """Gateway close codes after which reconnecting cannot help."""
 
+CATCH_UP_WAIT_SECONDS = 15.0
+"""Longest a live message waits for its chat's catch-up (a history read that hangs must not hold the chat)."""
+
 DELIVERY_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 10.0)
 """Pauses between tries to store one message while the inbox is unavailable (about half a minute in all)."""
 
@@ -88,6 +91,9 @@ class DiscordBot:
         self.cursors_dirty = False
         self._pending: Cursors = {}
         """Chats a fresh session has not caught up on yet, with the cursor each had when the session began."""
+        self._caught_up: dict[str, asyncio.Event] = {}
+        """Per pending chat, set once its history is read: a live message of that chat waits for it, so what was
+        missed is stored (and answered) before what came after."""
         self._held: Cursors = {}
         """Per pending chat, the newest live message stored meanwhile: the cursor moves there after the catch-up."""
         self.permanent_failure = False
@@ -196,6 +202,7 @@ class DiscordBot:
         for this session's catch-up, from the cursor it has now (or the older one of a catch-up not finished yet)."""
         for chat_id, cursor in self.cursors.items():
             self._pending[chat_id] = dict(self._pending.get(chat_id, cursor))
+            self._caught_up.setdefault(chat_id, asyncio.Event())
 
     async def _on_ready(self, client: discord.Client) -> None:
         self._set_state(CONNECTED, "")
@@ -223,6 +230,8 @@ class DiscordBot:
         received = received_from_discord(message, bot_id=user.id, guild_filter=self.config.guild_id)
         if received is None:
             return
+        if live:
+            await self._after_catch_up(str(message.channel.id))
         payload = snapshot(message)
         # The edge span of the message's trace, as the gateway's request span is for a webhook: a new root (each
         # gateway event is its own trace), with the accept path's spans under it.
@@ -249,6 +258,17 @@ class DiscordBot:
                     log.warning("message %s of %s not stored yet (%s); retrying", message.id, self.instance.name, exc)
                     await asyncio.sleep(pause)
         self._advance(message, live=live)
+
+    async def _after_catch_up(self, chat_id: str) -> None:
+        """Wait (at most CATCH_UP_WAIT_SECONDS) until the chat's missed messages are stored."""
+        caught_up = self._caught_up.get(chat_id)
+        if caught_up is None or caught_up.is_set():
+            return
+        waiter = asyncio.ensure_future(caught_up.wait())
+        try:
+            await asyncio.wait([waiter], timeout=CATCH_UP_WAIT_SECONDS)
+        finally:
+            waiter.cancel()
 
     def _advance(self, message: discord.Message, *, live: bool) -> None:
         chat_id = str(message.channel.id)
@@ -279,6 +299,9 @@ class DiscordBot:
             if self._pending.get(chat_id) is not cursor:
                 continue  # a newer session began meanwhile; its own catch-up reads on from the same cursor
             del self._pending[chat_id]
+            caught_up = self._caught_up.pop(chat_id, None)
+            if caught_up is not None:
+                caught_up.set()
             held = self._held.pop(chat_id, None)
             if held is not None and _keep_newest(self.cursors, chat_id, held):
                 self.cursors_dirty = True
