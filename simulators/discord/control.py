@@ -11,10 +11,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import web
 
-from simulators.discord.wire import json_response
+from simulators.discord.wire import json_object, json_response
 
 if TYPE_CHECKING:
     from simulators.discord.server import DiscordSimulator
@@ -55,19 +54,19 @@ class ControlApi:
     # ------------------------------------------------------------------ staging
 
     async def add_bot(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         bot = self.sim.add_bot(
             str(body.get("name") or "omni-bot"), body.get("token"), bool(body.get("privileged_intents", True))
         )
         return json_response(asdict(bot), 201)
 
     async def add_user(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         user = self.sim.add_user(_required(body, "name"), bool(body.get("bot", False)))
         return json_response(asdict(user), 201)
 
     async def add_guild(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         guild = self.sim.add_guild(
             _required(body, "name"),
             bots=[str(b) for b in body.get("bots") or []],
@@ -77,7 +76,7 @@ class ControlApi:
         return json_response({"id": guild.id, "name": guild.name, "channel_ids": guild.channel_ids}, 201)
 
     async def add_thread(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         thread_id = self.sim.add_thread(
             _required(body, "guild_id"),
             _required(body, "parent_channel_id"),
@@ -89,7 +88,7 @@ class ControlApi:
     # ------------------------------------------------------------------ traffic
 
     async def post_message(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         message = await self.sim.post_message(
             _required(body, "channel_id"),
             _required(body, "author_id"),
@@ -104,7 +103,7 @@ class ControlApi:
         return json_response(message, 201)
 
     async def send_dm(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         message = await self.sim.send_dm(
             _required(body, "bot_id"),
             _required(body, "user_id"),
@@ -115,7 +114,7 @@ class ControlApi:
         return json_response(message, 201)
 
     async def redeliver(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         reached = await self.sim.redeliver(_required(body, "message_id"))
         return json_response({"sessions": reached})
 
@@ -126,7 +125,7 @@ class ControlApi:
 
     async def wait_sent(self, request: web.Request) -> web.StreamResponse:
         """Long-poll until `count` messages were sent (408 after `timeout` seconds)."""
-        body = await _body(request)
+        body = await json_object(request)
         try:
             sent = await self.sim.wait_for_sent(int(body.get("count", 1)), float(body.get("timeout", 5.0)))
         except TimeoutError:
@@ -139,7 +138,7 @@ class ControlApi:
     # ------------------------------------------------------------------ faults
 
     async def rate_limit_next(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         self.sim.rate_limit_next(
             int(body.get("count", 1)),
             retry_after=float(body.get("retry_after", 0.2)),
@@ -149,22 +148,22 @@ class ControlApi:
         return json_response({"pending_faults": len(self.sim.state.faults)})
 
     async def fail_next(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         self.sim.fail_next(int(body.get("count", 1)), status=int(body.get("status", 500)), bot_id=body.get("bot_id"))
         return json_response({"pending_faults": len(self.sim.state.faults)})
 
     async def drop_connections(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         code = body.get("code")
         dropped = await self.sim.drop_connections(body.get("bot_id"), int(code) if code is not None else None)
         return json_response({"dropped": dropped})
 
     async def request_reconnect(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         return json_response({"sessions": self.sim.request_reconnect(body.get("bot_id"))})
 
     async def revoke_token(self, request: web.Request) -> web.StreamResponse:
-        body = await _body(request)
+        body = await json_object(request)
         self.sim.revoke_token(_required(body, "token"))
         return json_response({"revoked": True})
 
@@ -216,19 +215,6 @@ def _guarded(handler: Handler) -> Handler:
             return json_response({"error": str(exc)}, 400)
 
     return guarded
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ValueError("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    return body
 
 
 def _required(body: dict[str, Any], name: str) -> str:

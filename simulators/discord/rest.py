@@ -38,6 +38,7 @@ from simulators.discord.wire import (
     DiscordHTTPError,
     form_error,
     generic_error,
+    json_object,
     json_response,
     missing_access,
     unknown,
@@ -111,16 +112,10 @@ class RestApi:
 
     @staticmethod
     async def _json(request: web.Request) -> dict[str, Any]:
-        raw = await request.read()
-        if not raw:
-            return {}
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            return await json_object(request)
+        except ValueError:
             raise DiscordHTTPError(400, 50109, "The request body contains invalid JSON.") from None
-        if not isinstance(body, dict):
-            raise DiscordHTTPError(400, 50109, "The request body contains invalid JSON.")
-        return body
 
     # ------------------------------------------------------------------ gateway discovery and identity
 

@@ -197,3 +197,17 @@ def dispatch_frame(event: str, sequence: int, data_json: str) -> str:
     """An op-0 frame around already-serialized event data, so a payload fanned out to many sessions is
     serialized once and only its sequence number differs."""
     return f'{{"op":0,"s":{sequence},"t":"{event}","d":{data_json}}}'
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object (`{}` for an empty body); raises ValueError for anything else."""
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    return body

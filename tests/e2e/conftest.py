@@ -52,6 +52,21 @@ class World:
         return name
 
 
+@contextlib.asynccontextmanager
+async def running_mesh(
+    data_dir: Path, database: str, *, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[LocalMesh]:
+    """The started mesh on `database` ("sqlite", or a fresh PostgreSQL database dropped afterwards)."""
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres_database()) if database == "postgres" else ""
+        mesh = mesh_for_tests(data_dir, database_url=url, extra_env=extra_env)
+        await mesh.start()
+        try:
+            yield mesh
+        finally:
+            await mesh.stop()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgres"])
 async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     evolution = EvolutionSimulator()
@@ -60,21 +75,8 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     await agent.start()
     data_dir: Path = tmp_path_factory.mktemp(f"mesh-{request.param}")
     try:
-        if request.param == "postgres":
-            async with postgres_database() as url:
-                mesh = mesh_for_tests(data_dir, database_url=url)
-                await mesh.start()
-                try:
-                    yield World(mesh, evolution, agent, request.param)
-                finally:
-                    await mesh.stop()
-        else:
-            mesh = mesh_for_tests(data_dir)
-            await mesh.start()
-            try:
-                yield World(mesh, evolution, agent, request.param)
-            finally:
-                await mesh.stop()
+        async with running_mesh(data_dir, request.param) as mesh:
+            yield World(mesh, evolution, agent, request.param)
     finally:
         await agent.stop()
         await evolution.stop()
@@ -176,14 +178,8 @@ async def discord_world(
     data_dir: Path = tmp_path_factory.mktemp(f"discord-mesh-{request.param}")
     env = discord_mesh_env(discord)
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            url = await stack.enter_async_context(postgres_database()) if request.param == "postgres" else ""
-            mesh = mesh_for_tests(data_dir, database_url=url, extra_env=env)
-            await mesh.start()
-            try:
-                yield DiscordWorld(mesh, discord, agent, request.param)
-            finally:
-                await mesh.stop()
+        async with running_mesh(data_dir, request.param, extra_env=env) as mesh:
+            yield DiscordWorld(mesh, discord, agent, request.param)
     finally:
         await agent.stop()
         await discord.stop()
