@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from servicekit.database import Database, Migration, Row, values_rows
+from servicekit.database import Database, Migration, values_rows
 from servicekit.retention import delete_in_batches
-from services.channels.core.models import OutboundPart, PartState
+from services.channels.core.models import OutboundPart, OutboxRow, PartState
 
 SCHEMA = "omni_channels"
 """PostgreSQL schema of the channels tables."""
@@ -49,42 +48,6 @@ MIGRATIONS: Sequence[Migration] = [
     ),
     Migration(2, "outbox created_at", ["CREATE INDEX outbox_parts_created ON outbox_parts (created_at)"]),
 ]
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    """One stored part."""
-
-    idempotency_key: str
-    part_index: int
-    instance_name: str
-    chat_id: str
-    part: OutboundPart
-    state: PartState
-    channel_message_id: str
-    attempts: int
-    last_error: str
-    error_reason: str
-    sending_started_at: float | None
-    sending_owner: str
-
-    @classmethod
-    def from_row(cls, row: Row) -> OutboxRow:
-        started = row["sending_started_at"]
-        return cls(
-            idempotency_key=row["idempotency_key"],
-            part_index=int(row["part_index"]),
-            instance_name=row["instance_name"],
-            chat_id=row["chat_id"],
-            part=OutboundPart.from_json(json.loads(row["payload"])),
-            state=PartState(row["state"]),
-            channel_message_id=row["channel_message_id"] or "",
-            attempts=int(row["attempts"]),
-            last_error=row["last_error"] or "",
-            error_reason=row["error_reason"] or "",
-            sending_started_at=float(started) if started is not None else None,
-            sending_owner=row["sending_owner"] or "",
-        )
 
 
 _COLUMNS = (

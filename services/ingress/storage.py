@@ -1,4 +1,4 @@
-"""The inbox table and every SQL statement ingress runs (schema "omni_ingress" on PostgreSQL).
+"""The inbox table, the bot leases and every SQL statement ingress runs (schema "omni_ingress" on PostgreSQL).
 
 One row per channel message, unique on (instance_name, channel, channel_message_id), so a repeated webhook is
 recognised by the database itself, even across replicas. Rows move received → dispatched → handled, or to
@@ -13,21 +13,17 @@ same statement is atomic there as well.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from servicekit.database import Database, Migration, Row
+from servicekit.database import Database, Migration
 from servicekit.retention import delete_in_batches
+from services.ingress.core.inbox import (
+    BotLeaseRow,
+    InboxRow,
+)
 
 SCHEMA = "omni_ingress"
 MIGRATION_LOCK = "omni_ingress_migrations"
 
-RECEIVED = "received"
-DISPATCHED = "dispatched"
-HANDLED = "handled"
-DEAD = "dead"
-IGNORED = "ignored"
-UNFINISHED = (RECEIVED, DISPATCHED)
 
 # Migration 3: every secondary index holds only the rows its reader looks at. A row changes state three times
 # (received, dispatched, handled), and on PostgreSQL each change of an indexed column adds an entry to every index
@@ -167,43 +163,6 @@ FROM due
 WHERE inbox.id = due.id
 RETURNING {_RETURNING}
 """
-
-
-@dataclass(frozen=True)
-class InboxRow:
-    """One inbox row; `message` is the stored canonical message JSON."""
-
-    id: str
-    instance_name: str
-    channel: str
-    channel_message_id: str
-    chat_id: str
-    conversation_key: str
-    event: str
-    message: str
-    traceparent: str
-    sent_at: float
-    received_ns: int
-    state: str
-    attempts: int
-    next_attempt_at: float
-    lease_owner: str | None
-    lease_until: float | None
-    last_error: str
-    outcome: str
-    dead_at: float | None
-    created_at: float
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: Row) -> InboxRow:
-        values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__}
-        return cls(**values)
-
-
-def conversation_key(instance_name: str, channel: str, chat_id: str) -> str:
-    """The ordering scope of a message: one chat of one instance."""
-    return f"{instance_name}\x1f{channel}\x1f{chat_id}"
 
 
 class InboxStore:
@@ -369,26 +328,6 @@ class InboxStore:
         """How many rows are in each state (for tests and diagnostics)."""
         rows = await self._db.fetch("SELECT state, count(*) AS n FROM inbox GROUP BY state")
         return {str(r["state"]): int(r["n"]) for r in rows}
-
-
-@dataclass(frozen=True)
-class BotLeaseRow:
-    """One hosted bot's lease and last report; `report` and `cursors` are JSON objects."""
-
-    instance_name: str
-    channel: str
-    owner: str
-    lease_until: float
-    state: str
-    detail: str
-    report: str
-    cursors: str
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: Row) -> BotLeaseRow:
-        values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__}
-        return cls(**values)
 
 
 _BOT_COLUMNS = "instance_name, channel, owner, lease_until, state, detail, report, cursors, updated_at"

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any
 
 from servicekit.channels import Channel
@@ -28,6 +28,7 @@ from servicekit.instances import (
     config_values,
 )
 from servicekit.retention import delete_in_batches
+from services.router.core.models import Person, RouteRecord
 from services.router.secret_box import SecretBox
 
 SCHEMA = "omni_router"
@@ -296,20 +297,6 @@ def _legacy_config(channel: Channel, old: dict[str, str]) -> ChannelConfig:
     )
 
 
-@dataclass(frozen=True)
-class Person:
-    """Who sent a message, as the identity resolver needs it."""
-
-    instance_name: str
-    channel: str
-    identity: str
-    """The preferred identity: the phone JID when known, else the channel id."""
-    external_ids: tuple[str, ...]
-    """Every id the sender is known by in this message (identity first)."""
-    display_name: str = ""
-    phone_number: str = ""
-
-
 _NAMESPACE = uuid.UUID("5f0b6a52-8f7e-4f63-9c55-0d7f1c1b1e10")
 
 
@@ -442,23 +429,6 @@ class IdentityRepository:
 
     async def get_session(self, session_id: str) -> Row | None:
         return await self._db.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
-
-
-@dataclass(frozen=True)
-class RouteRecord:
-    """How far RouteMessage got with one inbound message."""
-
-    message_id: str
-    instance_name: str
-    user_id: str
-    session_id: str
-    agent_reply: dict[str, Any] | None = None
-    """The agent's parsed reply ({"text", "media", "actions", "raw"}) or a permanent failure ({"error"})."""
-    outcome: str | None = None
-    """sent or error once final; None while in progress."""
-    error_message: str = ""
-    sent_message_ids: tuple[str, ...] = ()
-    attempts: int = 0
 
 
 class RouteRepository:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from servicekit.database import Row
 from servicekit.messages import Media
 
 
@@ -94,3 +96,39 @@ class SendRequest:
     parts: list[OutboundPart] = field(default_factory=list)
     quoted_message_id: str = ""
     thread_id: str = ""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored part."""
+
+    idempotency_key: str
+    part_index: int
+    instance_name: str
+    chat_id: str
+    part: OutboundPart
+    state: PartState
+    channel_message_id: str
+    attempts: int
+    last_error: str
+    error_reason: str
+    sending_started_at: float | None
+    sending_owner: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> OutboxRow:
+        started = row["sending_started_at"]
+        return cls(
+            idempotency_key=row["idempotency_key"],
+            part_index=int(row["part_index"]),
+            instance_name=row["instance_name"],
+            chat_id=row["chat_id"],
+            part=OutboundPart.from_json(json.loads(row["payload"])),
+            state=PartState(row["state"]),
+            channel_message_id=row["channel_message_id"] or "",
+            attempts=int(row["attempts"]),
+            last_error=row["last_error"] or "",
+            error_reason=row["error_reason"] or "",
+            sending_started_at=float(started) if started is not None else None,
+            sending_owner=row["sending_owner"] or "",
+        )

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from servicekit.channels import Channel
 from servicekit.errors import FailedPreconditionError, UnavailableError
 from servicekit.instances import Instance
-from services.channels.core.models import OutboundPart, PartResult, PartState
+from services.channels.core.models import OutboundPart, OutboxRow, PartResult, PartState
+from services.channels.core.ports import OutboxRepository
 from services.channels.core.senders.base import (
     REASON_REJECTED,
     ChannelError,
@@ -31,7 +32,6 @@ from services.channels.core.senders.base import (
     ChannelTransientError,
     SendTarget,
 )
-from services.channels.storage import OutboxRow, OutboxStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class OutboxSender:
 
     def __init__(
         self,
-        store: OutboxStore,
+        store: OutboxRepository,
         senders: Mapping[Channel, ChannelSender],
         *,
         policy: SendPolicy | None = None,

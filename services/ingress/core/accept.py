@@ -26,9 +26,10 @@ from servicekit.channels import Channel
 from servicekit.instances import Instance, InstanceDirectory
 from servicekit.messages import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
 from servicekit.telemetry import payload_json
+from services.ingress.core.inbox import IGNORED, RECEIVED, InboxRow, conversation_key
+from services.ingress.core.ports import Inbox
 from services.ingress.core.receivers.base import Received
 from services.ingress.core.receivers.registry import webhook_receiver
-from services.ingress.storage import IGNORED, RECEIVED, InboxRow, InboxStore, conversation_key
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class IngressCore:
 
     def __init__(
         self,
-        store: InboxStore,
+        store: Inbox,
         instances: InstanceDirectory,
         *,
         on_accept: Callable[[], None] | None = None,

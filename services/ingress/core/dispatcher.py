@@ -29,7 +29,8 @@ from opentelemetry.trace import Status, StatusCode
 from servicekit import errors
 from servicekit import trace_attributes as attrs
 from servicekit.messages import InboundMessage, message_from_json
-from services.ingress.storage import InboxRow, InboxStore
+from services.ingress.core.inbox import InboxRow
+from services.ingress.core.ports import Inbox
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: InboxStore,
+        store: Inbox,
         router: RouterPort,
         *,
         replica_id: str,

@@ -16,17 +16,16 @@ from servicekit.instances import Instance
 from servicekit.messages import Media, OutboundPart
 from servicekit.telemetry import payload_json
 from services.router.core.models import OutgoingMessage, SendResult
-from services.router.core.ports import ChannelSender
+from services.router.core.ports import ChannelSender, InstanceStore
 from services.router.core.recipients import normalize_recipient
 from services.router.core.reply_splitter import split_reply
-from services.router.storage import InstanceRepository
 
 
 class ApiSender:
     """Sends API-written texts and files."""
 
     def __init__(
-        self, *, instances: InstanceRepository, channels: ChannelSender, tracer: trace.Tracer | None = None
+        self, *, instances: InstanceStore, channels: ChannelSender, tracer: trace.Tracer | None = None
     ) -> None:
         self._instances = instances
         self._channels = channels

@@ -11,7 +11,7 @@ import re
 
 from servicekit.channels import Channel
 from servicekit.messages import InboundMessage
-from services.router.storage import Person
+from services.router.core.models import Person
 
 PHONE_SUFFIX = "@s.whatsapp.net"
 _DIGITS = re.compile(r"\D")

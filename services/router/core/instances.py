@@ -14,8 +14,7 @@ from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 from servicekit.instances import ChannelConfig, DiscordConfig, Instance, WhatsAppConfig
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.models import INSTANCE_FIELDS, InstanceChange
-from services.router.core.ports import AccountChecker, Clock
-from services.router.storage import InstanceRepository
+from services.router.core.ports import AccountChecker, Clock, InstanceStore
 
 DEFAULT_AGENT_TIMEOUT = 60
 MAX_AGENT_TIMEOUT = 600
@@ -110,7 +109,7 @@ class InstanceService:
 
     def __init__(
         self,
-        repository: InstanceRepository,
+        repository: InstanceStore,
         broadcaster: InstanceBroadcaster,
         accounts: AccountChecker,
         *,

@@ -90,3 +90,34 @@ class SendResult:
 
     message_ids: tuple[str, ...]
     trace_id: str
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who sent a message, as the identity resolver needs it."""
+
+    instance_name: str
+    channel: str
+    identity: str
+    """The preferred identity: the phone JID when known, else the channel id."""
+    external_ids: tuple[str, ...]
+    """Every id the sender is known by in this message (identity first)."""
+    display_name: str = ""
+    phone_number: str = ""
+
+
+@dataclass(frozen=True)
+class RouteRecord:
+    """How far RouteMessage got with one inbound message."""
+
+    message_id: str
+    instance_name: str
+    user_id: str
+    session_id: str
+    agent_reply: dict[str, Any] | None = None
+    """The agent's parsed reply ({"text", "media", "actions", "raw"}) or a permanent failure ({"error"})."""
+    outcome: str | None = None
+    """sent or error once final; None while in progress."""
+    error_message: str = ""
+    sent_message_ids: tuple[str, ...] = ()
+    attempts: int = 0

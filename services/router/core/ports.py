@@ -1,12 +1,13 @@
-"""What the router core needs from the outside, as protocols (implemented by adapters, faked in tests)."""
+"""What the router core needs from the outside, as protocols (implemented by adapters and `storage`, faked in
+tests): the channels service, the clock, and the instance, identity and route-record storage."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from servicekit.instances import Instance
-from services.router.core.models import OutgoingMessage
+from services.router.core.models import OutgoingMessage, Person, RouteRecord
 
 Clock = Callable[[], float]
 """Returns the current time in epoch seconds."""
@@ -35,4 +36,64 @@ class AccountChecker(Protocol):
         """Return when the channel accepts the instance's credentials (or checks none); raise
         `InvalidArgumentError` with the channel's reason when it refuses them, `UnavailableError` when it cannot
         be asked."""
+        ...
+
+
+class InstanceStore(Protocol):
+    """Instances, secrets in clear on this side (`storage.InstanceRepository` encrypts them at rest)."""
+
+    async def get(self, name: str) -> Instance | None:
+        """The instance called `name`, None when there is none (the implementation may serve it from a short cache)."""
+        ...
+
+    async def create(self, instance: Instance) -> None: ...
+
+    async def list_page(self, *, offset: int, limit: int, channel: str = "") -> tuple[list[Instance], int]:
+        """One page ordered by name, and the total matching `channel` ("" for all)."""
+        ...
+
+    async def update(self, instance: Instance) -> bool: ...
+
+    async def delete(self, name: str) -> bool: ...
+
+    async def list_all(self) -> list[Instance]: ...
+
+
+class IdentityStore(Protocol):
+    """Users, their external ids and their sessions."""
+
+    async def resolve_user(self, person: Person, now: float) -> str:
+        """The user id of `person`, creating the user and recording any id not seen before."""
+        ...
+
+    async def resolve_session(
+        self, instance_name: str, channel: str, chat_id: str, session_name: str, user_id: str, now: float
+    ) -> str:
+        """The session id of the chat, creating the session on its first message."""
+        ...
+
+    async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:
+        """Count one message for the user and the session, and refresh the user's name and phone."""
+        ...
+
+
+class RouteStore(Protocol):
+    """The idempotency records of RouteMessage, one per inbound message id."""
+
+    async def claim(self, record: RouteRecord, now: float) -> bool:
+        """Insert the record of a new message; False when another attempt already did."""
+        ...
+
+    async def count_attempt(self, message_id: str, now: float) -> None: ...
+
+    async def get(self, message_id: str) -> RouteRecord | None: ...
+
+    async def store_reply(self, message_id: str, reply: dict[str, Any], now: float) -> dict[str, Any]:
+        """Store the agent reply unless one is stored already; returns the stored one (the first wins)."""
+        ...
+
+    async def finish(
+        self, message_id: str, outcome: str, error_message: str, sent_message_ids: list[str], now: float
+    ) -> None:
+        """Record the final outcome; later attempts return it without doing anything."""
         ...

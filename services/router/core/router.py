@@ -33,10 +33,9 @@ from services.router.core.agent_client import AgentClient, AgentPermanentError, 
 from services.router.core.agent_request import build_agent_request, media_parts
 from services.router.core.identity import person_of, session_name_of
 from services.router.core.keyed_lock import KeyedLock
-from services.router.core.models import OutgoingMessage, RouteResult
-from services.router.core.ports import ChannelSender, Clock
+from services.router.core.models import OutgoingMessage, RouteRecord, RouteResult
+from services.router.core.ports import ChannelSender, Clock, IdentityStore, InstanceStore, RouteStore
 from services.router.core.reply_splitter import split_reply
-from services.router.storage import IdentityRepository, InstanceRepository, RouteRecord, RouteRepository
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +48,9 @@ class MessageRouter:
     def __init__(
         self,
         *,
-        instances: InstanceRepository,
-        identities: IdentityRepository,
-        routes: RouteRepository,
+        instances: InstanceStore,
+        identities: IdentityStore,
+        routes: RouteStore,
         agent: AgentClient,
         channels: ChannelSender,
         clock: Clock = time.time,

@@ -26,7 +26,8 @@ from servicekit.channels import Channel
 from servicekit.instances import ChannelConfig, Instance
 from services.ingress.core.bots.discord_bot import Cursors
 from services.ingress.core.bots.status import CONNECTING, DISCONNECTED, BotStatus
-from services.ingress.storage import BotLeaseRow, BotLeaseStore
+from services.ingress.core.inbox import BotLeaseRow
+from services.ingress.core.ports import BotLeases
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class BotHost:
 
     def __init__(
         self,
-        leases: BotLeaseStore,
+        leases: BotLeases,
         factories: Mapping[Channel, BotFactory],
         *,
         owner: str,
@@ -225,7 +226,7 @@ def _cursors(row: BotLeaseRow | None) -> Cursors:
     return {str(k): v for k, v in decoded.items() if isinstance(v, dict)} if isinstance(decoded, dict) else {}
 
 
-async def bot_statuses(leases: BotLeaseStore, instance_name: str, now: float) -> list[BotStatus]:
+async def bot_statuses(leases: BotLeases, instance_name: str, now: float) -> list[BotStatus]:
     """Every hosted bot as its owner last reported it (a lease run out reads as connecting: a takeover is due)."""
     statuses: list[BotStatus] = []
     for row in await leases.list(instance_name):
