@@ -386,7 +386,9 @@ class IdentityRepository:
         await self._db.execute(
             "INSERT INTO sessions (id, instance_name, chat_id, channel, session_name, user_id, created_at,"
             " last_message_at, message_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)"
-            " ON CONFLICT (instance_name, chat_id) DO NOTHING",
+            # No conflict target: two first messages of one chat resolved at once insert the same id, and with
+            # only (instance_name, chat_id) as the arbiter PostgreSQL raised the primary key's violation instead.
+            " ON CONFLICT DO NOTHING",
             session_id,
             instance_name,
             chat_id,
