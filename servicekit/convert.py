@@ -7,6 +7,7 @@ a field added to a proto is mapped once.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from google.protobuf import timestamp_pb2
 from omni.common.v1 import channel_pb2, message_pb2
@@ -74,6 +75,11 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 def seconds(stamp: timestamp_pb2.Timestamp) -> float:
     return stamp.seconds + stamp.nanos / 1e9
+
+
+def workspaces_to_proto(workspaces: Iterable[tuple[str, str]]) -> list[message_pb2.Workspace]:
+    """The (id, name) pairs of a bot's guilds (or teams) on the wire."""
+    return [message_pb2.Workspace(id=workspace_id, name=name) for workspace_id, name in workspaces]
 
 
 def media_to_proto(media: Media) -> message_pb2.Media:

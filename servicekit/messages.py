@@ -65,6 +65,13 @@ class Media:
         )
 
 
+def raw_base64(data: str) -> str:
+    """`data` without a `data:<mime>;base64,` prefix: channels want the raw base64 a caller may have wrapped."""
+    if data.startswith("data:") and "," in data:
+        return data.split(",", 1)[1]
+    return data
+
+
 @dataclass(frozen=True)
 class QuotedMessage:
     """The message a reply refers to."""

@@ -9,7 +9,7 @@ import grpc
 from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, outbound_pb2
 from omni.common.v1 import message_pb2
 
-from servicekit.convert import CONNECTION_STATE_VALUES, instance_from_proto, media_from_proto
+from servicekit.convert import CONNECTION_STATE_VALUES, instance_from_proto, media_from_proto, workspaces_to_proto
 from services.channels.core.models import (
     OutboundPart,
     PartResult,
@@ -89,7 +89,7 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
             qr_code=status.qr_code,
             pairing_code=status.pairing_code,
             detail=status.detail,
-            workspaces=[message_pb2.Workspace(id=w_id, name=name) for w_id, name in status.workspaces],
+            workspaces=workspaces_to_proto(status.workspaces),
             latency_ms=status.latency_ms,
             account_id=status.account_id,
             account_name=status.account_name,

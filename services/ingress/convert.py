@@ -3,10 +3,9 @@ through `servicekit.convert`)."""
 
 from __future__ import annotations
 
-from omni.common.v1 import message_pb2
 from omni.ingress.v1 import inbox_pb2, ingress_service_pb2
 
-from servicekit.convert import CONNECTION_STATE_VALUES, channel_value, message_to_proto, timestamp
+from servicekit.convert import CONNECTION_STATE_VALUES, channel_value, message_to_proto, timestamp, workspaces_to_proto
 from services.ingress.core.accept import DeadLetter
 from services.ingress.core.bots.status import BotStatus
 
@@ -29,7 +28,7 @@ def bot_status_to_proto(status: BotStatus) -> ingress_service_pb2.BotStatus:
         state=CONNECTION_STATE_VALUES[status.state],
         detail=status.detail,
         owner=status.owner,
-        workspaces=[message_pb2.Workspace(id=w_id, name=name) for w_id, name in status.workspaces],
+        workspaces=workspaces_to_proto(status.workspaces),
         latency_ms=status.latency_ms,
         account_id=status.account_id,
         account_name=status.account_name,

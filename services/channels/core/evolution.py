@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 
 from servicekit.instances import Instance, WhatsAppConfig
-from servicekit.messages import Media
+from servicekit.messages import Media, raw_base64
 from services.channels.core.senders.base import ChannelRejectedError, ChannelTransientError
 
 REASON_UNAUTHORIZED = "EVOLUTION_UNAUTHORIZED"
@@ -78,13 +78,6 @@ def _retry_after(header: str | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-def _raw_base64(data: str) -> str:
-    """Evolution wants raw base64: drop a `data:<mime>;base64,` prefix if the caller kept one."""
-    if data.startswith("data:") and "," in data:
-        return data.split(",", 1)[1]
-    return data
-
-
 def media_type(media: Media) -> str:
     """Evolution's sendMedia `mediatype` (image, video, audio or document)."""
     kind = media.type
@@ -124,7 +117,7 @@ class EvolutionClient:
         body: dict[str, Any] = {
             "number": number,
             "mediatype": media_type(media),
-            "media": media.url or _raw_base64(media.base64),
+            "media": media.url or raw_base64(media.base64),
         }
         if media.mime_type:
             body["mimetype"] = media.mime_type

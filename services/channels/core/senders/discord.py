@@ -47,7 +47,7 @@ import discord
 
 from servicekit.channels import Channel
 from servicekit.instances import DiscordConfig, Instance
-from servicekit.messages import Media
+from servicekit.messages import Media, raw_base64
 from services.channels.core.models import ConnectionState, ConnectionStatus, OutboundPart
 from services.channels.core.senders.base import (
     REASON_MISCONFIGURED,
@@ -381,8 +381,7 @@ class DiscordSender:
         return data, _filename(media, content_type)
 
     def _decode(self, raw: str) -> bytes:
-        payload = raw.split(",", 1)[1] if raw.startswith("data:") and "," in raw else raw
-        payload = "".join(payload.split())
+        payload = "".join(raw_base64(raw).split())
         if len(payload) * 3 // 4 > self._media_max_bytes + 2:
             raise self._too_big()
         try:
