@@ -14,7 +14,14 @@ from omni.common.v1 import channel_pb2, message_pb2
 from omni.router.v1 import instance_pb2
 
 from servicekit.channels import Channel
-from servicekit.instances import CONFIG_TYPES, INSTANCE_SECRETS, Instance, config_values
+from servicekit.instances import (
+    CONFIG_TYPES,
+    INSTANCE_SECRETS,
+    WEBHOOK_AUTH_NONE,
+    WEBHOOK_AUTH_SECRET,
+    Instance,
+    config_values,
+)
 from servicekit.messages import InboundMessage, Media, QuotedMessage, Sender
 
 CHANNEL_VALUES: dict[Channel, channel_pb2.Channel.ValueType] = {
@@ -196,8 +203,22 @@ def _write_secret(target: instance_pb2.SecretValue, value: str, *, with_secrets:
 _PLAIN_INSTANCE_FIELDS = tuple(
     f.name
     for f in dataclasses.fields(Instance)
-    if f.name not in (*INSTANCE_SECRETS, "name", "config", "created_at", "updated_at")
+    if f.name
+    not in (
+        *INSTANCE_SECRETS,
+        "name",
+        "config",
+        "created_at",
+        "updated_at",
+        "webhook_auth",
+        "previous_webhook_secret_expires_at",
+    )
 )
+_WEBHOOK_AUTH_VALUES = {
+    WEBHOOK_AUTH_SECRET: instance_pb2.WEBHOOK_AUTH_SECRET,
+    WEBHOOK_AUTH_NONE: instance_pb2.WEBHOOK_AUTH_NONE,
+}
+_WEBHOOK_AUTH_NAMES = {value: name for name, value in _WEBHOOK_AUTH_VALUES.items()}
 
 
 def instance_to_proto(instance: Instance, *, with_secrets: bool) -> instance_pb2.Instance:
@@ -218,6 +239,9 @@ def instance_to_proto(instance: Instance, *, with_secrets: bool) -> instance_pb2
         proto.created_at.CopyFrom(timestamp(instance.created_at))
     if instance.updated_at:
         proto.updated_at.CopyFrom(timestamp(instance.updated_at))
+    proto.webhook_auth = _WEBHOOK_AUTH_VALUES.get(instance.webhook_auth, instance_pb2.WEBHOOK_AUTH_SECRET)
+    if instance.previous_webhook_secret_expires_at:
+        proto.previous_webhook_secret_expires_at.CopyFrom(timestamp(instance.previous_webhook_secret_expires_at))
     return proto
 
 
@@ -242,5 +266,11 @@ def instance_from_proto(proto: instance_pb2.Instance) -> Instance:
         config=kind(**config_fields),
         created_at=seconds(proto.created_at) if proto.HasField("created_at") else 0.0,
         updated_at=seconds(proto.updated_at) if proto.HasField("updated_at") else 0.0,
+        webhook_auth=_WEBHOOK_AUTH_NAMES.get(proto.webhook_auth, WEBHOOK_AUTH_SECRET),
+        previous_webhook_secret_expires_at=(
+            seconds(proto.previous_webhook_secret_expires_at)
+            if proto.HasField("previous_webhook_secret_expires_at")
+            else 0.0
+        ),
         **values,
     )

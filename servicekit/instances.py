@@ -72,8 +72,19 @@ ChannelConfig = WhatsAppConfig | DiscordConfig | SlackConfig
 CONFIG_TYPES: dict[Channel, type[ChannelConfig]] = {c.CHANNEL: c for c in (WhatsAppConfig, DiscordConfig, SlackConfig)}
 """The config class of each channel; its CHANNEL is also the proto oneof arm's name."""
 
-INSTANCE_SECRETS: tuple[str, ...] = ("agent_api_key", "webhook_secret")
+INSTANCE_SECRETS: tuple[str, ...] = (
+    "agent_api_key",
+    "webhook_secret",
+    "previous_webhook_secret",
+    "agent_signing_secret",
+)
 """Secrets of the instance itself (the channel configs name theirs in SECRETS)."""
+
+WEBHOOK_AUTH_SECRET = "secret"
+"""Webhooks must prove the instance's webhook secret (or the channel's own signature): the default."""
+WEBHOOK_AUTH_NONE = "none"
+"""Webhooks are accepted unauthenticated: an explicit opt-out for local trials, refused in production."""
+WEBHOOK_AUTH_MODES: tuple[str, ...] = (WEBHOOK_AUTH_SECRET, WEBHOOK_AUTH_NONE)
 
 C = TypeVar("C", WhatsAppConfig, DiscordConfig, SlackConfig)
 
@@ -96,6 +107,14 @@ class Instance:
     webhook_secret: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
+    id: str = ""
+    """Immutable UUID: per-tenant data and caches are keyed by it, so a reused name inherits nothing."""
+    webhook_auth: str = WEBHOOK_AUTH_SECRET
+    previous_webhook_secret: str = ""
+    """The secret the last rotation replaced, accepted until `previous_webhook_secret_expires_at`."""
+    previous_webhook_secret_expires_at: float = 0.0
+    agent_signing_secret: str = ""
+    """Keys the Standard Webhooks signature of agent calls ("whsec_" + base64 of the key bytes)."""
 
     def __repr__(self) -> str:
         return f"Instance(name={self.name!r}, channel={self.channel.value!r})"
@@ -109,6 +128,14 @@ class Instance:
     def traits(self) -> ChannelTraits:
         """What the instance's channel declares (text limit, splitting, quoting)."""
         return traits_of(self.channel)
+
+    def webhook_secrets(self, now: float) -> tuple[str, ...]:
+        """The webhook secrets a request may present at `now`: the current one, and the replaced one during its
+        grace period."""
+        secrets = [self.webhook_secret] if self.webhook_secret else []
+        if self.previous_webhook_secret and now < self.previous_webhook_secret_expires_at:
+            secrets.append(self.previous_webhook_secret)
+        return tuple(secrets)
 
     def config_of(self, kind: type[C]) -> C:
         """The channel config as `kind`; raises TypeError when the instance is of another channel."""

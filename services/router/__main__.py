@@ -66,6 +66,8 @@ async def main() -> None:
     upgraded = await instance_repository.upgrade_legacy_rows()
     if upgraded:
         log.info("rewrote %d instances stored before the per-channel config", upgraded)
+    if await instance_repository.assign_missing_ids():
+        log.info("gave instances stored before instance ids their id")
     routes = RouteRepository(db)
     retention = delivery_retention("finished route records", routes.purge_finished, settings)
     router = MessageRouter(

@@ -128,6 +128,31 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE instances ADD COLUMN channel_secrets_enc TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    Migration(
+        4,
+        "instance ids, webhook auth, agent signing secrets, scoped api keys",
+        # Instances stored before keep working as they did: those without a webhook secret accepted every webhook,
+        # so they get webhook_auth 'none' (logged at start) instead of suddenly refusing their channel. Their ids
+        # are filled in by `InstanceRepository.assign_missing_ids`.
+        [
+            "ALTER TABLE instances ADD COLUMN id TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE instances ADD COLUMN webhook_auth TEXT NOT NULL DEFAULT 'secret'",
+            "ALTER TABLE instances ADD COLUMN previous_webhook_secret_enc TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE instances ADD COLUMN previous_webhook_secret_expires_at DOUBLE PRECISION NOT NULL DEFAULT 0",
+            "ALTER TABLE instances ADD COLUMN agent_signing_secret_enc TEXT NOT NULL DEFAULT ''",
+            "UPDATE instances SET webhook_auth = 'none' WHERE webhook_secret_enc = ''",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                instance_name TEXT NOT NULL,
+                instance_id TEXT NOT NULL,
+                key_hash TEXT NOT NULL UNIQUE,
+                prefix TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                last_used_at DOUBLE PRECISION NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX api_keys_instance ON api_keys (instance_name, created_at)",
+        ],
+    ),
 ]
 
 _LEGACY_PLAIN = ("evolution_url", "whatsapp_instance", "discord_client_id", "discord_guild_id")
@@ -175,6 +200,7 @@ class InstanceRepository:
         values["enable_auto_split"] = bool(values["enable_auto_split"])
         values["is_active"] = bool(values["is_active"])
         values["agent_timeout_seconds"] = int(values["agent_timeout_seconds"])
+        values["previous_webhook_secret_expires_at"] = float(values["previous_webhook_secret_expires_at"] or 0)
         for name in INSTANCE_SECRETS:
             values[name] = self._box.decrypt(row[f"{name}_enc"] or "")
         kind = CONFIG_TYPES[Channel(row["channel"])]
@@ -202,6 +228,14 @@ class InstanceRepository:
                 json.dumps(plain),
                 self._box.encrypt(json.dumps(secrets)),
             )
+        self._cache.clear()
+        return len(rows)
+
+    async def assign_missing_ids(self) -> int:
+        """Give every instance stored before migration 4 its immutable id."""
+        rows = await self._db.fetch("SELECT name FROM instances WHERE id = ''")
+        for row in rows:
+            await self._db.execute("UPDATE instances SET id = $2 WHERE name = $1 AND id = ''", row["name"], new_id())
         self._cache.clear()
         return len(rows)
 
@@ -278,7 +312,7 @@ class InstanceRepository:
         """Delete the instance with its users, identities, sessions and routes; False when it did not exist."""
         async with self._db.transaction() as tx:
             deleted = await tx.execute("DELETE FROM instances WHERE name = $1", name)
-            for table in ("user_identities", "users", "sessions", "routes"):
+            for table in ("user_identities", "users", "sessions", "routes", "api_keys"):
                 await tx.execute(f"DELETE FROM {table} WHERE instance_name = $1", name)
         return deleted > 0
 
@@ -298,6 +332,11 @@ def _legacy_config(channel: Channel, old: dict[str, str]) -> ChannelConfig:
 
 
 _NAMESPACE = uuid.UUID("5f0b6a52-8f7e-4f63-9c55-0d7f1c1b1e10")
+
+
+def new_id() -> str:
+    """A fresh random id (UUID4, as text)."""
+    return str(uuid.uuid4())
 
 
 def stable_id(*parts: str) -> str:

@@ -358,3 +358,97 @@ class ChatChannel(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatChannel: _TypeAlias = ChatChannel  # noqa: Y015
+
+@_typing.final
+class PurgeInstanceRequest(_message.Message):
+    """PurgeInstanceRequest names the deleted instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance whose data goes."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeInstanceRequest: _TypeAlias = PurgeInstanceRequest  # noqa: Y015
+
+@_typing.final
+class PurgeInstanceResponse(_message.Message):
+    """PurgeInstanceResponse counts what went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_ROWS_FIELD_NUMBER: _builtins.int
+    deleted_rows: _builtins.int
+    """deleted_rows is how many stored records were removed."""
+    def __init__(
+        self,
+        *,
+        deleted_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_rows", b"deleted_rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeInstanceResponse: _TypeAlias = PurgeInstanceResponse  # noqa: Y015
+
+@_typing.final
+class RegisterWebhookRequest(_message.Message):
+    """RegisterWebhookRequest carries the instance (with its secrets) and where its webhooks should go."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    webhook_url: _builtins.str
+    """webhook_url is the hub's public URL for this instance's webhooks."""
+    @_builtins.property
+    def instance(self) -> _instance_pb2.Instance:
+        """instance is the instance, with its webhook secret and channel credentials."""
+
+    def __init__(
+        self,
+        *,
+        instance: _instance_pb2.Instance | None = ...,
+        webhook_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterWebhookRequest: _TypeAlias = RegisterWebhookRequest  # noqa: Y015
+
+@_typing.final
+class RegisterWebhookResponse(_message.Message):
+    """RegisterWebhookResponse says whether the channel was configured."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REGISTERED_FIELD_NUMBER: _builtins.int
+    registered: _builtins.bool
+    """registered is false for channels that need no registration."""
+    def __init__(
+        self,
+        *,
+        registered: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["registered", b"registered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterWebhookResponse: _TypeAlias = RegisterWebhookResponse  # noqa: Y015

@@ -60,6 +60,16 @@ class ChannelsServiceStub:
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.SerializeToString,
                 response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.FromString,
                 _registered_method=True)
+        self.RegisterWebhook = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/RegisterWebhook',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookResponse.FromString,
+                _registered_method=True)
+        self.PurgeInstance = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/PurgeInstance',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class ChannelsServiceServicer:
@@ -110,6 +120,23 @@ class ChannelsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterWebhook(self, request, context):
+        """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
+        is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
+        Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeInstance(self, request, context):
+        """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+        deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChannelsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +164,16 @@ def add_ChannelsServiceServicer_to_server(servicer, server):
                     servicer.ListChannels,
                     request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.FromString,
                     response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.SerializeToString,
+            ),
+            'RegisterWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterWebhook,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookResponse.SerializeToString,
+            ),
+            'PurgeInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeInstance,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +312,60 @@ class ChannelsService:
             '/omni.channels.v1.ChannelsService/ListChannels',
             omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.SerializeToString,
             omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/RegisterWebhook',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/PurgeInstance',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,15 @@ class ChannelsServiceStub:
     """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
     Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
     """
+    RegisterWebhook: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.RegisterWebhookRequest, _channels_service_pb2.RegisterWebhookResponse]
+    """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
+    is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
+    Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+    """
+    PurgeInstance: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.PurgeInstanceRequest, _channels_service_pb2.PurgeInstanceResponse]
+    """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+    deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
 
 @_typing.type_check_only
 class ChannelsServiceAsyncStub(ChannelsServiceStub):
@@ -86,6 +95,15 @@ class ChannelsServiceAsyncStub(ChannelsServiceStub):
     ListChannels: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListChannelsRequest, _channels_service_pb2.ListChannelsResponse]  # type: ignore[assignment]
     """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
     Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
+    """
+    RegisterWebhook: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.RegisterWebhookRequest, _channels_service_pb2.RegisterWebhookResponse]  # type: ignore[assignment]
+    """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
+    is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
+    Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+    """
+    PurgeInstance: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.PurgeInstanceRequest, _channels_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
+    """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+    deleted, so a new instance with the same name inherits nothing). Idempotent.
     """
 
 class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +161,27 @@ class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_channels_service_pb2.ListChannelsResponse, _abc.Awaitable[_channels_service_pb2.ListChannelsResponse]]:
         """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
         Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def RegisterWebhook(
+        self,
+        request: _channels_service_pb2.RegisterWebhookRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.RegisterWebhookResponse, _abc.Awaitable[_channels_service_pb2.RegisterWebhookResponse]]:
+        """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
+        is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
+        Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeInstance(
+        self,
+        request: _channels_service_pb2.PurgeInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.PurgeInstanceResponse, _abc.Awaitable[_channels_service_pb2.PurgeInstanceResponse]]:
+        """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+        deleted, so a new instance with the same name inherits nothing). Idempotent.
         """
 
 def add_ChannelsServiceServicer_to_server(servicer: ChannelsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

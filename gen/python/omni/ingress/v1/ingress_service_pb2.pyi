@@ -404,3 +404,47 @@ class BotStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BotStatus: _TypeAlias = BotStatus  # noqa: Y015
+
+@_typing.final
+class PurgeInstanceRequest(_message.Message):
+    """PurgeInstanceRequest names the deleted instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance whose data goes."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeInstanceRequest: _TypeAlias = PurgeInstanceRequest  # noqa: Y015
+
+@_typing.final
+class PurgeInstanceResponse(_message.Message):
+    """PurgeInstanceResponse counts what went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_ROWS_FIELD_NUMBER: _builtins.int
+    deleted_rows: _builtins.int
+    """deleted_rows is how many stored records were removed."""
+    def __init__(
+        self,
+        *,
+        deleted_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_rows", b"deleted_rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeInstanceResponse: _TypeAlias = PurgeInstanceResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class IngressServiceStub:
                 request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.SerializeToString,
                 response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.FromString,
                 _registered_method=True)
+        self.PurgeInstance = channel.unary_unary(
+                '/omni.ingress.v1.IngressService/PurgeInstance',
+                request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.SerializeToString,
+                response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class IngressServiceServicer:
@@ -108,6 +113,14 @@ class IngressServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeInstance(self, request, context):
+        """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+        deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngressServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +148,11 @@ def add_IngressServiceServicer_to_server(servicer, server):
                     servicer.ListBots,
                     request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.FromString,
                     response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.SerializeToString,
+            ),
+            'PurgeInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeInstance,
+                    request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.FromString,
+                    response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +292,33 @@ class IngressService:
             '/omni.ingress.v1.IngressService/ListBots',
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.SerializeToString,
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.ingress.v1.IngressService/PurgeInstance',
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.SerializeToString,
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

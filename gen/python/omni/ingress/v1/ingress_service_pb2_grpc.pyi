@@ -54,6 +54,10 @@ class IngressServiceStub:
     """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
     them. An instance_name that has no bot gives an empty list.
     """
+    PurgeInstance: _grpc.UnaryUnaryMultiCallable[_ingress_service_pb2.PurgeInstanceRequest, _ingress_service_pb2.PurgeInstanceResponse]
+    """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+    deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
 
 @_typing.type_check_only
 class IngressServiceAsyncStub(IngressServiceStub):
@@ -80,6 +84,10 @@ class IngressServiceAsyncStub(IngressServiceStub):
     ListBots: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.ListBotsRequest, _ingress_service_pb2.ListBotsResponse]  # type: ignore[assignment]
     """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
     them. An instance_name that has no bot gives an empty list.
+    """
+    PurgeInstance: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.PurgeInstanceRequest, _ingress_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
+    """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+    deleted, so a new instance with the same name inherits nothing). Idempotent.
     """
 
 class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +142,16 @@ class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingress_service_pb2.ListBotsResponse, _abc.Awaitable[_ingress_service_pb2.ListBotsResponse]]:
         """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
         them. An instance_name that has no bot gives an empty list.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeInstance(
+        self,
+        request: _ingress_service_pb2.PurgeInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingress_service_pb2.PurgeInstanceResponse, _abc.Awaitable[_ingress_service_pb2.PurgeInstanceResponse]]:
+        """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+        deleted, so a new instance with the same name inherits nothing). Idempotent.
         """
 
 def add_IngressServiceServicer_to_server(servicer: IngressServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

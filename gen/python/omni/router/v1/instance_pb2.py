@@ -26,25 +26,27 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from omni.common.v1 import channel_pb2 as omni_dot_common_dot_v1_dot_channel__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1domni/router/v1/instance.proto\x12\x0eomni.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\"\x99\x06\n\x08Instance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x32\n\x08whatsapp\x18\x1e \x01(\x0b\x32\x1e.omni.router.v1.WhatsAppConfigH\x00\x12\x30\n\x07\x64iscord\x18\x1f \x01(\x0b\x32\x1d.omni.router.v1.DiscordConfigH\x00\x12,\n\x05slack\x18  \x01(\x0b\x32\x1b.omni.router.v1.SlackConfigH\x00\x12\x15\n\ragent_api_url\x18\x0b \x01(\t\x12\x32\n\ragent_api_key\x18\x0c \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x15\n\rdefault_agent\x18\r \x01(\t\x12\x1d\n\x15\x61gent_timeout_seconds\x18\x0e \x01(\x05\x12\x19\n\x11\x65nable_auto_split\x18\x0f \x01(\x08\x12\x11\n\tis_active\x18\x10 \x01(\x08\x12\x1d\n\x15\x61utomagik_instance_id\x18\x11 \x01(\t\x12\x1f\n\x17\x61utomagik_instance_name\x18\x12 \x01(\t\x12\x15\n\rfallback_text\x18\x13 \x01(\t\x12.\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0ewebhook_secret\x18\x16 \x01(\x0b\x32\x1b.omni.router.v1.SecretValueB\x10\n\x0e\x63hannel_configJ\x04\x08\x03\x10\x0bR\revolution_urlR\revolution_keyR\x11whatsapp_instanceR\x11\x64iscord_bot_tokenR\x11\x64iscord_client_idR\x10\x64iscord_guild_idR\x0fslack_bot_tokenR\x14slack_signing_secret\"v\n\x0eWhatsAppConfig\x12\x15\n\revolution_url\x18\x01 \x01(\t\x12\x32\n\revolution_key\x18\x02 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x19\n\x11whatsapp_instance\x18\x03 \x01(\t\"d\n\rDiscordConfig\x12.\n\tbot_token\x18\x01 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08guild_id\x18\x03 \x01(\t\"\xa2\x01\n\x0bSlackConfig\x12.\n\tbot_token\x18\x01 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x33\n\x0esigning_secret\x18\x02 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12.\n\tapp_token\x18\x03 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\":\n\x0bSecretValue\x12\x0e\n\x06is_set\x18\x01 \x01(\x08\x12\x0c\n\x04hint\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t*i\n\x0cInstanceView\x12\x1d\n\x19INSTANCE_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_VIEW_REDACTED\x10\x01\x12\x1e\n\x1aINSTANCE_VIEW_WITH_SECRETS\x10\x02*\xca\x01\n\x12InstanceChangeKind\x12$\n INSTANCE_CHANGE_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dINSTANCE_CHANGE_KIND_SNAPSHOT\x10\x01\x12!\n\x1dINSTANCE_CHANGE_KIND_UPSERTED\x10\x02\x12 \n\x1cINSTANCE_CHANGE_KIND_DELETED\x10\x03\x12&\n\"INSTANCE_CHANGE_KIND_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1domni/router/v1/instance.proto\x12\x0eomni.router.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\"\x99\x08\n\x08Instance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x32\n\x08whatsapp\x18\x1e \x01(\x0b\x32\x1e.omni.router.v1.WhatsAppConfigH\x00\x12\x30\n\x07\x64iscord\x18\x1f \x01(\x0b\x32\x1d.omni.router.v1.DiscordConfigH\x00\x12,\n\x05slack\x18  \x01(\x0b\x32\x1b.omni.router.v1.SlackConfigH\x00\x12\x15\n\ragent_api_url\x18\x0b \x01(\t\x12\x32\n\ragent_api_key\x18\x0c \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x15\n\rdefault_agent\x18\r \x01(\t\x12\x1d\n\x15\x61gent_timeout_seconds\x18\x0e \x01(\x05\x12\x19\n\x11\x65nable_auto_split\x18\x0f \x01(\x08\x12\x11\n\tis_active\x18\x10 \x01(\x08\x12\x1d\n\x15\x61utomagik_instance_id\x18\x11 \x01(\t\x12\x1f\n\x17\x61utomagik_instance_name\x18\x12 \x01(\t\x12\x15\n\rfallback_text\x18\x13 \x01(\t\x12.\n\ncreated_at\x18\x14 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0ewebhook_secret\x18\x16 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\n\n\x02id\x18\x17 \x01(\t\x12\x31\n\x0cwebhook_auth\x18\x18 \x01(\x0e\x32\x1b.omni.router.v1.WebhookAuth\x12<\n\x17previous_webhook_secret\x18\x19 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x46\n\"previous_webhook_secret_expires_at\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x14\x61gent_signing_secret\x18\x1b \x01(\x0b\x32\x1b.omni.router.v1.SecretValueB\x10\n\x0e\x63hannel_configJ\x04\x08\x03\x10\x0bR\revolution_urlR\revolution_keyR\x11whatsapp_instanceR\x11\x64iscord_bot_tokenR\x11\x64iscord_client_idR\x10\x64iscord_guild_idR\x0fslack_bot_tokenR\x14slack_signing_secret\"v\n\x0eWhatsAppConfig\x12\x15\n\revolution_url\x18\x01 \x01(\t\x12\x32\n\revolution_key\x18\x02 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x19\n\x11whatsapp_instance\x18\x03 \x01(\t\"d\n\rDiscordConfig\x12.\n\tbot_token\x18\x01 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\x10\n\x08guild_id\x18\x03 \x01(\t\"\xa2\x01\n\x0bSlackConfig\x12.\n\tbot_token\x18\x01 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12\x33\n\x0esigning_secret\x18\x02 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\x12.\n\tapp_token\x18\x03 \x01(\x0b\x32\x1b.omni.router.v1.SecretValue\":\n\x0bSecretValue\x12\x0e\n\x06is_set\x18\x01 \x01(\x08\x12\x0c\n\x04hint\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\t*[\n\x0bWebhookAuth\x12\x1c\n\x18WEBHOOK_AUTH_UNSPECIFIED\x10\x00\x12\x17\n\x13WEBHOOK_AUTH_SECRET\x10\x01\x12\x15\n\x11WEBHOOK_AUTH_NONE\x10\x02*i\n\x0cInstanceView\x12\x1d\n\x19INSTANCE_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16INSTANCE_VIEW_REDACTED\x10\x01\x12\x1e\n\x1aINSTANCE_VIEW_WITH_SECRETS\x10\x02*\xca\x01\n\x12InstanceChangeKind\x12$\n INSTANCE_CHANGE_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dINSTANCE_CHANGE_KIND_SNAPSHOT\x10\x01\x12!\n\x1dINSTANCE_CHANGE_KIND_UPSERTED\x10\x02\x12 \n\x1cINSTANCE_CHANGE_KIND_DELETED\x10\x03\x12&\n\"INSTANCE_CHANGE_KIND_SNAPSHOT_DONE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omni.router.v1.instance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTANCEVIEW']._serialized_start=1355
-  _globals['_INSTANCEVIEW']._serialized_end=1460
-  _globals['_INSTANCECHANGEKIND']._serialized_start=1463
-  _globals['_INSTANCECHANGEKIND']._serialized_end=1665
+  _globals['_WEBHOOKAUTH']._serialized_start=1611
+  _globals['_WEBHOOKAUTH']._serialized_end=1702
+  _globals['_INSTANCEVIEW']._serialized_start=1704
+  _globals['_INSTANCEVIEW']._serialized_end=1809
+  _globals['_INSTANCECHANGEKIND']._serialized_start=1812
+  _globals['_INSTANCECHANGEKIND']._serialized_end=2014
   _globals['_INSTANCE']._serialized_start=113
-  _globals['_INSTANCE']._serialized_end=906
-  _globals['_WHATSAPPCONFIG']._serialized_start=908
-  _globals['_WHATSAPPCONFIG']._serialized_end=1026
-  _globals['_DISCORDCONFIG']._serialized_start=1028
-  _globals['_DISCORDCONFIG']._serialized_end=1128
-  _globals['_SLACKCONFIG']._serialized_start=1131
-  _globals['_SLACKCONFIG']._serialized_end=1293
-  _globals['_SECRETVALUE']._serialized_start=1295
-  _globals['_SECRETVALUE']._serialized_end=1353
+  _globals['_INSTANCE']._serialized_end=1162
+  _globals['_WHATSAPPCONFIG']._serialized_start=1164
+  _globals['_WHATSAPPCONFIG']._serialized_end=1282
+  _globals['_DISCORDCONFIG']._serialized_start=1284
+  _globals['_DISCORDCONFIG']._serialized_end=1384
+  _globals['_SLACKCONFIG']._serialized_start=1387
+  _globals['_SLACKCONFIG']._serialized_end=1549
+  _globals['_SECRETVALUE']._serialized_start=1551
+  _globals['_SECRETVALUE']._serialized_end=1609
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _WebhookAuth:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookAuthEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookAuth.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_AUTH_UNSPECIFIED: _WebhookAuth.ValueType  # 0
+    """WEBHOOK_AUTH_UNSPECIFIED is the same as WEBHOOK_AUTH_SECRET."""
+    WEBHOOK_AUTH_SECRET: _WebhookAuth.ValueType  # 1
+    """WEBHOOK_AUTH_SECRET requires the instance's webhook secret (header, HS256 JWT, or the channel's signature)."""
+    WEBHOOK_AUTH_NONE: _WebhookAuth.ValueType  # 2
+    """WEBHOOK_AUTH_NONE accepts every webhook: for local trials only, refused in production."""
+
+class WebhookAuth(_WebhookAuth, metaclass=_WebhookAuthEnumTypeWrapper):
+    """WebhookAuth says how an instance's channel webhooks authenticate."""
+
+WEBHOOK_AUTH_UNSPECIFIED: WebhookAuth.ValueType  # 0
+"""WEBHOOK_AUTH_UNSPECIFIED is the same as WEBHOOK_AUTH_SECRET."""
+WEBHOOK_AUTH_SECRET: WebhookAuth.ValueType  # 1
+"""WEBHOOK_AUTH_SECRET requires the instance's webhook secret (header, HS256 JWT, or the channel's signature)."""
+WEBHOOK_AUTH_NONE: WebhookAuth.ValueType  # 2
+"""WEBHOOK_AUTH_NONE accepts every webhook: for local trials only, refused in production."""
+Global___WebhookAuth: _TypeAlias = WebhookAuth  # noqa: Y015
+
 class _InstanceView:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -98,6 +122,11 @@ class Instance(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    WEBHOOK_AUTH_FIELD_NUMBER: _builtins.int
+    PREVIOUS_WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
+    PREVIOUS_WEBHOOK_SECRET_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AGENT_SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the instance's unique name: lower case, [a-z0-9][a-z0-9_-]{0,62}."""
     channel: _channel_pb2.Channel.ValueType
@@ -118,6 +147,12 @@ class Instance(_message.Message):
     """automagik_instance_name is an opaque name of the tenant's own system."""
     fallback_text: _builtins.str
     """fallback_text is sent to the user when the agent fails for good; empty sends nothing."""
+    id: _builtins.str
+    """id is the instance's immutable id (a UUID). Per-tenant data and caches are keyed by it, so a new instance that
+    reuses a deleted one's name inherits nothing.
+    """
+    webhook_auth: Global___WebhookAuth.ValueType
+    """webhook_auth says how channel webhooks prove they come from the channel (default: the webhook secret)."""
     @_builtins.property
     def whatsapp(self) -> Global___WhatsAppConfig:
         """whatsapp is the Evolution API account of a WhatsApp instance."""
@@ -146,6 +181,20 @@ class Instance(_message.Message):
     def webhook_secret(self) -> Global___SecretValue:
         """webhook_secret, when set, must be presented by channel webhooks (header x-omni-webhook-secret or ?secret=)."""
 
+    @_builtins.property
+    def previous_webhook_secret(self) -> Global___SecretValue:
+        """previous_webhook_secret is the secret the last rotation replaced; it is still accepted until
+        previous_webhook_secret_expires_at, so a channel configured with it keeps working during the switch.
+        """
+
+    @_builtins.property
+    def previous_webhook_secret_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """previous_webhook_secret_expires_at ends the grace period of previous_webhook_secret."""
+
+    @_builtins.property
+    def agent_signing_secret(self) -> Global___SecretValue:
+        """agent_signing_secret keys the Standard Webhooks signature of every agent call ("whsec_" + base64)."""
+
     def __init__(
         self,
         *,
@@ -166,10 +215,15 @@ class Instance(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         webhook_secret: Global___SecretValue | None = ...,
+        id: _builtins.str = ...,
+        webhook_auth: Global___WebhookAuth.ValueType = ...,
+        previous_webhook_secret: Global___SecretValue | None = ...,
+        previous_webhook_secret_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        agent_signing_secret: Global___SecretValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "channel_config", b"channel_config", "created_at", b"created_at", "discord", b"discord", "slack", b"slack", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_signing_secret", b"agent_signing_secret", "channel_config", b"channel_config", "created_at", b"created_at", "discord", b"discord", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "is_active", b"is_active", "name", b"name", "slack", b"slack", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_signing_secret", b"agent_signing_secret", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "id", b"id", "is_active", b"is_active", "name", b"name", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "updated_at", b"updated_at", "webhook_auth", b"webhook_auth", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_channel_config: _TypeAlias = _typing.Literal["whatsapp", "discord", "slack"]  # noqa: Y015
     _WhichOneofArgType_channel_config: _TypeAlias = _typing.Literal["channel_config", b"channel_config"]  # noqa: Y015

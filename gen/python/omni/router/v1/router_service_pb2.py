@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from omni.common.v1 import channel_pb2 as omni_dot_common_dot_v1_dot_channel__pb2
 from omni.common.v1 import message_pb2 as omni_dot_common_dot_v1_dot_message__pb2
 from omni.router.v1 import instance_pb2 as omni_dot_router_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#omni/router/v1/router_service.proto\x12\x0eomni.router.v1\x1a google/protobuf/field_mask.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1domni/router/v1/instance.proto\"n\n\x13RouteMessageRequest\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.omni.common.v1.InboundMessage\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfinal_attempt\x18\x03 \x01(\x08\"\x9d\x01\n\x14RouteMessageResponse\x12/\n\x07outcome\x18\x01 \x01(\x0e\x32\x1e.omni.common.v1.MessageOutcome\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x18\n\x10sent_message_ids\x18\x05 \x03(\t\"v\n\x0fSendTextRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"9\n\x10SendTextResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"\x8f\x01\n\x10SendMediaRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12$\n\x05media\x18\x03 \x01(\x0b\x32\x15.omni.common.v1.Media\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\":\n\x11SendMediaResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"C\n\x15\x43reateInstanceRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"D\n\x16\x43reateInstanceResponse\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"N\n\x12GetInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04view\x18\x02 \x01(\x0e\x32\x1c.omni.router.v1.InstanceView\"A\n\x13GetInstanceResponse\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"a\n\x14ListInstancesRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.omni.common.v1.Channel\"Y\n\x15ListInstancesResponse\x12+\n\tinstances\x18\x01 \x03(\x0b\x32\x18.omni.router.v1.Instance\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"t\n\x15UpdateInstanceRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"D\n\x16UpdateInstanceResponse\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"%\n\x15\x44\x65leteInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteInstanceResponse\"\x17\n\x15WatchInstancesRequest\"v\n\x16WatchInstancesResponse\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".omni.router.v1.InstanceChangeKind\x12*\n\x08instance\x18\x02 \x01(\x0b\x32\x18.omni.router.v1.Instance2\xd6\x06\n\rRouterService\x12Y\n\x0cRouteMessage\x12#.omni.router.v1.RouteMessageRequest\x1a$.omni.router.v1.RouteMessageResponse\x12M\n\x08SendText\x12\x1f.omni.router.v1.SendTextRequest\x1a .omni.router.v1.SendTextResponse\x12P\n\tSendMedia\x12 .omni.router.v1.SendMediaRequest\x1a!.omni.router.v1.SendMediaResponse\x12_\n\x0e\x43reateInstance\x12%.omni.router.v1.CreateInstanceRequest\x1a&.omni.router.v1.CreateInstanceResponse\x12[\n\x0bGetInstance\x12\".omni.router.v1.GetInstanceRequest\x1a#.omni.router.v1.GetInstanceResponse\"\x03\x90\x02\x01\x12\x61\n\rListInstances\x12$.omni.router.v1.ListInstancesRequest\x1a%.omni.router.v1.ListInstancesResponse\"\x03\x90\x02\x01\x12_\n\x0eUpdateInstance\x12%.omni.router.v1.UpdateInstanceRequest\x1a&.omni.router.v1.UpdateInstanceResponse\x12_\n\x0e\x44\x65leteInstance\x12%.omni.router.v1.DeleteInstanceRequest\x1a&.omni.router.v1.DeleteInstanceResponse\x12\x66\n\x0eWatchInstances\x12%.omni.router.v1.WatchInstancesRequest\x1a&.omni.router.v1.WatchInstancesResponse\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#omni/router/v1/router_service.proto\x12\x0eomni.router.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1domni/router/v1/instance.proto\"3\n\x1aRotateWebhookSecretRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"o\n\x1bRotateWebhookSecretResponse\x12\x16\n\x0ewebhook_secret\x18\x01 \x01(\t\x12\x38\n\x14previous_valid_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x1fRotateAgentSigningSecretRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"@\n RotateAgentSigningSecretResponse\x12\x1c\n\x14\x61gent_signing_secret\x18\x01 \x01(\t\"\x9d\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x13\x43reateApiKeyRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"L\n\x14\x43reateApiKeyResponse\x12\'\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x16.omni.router.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\"+\n\x12ListApiKeysRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"?\n\x13ListApiKeysResponse\x12(\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x16.omni.router.v1.ApiKey\"8\n\x13RevokeApiKeyRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x16\n\x14RevokeApiKeyResponse\"(\n\x19\x41uthenticateApiKeyRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"E\n\x1a\x41uthenticateApiKeyResponse\x12\'\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x16.omni.router.v1.ApiKey\"n\n\x13RouteMessageRequest\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.omni.common.v1.InboundMessage\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x15\n\rfinal_attempt\x18\x03 \x01(\x08\"\x9d\x01\n\x14RouteMessageResponse\x12/\n\x07outcome\x18\x01 \x01(\x0e\x32\x1e.omni.common.v1.MessageOutcome\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x18\n\x10sent_message_ids\x18\x05 \x03(\t\"v\n\x0fSendTextRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"9\n\x10SendTextResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"\x8f\x01\n\x10SendMediaRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12$\n\x05media\x18\x03 \x01(\x0b\x32\x15.omni.common.v1.Media\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\":\n\x11SendMediaResponse\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x10\n\x08trace_id\x18\x02 \x01(\t\"C\n\x15\x43reateInstanceRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"z\n\x16\x43reateInstanceResponse\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\x12\x16\n\x0ewebhook_secret\x18\x02 \x01(\t\x12\x1c\n\x14\x61gent_signing_secret\x18\x03 \x01(\t\"N\n\x12GetInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04view\x18\x02 \x01(\x0e\x32\x1c.omni.router.v1.InstanceView\"A\n\x13GetInstanceResponse\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"a\n\x14ListInstancesRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.omni.common.v1.Channel\"Y\n\x15ListInstancesResponse\x12+\n\tinstances\x18\x01 \x03(\x0b\x32\x18.omni.router.v1.Instance\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"t\n\x15UpdateInstanceRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"D\n\x16UpdateInstanceResponse\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"%\n\x15\x44\x65leteInstanceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteInstanceResponse\"\x17\n\x15WatchInstancesRequest\"v\n\x16WatchInstancesResponse\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".omni.router.v1.InstanceChangeKind\x12*\n\x08instance\x18\x02 \x01(\x0b\x32\x18.omni.router.v1.Instance2\xca\x0b\n\rRouterService\x12Y\n\x0cRouteMessage\x12#.omni.router.v1.RouteMessageRequest\x1a$.omni.router.v1.RouteMessageResponse\x12M\n\x08SendText\x12\x1f.omni.router.v1.SendTextRequest\x1a .omni.router.v1.SendTextResponse\x12P\n\tSendMedia\x12 .omni.router.v1.SendMediaRequest\x1a!.omni.router.v1.SendMediaResponse\x12_\n\x0e\x43reateInstance\x12%.omni.router.v1.CreateInstanceRequest\x1a&.omni.router.v1.CreateInstanceResponse\x12[\n\x0bGetInstance\x12\".omni.router.v1.GetInstanceRequest\x1a#.omni.router.v1.GetInstanceResponse\"\x03\x90\x02\x01\x12\x61\n\rListInstances\x12$.omni.router.v1.ListInstancesRequest\x1a%.omni.router.v1.ListInstancesResponse\"\x03\x90\x02\x01\x12_\n\x0eUpdateInstance\x12%.omni.router.v1.UpdateInstanceRequest\x1a&.omni.router.v1.UpdateInstanceResponse\x12_\n\x0e\x44\x65leteInstance\x12%.omni.router.v1.DeleteInstanceRequest\x1a&.omni.router.v1.DeleteInstanceResponse\x12\x66\n\x0eWatchInstances\x12%.omni.router.v1.WatchInstancesRequest\x1a&.omni.router.v1.WatchInstancesResponse\"\x03\x90\x02\x01\x30\x01\x12n\n\x13RotateWebhookSecret\x12*.omni.router.v1.RotateWebhookSecretRequest\x1a+.omni.router.v1.RotateWebhookSecretResponse\x12}\n\x18RotateAgentSigningSecret\x12/.omni.router.v1.RotateAgentSigningSecretRequest\x1a\x30.omni.router.v1.RotateAgentSigningSecretResponse\x12Y\n\x0c\x43reateApiKey\x12#.omni.router.v1.CreateApiKeyRequest\x1a$.omni.router.v1.CreateApiKeyResponse\x12[\n\x0bListApiKeys\x12\".omni.router.v1.ListApiKeysRequest\x1a#.omni.router.v1.ListApiKeysResponse\"\x03\x90\x02\x01\x12Y\n\x0cRevokeApiKey\x12#.omni.router.v1.RevokeApiKeyRequest\x1a$.omni.router.v1.RevokeApiKeyResponse\x12p\n\x12\x41uthenticateApiKey\x12).omni.router.v1.AuthenticateApiKeyRequest\x1a*.omni.router.v1.AuthenticateApiKeyResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,42 +42,72 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROUTERSERVICE'].methods_by_name['ListInstances']._serialized_options = b'\220\002\001'
   _globals['_ROUTERSERVICE'].methods_by_name['WatchInstances']._loaded_options = None
   _globals['_ROUTERSERVICE'].methods_by_name['WatchInstances']._serialized_options = b'\220\002\001'
-  _globals['_ROUTEMESSAGEREQUEST']._serialized_start=180
-  _globals['_ROUTEMESSAGEREQUEST']._serialized_end=290
-  _globals['_ROUTEMESSAGERESPONSE']._serialized_start=293
-  _globals['_ROUTEMESSAGERESPONSE']._serialized_end=450
-  _globals['_SENDTEXTREQUEST']._serialized_start=452
-  _globals['_SENDTEXTREQUEST']._serialized_end=570
-  _globals['_SENDTEXTRESPONSE']._serialized_start=572
-  _globals['_SENDTEXTRESPONSE']._serialized_end=629
-  _globals['_SENDMEDIAREQUEST']._serialized_start=632
-  _globals['_SENDMEDIAREQUEST']._serialized_end=775
-  _globals['_SENDMEDIARESPONSE']._serialized_start=777
-  _globals['_SENDMEDIARESPONSE']._serialized_end=835
-  _globals['_CREATEINSTANCEREQUEST']._serialized_start=837
-  _globals['_CREATEINSTANCEREQUEST']._serialized_end=904
-  _globals['_CREATEINSTANCERESPONSE']._serialized_start=906
-  _globals['_CREATEINSTANCERESPONSE']._serialized_end=974
-  _globals['_GETINSTANCEREQUEST']._serialized_start=976
-  _globals['_GETINSTANCEREQUEST']._serialized_end=1054
-  _globals['_GETINSTANCERESPONSE']._serialized_start=1056
-  _globals['_GETINSTANCERESPONSE']._serialized_end=1121
-  _globals['_LISTINSTANCESREQUEST']._serialized_start=1123
-  _globals['_LISTINSTANCESREQUEST']._serialized_end=1220
-  _globals['_LISTINSTANCESRESPONSE']._serialized_start=1222
-  _globals['_LISTINSTANCESRESPONSE']._serialized_end=1311
-  _globals['_UPDATEINSTANCEREQUEST']._serialized_start=1313
-  _globals['_UPDATEINSTANCEREQUEST']._serialized_end=1429
-  _globals['_UPDATEINSTANCERESPONSE']._serialized_start=1431
-  _globals['_UPDATEINSTANCERESPONSE']._serialized_end=1499
-  _globals['_DELETEINSTANCEREQUEST']._serialized_start=1501
-  _globals['_DELETEINSTANCEREQUEST']._serialized_end=1538
-  _globals['_DELETEINSTANCERESPONSE']._serialized_start=1540
-  _globals['_DELETEINSTANCERESPONSE']._serialized_end=1564
-  _globals['_WATCHINSTANCESREQUEST']._serialized_start=1566
-  _globals['_WATCHINSTANCESREQUEST']._serialized_end=1589
-  _globals['_WATCHINSTANCESRESPONSE']._serialized_start=1591
-  _globals['_WATCHINSTANCESRESPONSE']._serialized_end=1709
-  _globals['_ROUTERSERVICE']._serialized_start=1712
-  _globals['_ROUTERSERVICE']._serialized_end=2566
+  _globals['_ROUTERSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\220\002\001'
+  _globals['_ROUTERSERVICE'].methods_by_name['AuthenticateApiKey']._loaded_options = None
+  _globals['_ROUTERSERVICE'].methods_by_name['AuthenticateApiKey']._serialized_options = b'\220\002\001'
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_start=213
+  _globals['_ROTATEWEBHOOKSECRETREQUEST']._serialized_end=264
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_start=266
+  _globals['_ROTATEWEBHOOKSECRETRESPONSE']._serialized_end=377
+  _globals['_ROTATEAGENTSIGNINGSECRETREQUEST']._serialized_start=379
+  _globals['_ROTATEAGENTSIGNINGSECRETREQUEST']._serialized_end=435
+  _globals['_ROTATEAGENTSIGNINGSECRETRESPONSE']._serialized_start=437
+  _globals['_ROTATEAGENTSIGNINGSECRETRESPONSE']._serialized_end=501
+  _globals['_APIKEY']._serialized_start=504
+  _globals['_APIKEY']._serialized_end=661
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=663
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=707
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=709
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=785
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=787
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=830
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=832
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=895
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=897
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=953
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=955
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=977
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=979
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=1019
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=1021
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=1090
+  _globals['_ROUTEMESSAGEREQUEST']._serialized_start=1092
+  _globals['_ROUTEMESSAGEREQUEST']._serialized_end=1202
+  _globals['_ROUTEMESSAGERESPONSE']._serialized_start=1205
+  _globals['_ROUTEMESSAGERESPONSE']._serialized_end=1362
+  _globals['_SENDTEXTREQUEST']._serialized_start=1364
+  _globals['_SENDTEXTREQUEST']._serialized_end=1482
+  _globals['_SENDTEXTRESPONSE']._serialized_start=1484
+  _globals['_SENDTEXTRESPONSE']._serialized_end=1541
+  _globals['_SENDMEDIAREQUEST']._serialized_start=1544
+  _globals['_SENDMEDIAREQUEST']._serialized_end=1687
+  _globals['_SENDMEDIARESPONSE']._serialized_start=1689
+  _globals['_SENDMEDIARESPONSE']._serialized_end=1747
+  _globals['_CREATEINSTANCEREQUEST']._serialized_start=1749
+  _globals['_CREATEINSTANCEREQUEST']._serialized_end=1816
+  _globals['_CREATEINSTANCERESPONSE']._serialized_start=1818
+  _globals['_CREATEINSTANCERESPONSE']._serialized_end=1940
+  _globals['_GETINSTANCEREQUEST']._serialized_start=1942
+  _globals['_GETINSTANCEREQUEST']._serialized_end=2020
+  _globals['_GETINSTANCERESPONSE']._serialized_start=2022
+  _globals['_GETINSTANCERESPONSE']._serialized_end=2087
+  _globals['_LISTINSTANCESREQUEST']._serialized_start=2089
+  _globals['_LISTINSTANCESREQUEST']._serialized_end=2186
+  _globals['_LISTINSTANCESRESPONSE']._serialized_start=2188
+  _globals['_LISTINSTANCESRESPONSE']._serialized_end=2277
+  _globals['_UPDATEINSTANCEREQUEST']._serialized_start=2279
+  _globals['_UPDATEINSTANCEREQUEST']._serialized_end=2395
+  _globals['_UPDATEINSTANCERESPONSE']._serialized_start=2397
+  _globals['_UPDATEINSTANCERESPONSE']._serialized_end=2465
+  _globals['_DELETEINSTANCEREQUEST']._serialized_start=2467
+  _globals['_DELETEINSTANCEREQUEST']._serialized_end=2504
+  _globals['_DELETEINSTANCERESPONSE']._serialized_start=2506
+  _globals['_DELETEINSTANCERESPONSE']._serialized_end=2530
+  _globals['_WATCHINSTANCESREQUEST']._serialized_start=2532
+  _globals['_WATCHINSTANCESREQUEST']._serialized_end=2555
+  _globals['_WATCHINSTANCESRESPONSE']._serialized_start=2557
+  _globals['_WATCHINSTANCESRESPONSE']._serialized_end=2675
+  _globals['_ROUTERSERVICE']._serialized_start=2678
+  _globals['_ROUTERSERVICE']._serialized_end=4160
 # @@protoc_insertion_point(module_scope)

@@ -81,6 +81,36 @@ class RouterServiceStub:
                 request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.WatchInstancesRequest.SerializeToString,
                 response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.WatchInstancesResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/omni.router.v1.RouterService/RotateWebhookSecret',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
+        self.RotateAgentSigningSecret = channel.unary_unary(
+                '/omni.router.v1.RouterService/RotateAgentSigningSecret',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateAgentSigningSecretRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateAgentSigningSecretResponse.FromString,
+                _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/omni.router.v1.RouterService/CreateApiKey',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/omni.router.v1.RouterService/ListApiKeys',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/omni.router.v1.RouterService/RevokeApiKey',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
+        self.AuthenticateApiKey = channel.unary_unary(
+                '/omni.router.v1.RouterService/AuthenticateApiKey',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.AuthenticateApiKeyRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.AuthenticateApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -160,6 +190,52 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateWebhookSecret(self, request, context):
+        """RotateWebhookSecret gives the instance a new webhook secret (registered with the channel where Omni can) and
+        keeps the old one valid for a grace period. Errors: NOT_FOUND, UNAVAILABLE (the channel could not be updated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateAgentSigningSecret(self, request, context):
+        """RotateAgentSigningSecret gives the instance a new agent signing secret; agent calls are signed with it at once.
+        Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApiKey(self, request, context):
+        """CreateApiKey issues a key scoped to one instance; the clear key is in this response only (it is stored hashed).
+        Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """ListApiKeys lists an instance's keys (prefixes only). Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """RevokeApiKey deletes one of an instance's keys. Errors: NOT_FOUND (no such key on that instance).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthenticateApiKey(self, request, context):
+        """AuthenticateApiKey says which instance a scoped key belongs to (mesh only: the gateway and services resolve
+        callers' keys with it). Errors: UNAUTHENTICATED (no such key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +283,36 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.WatchInstances,
                     request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.WatchInstancesRequest.FromString,
                     response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.WatchInstancesResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateWebhookSecretResponse.SerializeToString,
+            ),
+            'RotateAgentSigningSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateAgentSigningSecret,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateAgentSigningSecretRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.RotateAgentSigningSecretResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'AuthenticateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthenticateApiKey,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.AuthenticateApiKeyRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.AuthenticateApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -454,6 +560,168 @@ class RouterService:
             '/omni.router.v1.RouterService/WatchInstances',
             omni_dot_router_dot_v1_dot_router__service__pb2.WatchInstancesRequest.SerializeToString,
             omni_dot_router_dot_v1_dot_router__service__pb2.WatchInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/RotateWebhookSecret',
+            omni_dot_router_dot_v1_dot_router__service__pb2.RotateWebhookSecretRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.RotateWebhookSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateAgentSigningSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/RotateAgentSigningSecret',
+            omni_dot_router_dot_v1_dot_router__service__pb2.RotateAgentSigningSecretRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.RotateAgentSigningSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/CreateApiKey',
+            omni_dot_router_dot_v1_dot_router__service__pb2.CreateApiKeyRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/ListApiKeys',
+            omni_dot_router_dot_v1_dot_router__service__pb2.ListApiKeysRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/RevokeApiKey',
+            omni_dot_router_dot_v1_dot_router__service__pb2.RevokeApiKeyRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthenticateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/AuthenticateApiKey',
+            omni_dot_router_dot_v1_dot_router__service__pb2.AuthenticateApiKeyRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.AuthenticateApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

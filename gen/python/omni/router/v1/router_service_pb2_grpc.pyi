@@ -67,6 +67,26 @@ class RouterServiceStub:
     """WatchInstances streams a snapshot of every instance (with secrets) and then every change, so other services
     keep a fresh cache. The stream never ends on its own.
     """
+    RotateWebhookSecret: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.RotateWebhookSecretRequest, _router_service_pb2.RotateWebhookSecretResponse]
+    """RotateWebhookSecret gives the instance a new webhook secret (registered with the channel where Omni can) and
+    keeps the old one valid for a grace period. Errors: NOT_FOUND, UNAVAILABLE (the channel could not be updated).
+    """
+    RotateAgentSigningSecret: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.RotateAgentSigningSecretRequest, _router_service_pb2.RotateAgentSigningSecretResponse]
+    """RotateAgentSigningSecret gives the instance a new agent signing secret; agent calls are signed with it at once.
+    Errors: NOT_FOUND.
+    """
+    CreateApiKey: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.CreateApiKeyRequest, _router_service_pb2.CreateApiKeyResponse]
+    """CreateApiKey issues a key scoped to one instance; the clear key is in this response only (it is stored hashed).
+    Errors: NOT_FOUND.
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.ListApiKeysRequest, _router_service_pb2.ListApiKeysResponse]
+    """ListApiKeys lists an instance's keys (prefixes only). Errors: NOT_FOUND."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.RevokeApiKeyRequest, _router_service_pb2.RevokeApiKeyResponse]
+    """RevokeApiKey deletes one of an instance's keys. Errors: NOT_FOUND (no such key on that instance)."""
+    AuthenticateApiKey: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.AuthenticateApiKeyRequest, _router_service_pb2.AuthenticateApiKeyResponse]
+    """AuthenticateApiKey says which instance a scoped key belongs to (mesh only: the gateway and services resolve
+    callers' keys with it). Errors: UNAUTHENTICATED (no such key).
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -106,6 +126,26 @@ class RouterServiceAsyncStub(RouterServiceStub):
     WatchInstances: _aio.UnaryStreamMultiCallable[_router_service_pb2.WatchInstancesRequest, _router_service_pb2.WatchInstancesResponse]  # type: ignore[assignment]
     """WatchInstances streams a snapshot of every instance (with secrets) and then every change, so other services
     keep a fresh cache. The stream never ends on its own.
+    """
+    RotateWebhookSecret: _aio.UnaryUnaryMultiCallable[_router_service_pb2.RotateWebhookSecretRequest, _router_service_pb2.RotateWebhookSecretResponse]  # type: ignore[assignment]
+    """RotateWebhookSecret gives the instance a new webhook secret (registered with the channel where Omni can) and
+    keeps the old one valid for a grace period. Errors: NOT_FOUND, UNAVAILABLE (the channel could not be updated).
+    """
+    RotateAgentSigningSecret: _aio.UnaryUnaryMultiCallable[_router_service_pb2.RotateAgentSigningSecretRequest, _router_service_pb2.RotateAgentSigningSecretResponse]  # type: ignore[assignment]
+    """RotateAgentSigningSecret gives the instance a new agent signing secret; agent calls are signed with it at once.
+    Errors: NOT_FOUND.
+    """
+    CreateApiKey: _aio.UnaryUnaryMultiCallable[_router_service_pb2.CreateApiKeyRequest, _router_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
+    """CreateApiKey issues a key scoped to one instance; the clear key is in this response only (it is stored hashed).
+    Errors: NOT_FOUND.
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_router_service_pb2.ListApiKeysRequest, _router_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """ListApiKeys lists an instance's keys (prefixes only). Errors: NOT_FOUND."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_router_service_pb2.RevokeApiKeyRequest, _router_service_pb2.RevokeApiKeyResponse]  # type: ignore[assignment]
+    """RevokeApiKey deletes one of an instance's keys. Errors: NOT_FOUND (no such key on that instance)."""
+    AuthenticateApiKey: _aio.UnaryUnaryMultiCallable[_router_service_pb2.AuthenticateApiKeyRequest, _router_service_pb2.AuthenticateApiKeyResponse]  # type: ignore[assignment]
+    """AuthenticateApiKey says which instance a scoped key belongs to (mesh only: the gateway and services resolve
+    callers' keys with it). Errors: UNAUTHENTICATED (no such key).
     """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +237,62 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_router_service_pb2.WatchInstancesResponse], _abc.AsyncIterator[_router_service_pb2.WatchInstancesResponse]]:
         """WatchInstances streams a snapshot of every instance (with secrets) and then every change, so other services
         keep a fresh cache. The stream never ends on its own.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateWebhookSecret(
+        self,
+        request: _router_service_pb2.RotateWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.RotateWebhookSecretResponse, _abc.Awaitable[_router_service_pb2.RotateWebhookSecretResponse]]:
+        """RotateWebhookSecret gives the instance a new webhook secret (registered with the channel where Omni can) and
+        keeps the old one valid for a grace period. Errors: NOT_FOUND, UNAVAILABLE (the channel could not be updated).
+        """
+
+    @_abc_1.abstractmethod
+    def RotateAgentSigningSecret(
+        self,
+        request: _router_service_pb2.RotateAgentSigningSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.RotateAgentSigningSecretResponse, _abc.Awaitable[_router_service_pb2.RotateAgentSigningSecretResponse]]:
+        """RotateAgentSigningSecret gives the instance a new agent signing secret; agent calls are signed with it at once.
+        Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateApiKey(
+        self,
+        request: _router_service_pb2.CreateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.CreateApiKeyResponse, _abc.Awaitable[_router_service_pb2.CreateApiKeyResponse]]:
+        """CreateApiKey issues a key scoped to one instance; the clear key is in this response only (it is stored hashed).
+        Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _router_service_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.ListApiKeysResponse, _abc.Awaitable[_router_service_pb2.ListApiKeysResponse]]:
+        """ListApiKeys lists an instance's keys (prefixes only). Errors: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _router_service_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.RevokeApiKeyResponse, _abc.Awaitable[_router_service_pb2.RevokeApiKeyResponse]]:
+        """RevokeApiKey deletes one of an instance's keys. Errors: NOT_FOUND (no such key on that instance)."""
+
+    @_abc_1.abstractmethod
+    def AuthenticateApiKey(
+        self,
+        request: _router_service_pb2.AuthenticateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.AuthenticateApiKeyResponse, _abc.Awaitable[_router_service_pb2.AuthenticateApiKeyResponse]]:
+        """AuthenticateApiKey says which instance a scoped key belongs to (mesh only: the gateway and services resolve
+        callers' keys with it). Errors: UNAUTHENTICATED (no such key).
         """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from omni.tracing.v1 import trace_pb2 as omni_dot_tracing_dot_v1_dot_trace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%omni/tracing/v1/tracing_service.proto\x12\x0fomni.tracing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bomni/tracing/v1/trace.proto\"\x83\x02\n\x11ListTracesRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.omni.tracing.v1.TraceStatus\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x16\n\x0esource_user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x12ListTracesResponse\x12&\n\x06traces\x18\x01 \x03(\x0b\x32\x16.omni.tracing.v1.Trace\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"9\n\x10GetTraceResponse\x12%\n\x05trace\x18\x01 \x01(\x0b\x32\x16.omni.tracing.v1.Trace2\xc2\x01\n\x0eTracingService\x12Z\n\nListTraces\x12\".omni.tracing.v1.ListTracesRequest\x1a#.omni.tracing.v1.ListTracesResponse\"\x03\x90\x02\x01\x12T\n\x08GetTrace\x12 .omni.tracing.v1.GetTraceRequest\x1a!.omni.tracing.v1.GetTraceResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%omni/tracing/v1/tracing_service.proto\x12\x0fomni.tracing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bomni/tracing/v1/trace.proto\"\x83\x02\n\x11ListTracesRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.omni.tracing.v1.TraceStatus\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x16\n\x0esource_user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x12ListTracesResponse\x12&\n\x06traces\x18\x01 \x03(\x0b\x32\x16.omni.tracing.v1.Trace\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"9\n\x10GetTraceResponse\x12%\n\x05trace\x18\x01 \x01(\x0b\x32\x16.omni.tracing.v1.Trace\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03\x32\xa7\x02\n\x0eTracingService\x12Z\n\nListTraces\x12\".omni.tracing.v1.ListTracesRequest\x1a#.omni.tracing.v1.ListTracesResponse\"\x03\x90\x02\x01\x12T\n\x08GetTrace\x12 .omni.tracing.v1.GetTraceRequest\x1a!.omni.tracing.v1.GetTraceResponse\"\x03\x90\x02\x01\x12\x63\n\rPurgeInstance\x12%.omni.tracing.v1.PurgeInstanceRequest\x1a&.omni.tracing.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACINGSERVICE'].methods_by_name['ListTraces']._serialized_options = b'\220\002\001'
   _globals['_TRACINGSERVICE'].methods_by_name['GetTrace']._loaded_options = None
   _globals['_TRACINGSERVICE'].methods_by_name['GetTrace']._serialized_options = b'\220\002\001'
+  _globals['_TRACINGSERVICE'].methods_by_name['PurgeInstance']._loaded_options = None
+  _globals['_TRACINGSERVICE'].methods_by_name['PurgeInstance']._serialized_options = b'\220\002\002'
   _globals['_LISTTRACESREQUEST']._serialized_start=121
   _globals['_LISTTRACESREQUEST']._serialized_end=380
   _globals['_LISTTRACESRESPONSE']._serialized_start=382
@@ -45,6 +47,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTRACEREQUEST']._serialized_end=500
   _globals['_GETTRACERESPONSE']._serialized_start=502
   _globals['_GETTRACERESPONSE']._serialized_end=559
-  _globals['_TRACINGSERVICE']._serialized_start=562
-  _globals['_TRACINGSERVICE']._serialized_end=756
+  _globals['_PURGEINSTANCEREQUEST']._serialized_start=561
+  _globals['_PURGEINSTANCEREQUEST']._serialized_end=606
+  _globals['_PURGEINSTANCERESPONSE']._serialized_start=608
+  _globals['_PURGEINSTANCERESPONSE']._serialized_end=653
+  _globals['_TRACINGSERVICE']._serialized_start=656
+  _globals['_TRACINGSERVICE']._serialized_end=951
 # @@protoc_insertion_point(module_scope)

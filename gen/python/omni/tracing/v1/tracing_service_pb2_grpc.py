@@ -46,6 +46,11 @@ class TracingServiceStub:
                 request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceRequest.SerializeToString,
                 response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceResponse.FromString,
                 _registered_method=True)
+        self.PurgeInstance = channel.unary_unary(
+                '/omni.tracing.v1.TracingService/PurgeInstance',
+                request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceRequest.SerializeToString,
+                response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceResponse.FromString,
+                _registered_method=True)
 
 
 class TracingServiceServicer:
@@ -67,6 +72,14 @@ class TracingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PurgeInstance(self, request, context):
+        """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+        deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TracingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +92,11 @@ def add_TracingServiceServicer_to_server(servicer, server):
                     servicer.GetTrace,
                     request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceRequest.FromString,
                     response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceResponse.SerializeToString,
+            ),
+            'PurgeInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeInstance,
+                    request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceRequest.FromString,
+                    response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class TracingService:
             '/omni.tracing.v1.TracingService/GetTrace',
             omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceRequest.SerializeToString,
             omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.tracing.v1.TracingService/PurgeInstance',
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceRequest.SerializeToString,
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class TracingServiceStub:
     """ListTraces pages through traces, newest first. Payloads and spans are omitted."""
     GetTrace: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.GetTraceRequest, _tracing_service_pb2.GetTraceResponse]
     """GetTrace returns one trace with its payloads and spans. Errors: NOT_FOUND."""
+    PurgeInstance: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.PurgeInstanceRequest, _tracing_service_pb2.PurgeInstanceResponse]
+    """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+    deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
 
 @_typing.type_check_only
 class TracingServiceAsyncStub(TracingServiceStub):
@@ -51,6 +55,10 @@ class TracingServiceAsyncStub(TracingServiceStub):
     """ListTraces pages through traces, newest first. Payloads and spans are omitted."""
     GetTrace: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.GetTraceRequest, _tracing_service_pb2.GetTraceResponse]  # type: ignore[assignment]
     """GetTrace returns one trace with its payloads and spans. Errors: NOT_FOUND."""
+    PurgeInstance: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.PurgeInstanceRequest, _tracing_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
+    """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+    deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
 
 class TracingServiceServicer(metaclass=_abc_1.ABCMeta):
     """TracingService serves the message traces it derives from the spans it receives. The spans themselves arrive
@@ -72,5 +80,15 @@ class TracingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_tracing_service_pb2.GetTraceResponse, _abc.Awaitable[_tracing_service_pb2.GetTraceResponse]]:
         """GetTrace returns one trace with its payloads and spans. Errors: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def PurgeInstance(
+        self,
+        request: _tracing_service_pb2.PurgeInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracing_service_pb2.PurgeInstanceResponse, _abc.Awaitable[_tracing_service_pb2.PurgeInstanceResponse]]:
+        """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
+        deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
 
 def add_TracingServiceServicer_to_server(servicer: TracingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
