@@ -12,6 +12,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway.app.config import MissingApiKeyError, Settings
+from servicekit.mesh_auth import MeshAuthError, MeshCredentials
 
 
 def main() -> None:
@@ -19,7 +20,8 @@ def main() -> None:
     try:
         settings = Settings()
         settings.require_api_key()
-    except (MissingApiKeyError, ValidationError) as exc:
+        MeshCredentials.from_settings(settings, "gateway").require(production=settings.is_production)
+    except (MissingApiKeyError, MeshAuthError, ValidationError) as exc:
         print(f"gateway: refusing to start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     uvicorn.run(

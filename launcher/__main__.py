@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from launcher.mesh_token import with_mesh_token
 from launcher.supervisor import Supervisor, default_specs
 from servicekit.runner import run, stop_signal
 
@@ -15,7 +16,8 @@ log = logging.getLogger("launcher")
 
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s launcher: %(message)s", stream=sys.stderr)
-    supervisor = Supervisor(default_specs(os.environ))
+    env = with_mesh_token(os.environ)
+    supervisor = Supervisor(default_specs(env), env=env)
     stop = stop_signal()
     await supervisor.start()
     try:

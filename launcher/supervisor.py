@@ -15,10 +15,13 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from servicekit.mesh_auth import MTLS_VARIABLES, SERVER_NAME_VARIABLE, MeshCredentials, TlsFiles
 
 log = logging.getLogger("launcher")
 
@@ -124,12 +127,24 @@ class Supervisor:
                     return 200 <= response.status < 300
             except (aiohttp.ClientError, TimeoutError):
                 return False
-        async with grpc.aio.insecure_channel(probe) as channel:
+        async with self._probe_channel(probe) as channel:
             try:
                 response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
             except grpc.aio.AioRpcError:
                 return False
             return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def _probe_channel(self, address: str) -> grpc.aio.Channel:
+        """A channel for health probes: plain, or TLS with the mesh certificate when the mesh speaks mTLS (health
+        needs no credential, but an mTLS server accepts no plain connection)."""
+        files = [self._env.get(name, "") for name in MTLS_VARIABLES]
+        if not all(files):
+            return grpc.aio.insecure_channel(address)
+        tls = MeshCredentials("launcher", tls=TlsFiles(*(Path(f) for f in files)))
+        options = [("grpc.ssl_target_name_override", name)] if (name := self._env.get(SERVER_NAME_VARIABLE)) else []
+        credentials = tls.channel_credentials()
+        assert credentials is not None
+        return grpc.aio.secure_channel(address, credentials, options=options)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to `name` (tests use SIGKILL to prove nothing is lost); the watcher restarts it."""

@@ -188,6 +188,22 @@ def message_from_proto(proto: message_pb2.InboundMessage) -> InboundMessage:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class SecretScope:
+    """Which secrets an instance carries in clear on the wire: only those its receiver uses.
+
+    `instance` names instance-level secrets (INSTANCE_SECRETS); `channel` includes the channel config's secrets.
+    Every other secret still says `is_set` and its hint.
+    """
+
+    instance: frozenset[str] = frozenset()
+    channel: bool = False
+
+
+NO_SECRETS = SecretScope()
+ALL_SECRETS = SecretScope(frozenset(INSTANCE_SECRETS), channel=True)
+
+
 def secret_hint(secret: str) -> str:
     """ "****" plus the last four characters, only when that leaves most of the secret hidden."""
     return "****" + secret[-4:] if len(secret) >= 8 else "****"
@@ -221,18 +237,19 @@ _WEBHOOK_AUTH_VALUES = {
 _WEBHOOK_AUTH_NAMES = {value: name for name, value in _WEBHOOK_AUTH_VALUES.items()}
 
 
-def instance_to_proto(instance: Instance, *, with_secrets: bool) -> instance_pb2.Instance:
-    """The wire form; secrets as is_set + hint, plus the clear value only `with_secrets`."""
+def instance_to_proto(instance: Instance, *, with_secrets: bool | SecretScope) -> instance_pb2.Instance:
+    """The wire form; secrets as is_set + hint, plus the clear value of those `with_secrets` names (True: all)."""
+    scope = with_secrets if isinstance(with_secrets, SecretScope) else ALL_SECRETS if with_secrets else NO_SECRETS
     proto = instance_pb2.Instance(name=instance.name, channel=CHANNEL_VALUES[instance.channel])
     for name in _PLAIN_INSTANCE_FIELDS:
         setattr(proto, name, getattr(instance, name))
     for name in INSTANCE_SECRETS:
-        _write_secret(getattr(proto, name), getattr(instance, name), with_secrets=with_secrets)
+        _write_secret(getattr(proto, name), getattr(instance, name), with_secrets=name in scope.instance)
     arm = getattr(proto, instance.channel.value)
     arm.SetInParent()
     for name, value in config_values(instance.config).items():
         if name in instance.config.SECRETS:
-            _write_secret(getattr(arm, name), value, with_secrets=with_secrets)
+            _write_secret(getattr(arm, name), value, with_secrets=scope.channel)
         else:
             setattr(arm, name, value)
     if instance.created_at:

@@ -9,6 +9,8 @@ import grpc
 
 from servicekit.grpc_errors import translate_rpc_error
 from servicekit.grpc_server import MAX_MESSAGE_BYTES
+from servicekit.keepalive import client_keepalive_options
+from servicekit.mesh_auth import MeshCredentials
 from servicekit.trace_propagation import context_propagating_interceptors
 
 Resp = TypeVar("Resp")
@@ -16,20 +18,29 @@ Resp = TypeVar("Resp")
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # Ping idle connections so a dead peer is noticed before a call; the servers accept exactly these pings.
+    *client_keepalive_options(),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 
-def open_channel(address: str, *, tracing: bool = True) -> grpc.aio.Channel:
-    """An insecure channel to `address`; with tracing, each call carries the current trace context (the server's
-    span continues the trace; see `trace_propagation` for why clients record no span of their own)."""
+def open_channel(address: str, *, tracing: bool = True, mesh: MeshCredentials | None = None) -> grpc.aio.Channel:
+    """A channel to `address`; with tracing, each call carries the current trace context (the server's span
+    continues the trace; see `trace_propagation` for why clients record no span of their own).
+
+    With `mesh`, every call carries the mesh credential (token and caller name), over mutual TLS when it has
+    certificates; without it the channel is plain and anonymous (health probes, tests of a bare servicer).
+    """
     interceptors = context_propagating_interceptors() if tracing else []
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    if mesh is None:
+        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
+    interceptors = [*mesh.client_interceptors(), *interceptors]
+    options = [*CHANNEL_OPTIONS, *mesh.channel_options()]
+    tls = mesh.channel_credentials()
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, tls, options=options, interceptors=interceptors)
 
 
 async def call(

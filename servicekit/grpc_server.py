@@ -13,6 +13,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from servicekit.grpc_errors import ErrorMappingInterceptor
+from servicekit.keepalive import server_keepalive_options
+from servicekit.mesh_auth import MeshAuthInterceptor, ServerAuth
 from servicekit.runner import stop_signal
 from servicekit.trace_propagation import TraceContextServerInterceptor
 
@@ -25,6 +27,9 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    # Accept the keepalive pings the mesh's clients send on idle channels (see `servicekit.keepalive`): with gRPC's
+    # defaults the server answers them with GOAWAY "too_many_pings" and the idle channel is dropped.
+    *server_keepalive_options(),
 ]
 
 
@@ -33,19 +38,30 @@ def error_domain(service: str) -> str:
     return f"omni.{service}"
 
 
-def new_server(service: str, *, tracing: bool = True) -> grpc.aio.Server:
+def new_server(service: str, *, tracing: bool = True, auth: ServerAuth | None = None) -> grpc.aio.Server:
     """A grpc.aio server that continues the caller's trace (when tracing) and maps domain errors to statuses, with
-    the error domain of `service` ("router" -> "omni.router")."""
-    interceptors: list[Any] = [TraceContextServerInterceptor()] if tracing else []
+    the error domain of `service` ("router" -> "omni.router").
+
+    With `auth` every call but health and reflection must carry the mesh credential (or an API key, on the public
+    RPCs); its check runs first, so a refused call costs no span. Without it (in-process tests of one servicer) the
+    caller is the mesh.
+    """
+    interceptors: list[Any] = [MeshAuthInterceptor(auth)] if auth is not None else []
+    if tracing:
+        interceptors.append(TraceContextServerInterceptor())
     interceptors.append(ErrorMappingInterceptor(error_domain(service)))
     return grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
 
 
-def add_health_and_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> HealthServicer:
-    """Register the standard health service (SERVING for each name and for "") and reflection."""
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str], *, reflection_enabled: bool = True
+) -> HealthServicer:
+    """Register the standard health service (SERVING for each name and for "") and, when enabled, reflection (off
+    in production: it hands anyone a map of the mesh)."""
     servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if reflection_enabled:
+        reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     return servicer
 
 
@@ -56,9 +72,12 @@ async def set_serving(servicer: HealthServicer, service_names: Sequence[str], se
         await servicer.set(name, status)
 
 
-def bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    """Bind an insecure port; port 0 picks a free one. Returns the bound port."""
-    bound = server.add_insecure_port(f"{host}:{port}")
+def bind(server: grpc.aio.Server, host: str, port: int, *, auth: ServerAuth | None = None) -> int:
+    """Bind a port, with mutual TLS when `auth` has certificates (plain otherwise); port 0 picks a free one.
+    Returns the bound port."""
+    tls = auth.credentials.server_credentials() if auth is not None else None
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, tls) if tls is not None else server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"could not bind gRPC port {host}:{port}")
     return bound

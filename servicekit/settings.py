@@ -60,6 +60,27 @@ class MeshSettings(BaseSettings):
     """Discord gateway websocket (AUTOMAGIK_OMNI_DISCORD_GATEWAY_URL), likewise."""
     delivery_retention_interval_seconds: float = 3600.0
     """How often ingress, router and channels sweep their delivery records (also once at start-up)."""
+    api_key: str = ""
+    """The admin key (AUTOMAGIK_OMNI_API_KEY): the gateway checks it on REST, the services on the public RPCs."""
+    mesh_token: str = ""
+    """The mesh's shared credential (AUTOMAGIK_OMNI_MESH_TOKEN), sent as `x-omni-mesh-token` on every call between
+    services; without it (or mTLS) a service refuses to start. `make run` generates one per run when unset."""
+    mtls_cert: str = ""
+    """PEM certificate of this process (AUTOMAGIK_OMNI_MTLS_CERT); with `mtls_key` and `mtls_ca` the mesh speaks
+    mutual TLS and a caller is the common name of its certificate."""
+    mtls_key: str = ""
+    """PEM private key of `mtls_cert` (AUTOMAGIK_OMNI_MTLS_KEY)."""
+    mtls_ca: str = ""
+    """PEM CA bundle that signs every mesh certificate (AUTOMAGIK_OMNI_MTLS_CA)."""
+    mtls_server_name: str = ""
+    """Name the clients expect in the servers' certificates when it differs from the address host."""
+    grpc_reflection: bool | None = None
+    """gRPC server reflection (AUTOMAGIK_OMNI_GRPC_REFLECTION); default on outside production, always off in it."""
+    allow_link_local_urls: bool = False
+    """Let instances point agent and Evolution URLs (and agents send media URLs) at link-local and cloud-metadata
+    addresses (169.254.0.0/16, fe80::/10, 169.254.169.254, metadata.google.internal, ...); refused by default so a
+    tenant cannot read the host's cloud credentials (AUTOMAGIK_OMNI_ALLOW_LINK_LOCAL_URLS). Loopback and private
+    addresses are always allowed."""
 
     def address_of(self, service: str) -> str:
         """host:port where `service` (ingress, router, channels, tracing) listens."""
@@ -86,6 +107,13 @@ class MeshSettings(BaseSettings):
     def data_dir(self) -> Path:
         """Directory holding the SQLite files and the development master key."""
         return Path(self.sqlite_database_path).parent
+
+    @property
+    def reflection_enabled(self) -> bool:
+        """Serve gRPC reflection: handy with grpcurl in development, a free map of the mesh in production."""
+        if self.is_production:
+            return False
+        return True if self.grpc_reflection is None else self.grpc_reflection
 
     @property
     def is_production(self) -> bool:

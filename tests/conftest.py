@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import yarl
 
 from simulators.discord import DiscordSimulator
 from tests.helpers.databases import database_url
+from tests.helpers.mesh_auth import TEST_MESH_TOKEN
+
+# Every service's server refuses to run without the mesh credential; the in-process servers read it from here.
+os.environ.setdefault("AUTOMAGIK_OMNI_MESH_TOKEN", TEST_MESH_TOKEN)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "evolution"
 """The Evolution API wire-format fixtures (webhooks and REST answers), copied from the Evolution contract so the

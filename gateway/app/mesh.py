@@ -17,6 +17,7 @@ from omni.router.v1 import router_service_pb2_grpc
 from omni.tracing.v1 import tracing_service_pb2_grpc
 
 from servicekit.grpc_clients import open_channel
+from servicekit.mesh_auth import MeshCredentials
 
 if TYPE_CHECKING:
     from omni.channels.v1.channels_service_pb2_grpc import ChannelsServiceAsyncStub as ChannelsStub
@@ -54,9 +55,11 @@ class Mesh:
 
     @classmethod
     def open(cls, settings: Settings) -> Mesh:
-        """Open one channel per service; with tracing, the OTel client interceptor starts each trace here."""
+        """Open one channel per service; with tracing, the OTel client interceptor starts each trace here. Every
+        call carries the mesh credential as caller "gateway" (which gets no clear secret from the router)."""
         tracing = settings.enable_tracing
-        opened = {name: open_channel(settings.address_of(name), tracing=tracing) for name in MESH_SERVICES}
+        mesh = MeshCredentials.from_settings(settings, "gateway")
+        opened = {name: open_channel(settings.address_of(name), tracing=tracing, mesh=mesh) for name in MESH_SERVICES}
         return cls(
             router=router_service_pb2_grpc.RouterServiceStub(opened["router"]),
             ingress=ingress_service_pb2_grpc.IngressServiceStub(opened["ingress"]),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 from omni.ingress.v1 import ingress_service_pb2_grpc
 from omni.router.v1 import router_service_pb2_grpc
 
+from servicekit.address_guard import guarded_session
 from servicekit.channels import Channel
 from servicekit.database import migrate, open_database
 from servicekit.discord_endpoints import configure_discord
@@ -20,6 +20,7 @@ from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.logs import configure_logging
+from servicekit.mesh_auth import mesh_credentials_or_exit
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
@@ -53,17 +54,18 @@ def send_policy(settings: Settings) -> SendPolicy:
 async def main() -> None:
     settings = Settings()
     configure_logging("channels", settings.log_level)
+    mesh = mesh_credentials_or_exit(settings, "channels")
     configure_discord(settings)
     provider = setup_tracing("channels", settings)
     db = await open_database(settings.database_url_for("channels"), SCHEMA)
     await migrate(db, MIGRATIONS, lock_key=MIGRATION_LOCK)
-    router_channel = open_channel(settings.address_of("router"), tracing=settings.enable_tracing)
+    router_channel = open_channel(settings.address_of("router"), tracing=settings.enable_tracing, mesh=mesh)
     instances = WatchedInstanceDirectory(
         router_service_pb2_grpc.RouterServiceStub(router_channel), rpc_timeout=settings.rpc_timeout_seconds
     )
     instances.start()
-    ingress_channel = open_channel(settings.address_of("ingress"), tracing=settings.enable_tracing)
-    session = aiohttp.ClientSession()
+    ingress_channel = open_channel(settings.address_of("ingress"), tracing=settings.enable_tracing, mesh=mesh)
+    session = guarded_session(allow_link_local=settings.allow_link_local_urls)
     discord_sender = DiscordSender(
         GrpcBotStatusSource(ingress_service_pb2_grpc.IngressServiceStub(ingress_channel)),
         send_timeout_seconds=settings.channels_discord_timeout_seconds,

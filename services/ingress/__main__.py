@@ -16,6 +16,7 @@ from servicekit.grpc_server import serve_until_signalled
 from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.instances import Instance
 from servicekit.logs import configure_logging
+from servicekit.mesh_auth import mesh_credentials_or_exit
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
@@ -70,6 +71,7 @@ def bot_host(settings: Settings, leases: BotLeaseStore, core: IngressCore) -> Bo
 async def main() -> None:
     settings = Settings()
     configure_logging("ingress", settings.log_level)
+    mesh = mesh_credentials_or_exit(settings, "ingress")
     configure_discord(settings)
     provider = setup_tracing("ingress", settings)
     db = await open_database(settings.database_url_for("ingress"), SCHEMA, postgres_settings=POSTGRES_SETTINGS)
@@ -77,7 +79,7 @@ async def main() -> None:
     instances = None
     try:
         await migrate(db, MIGRATIONS, lock_key=MIGRATION_LOCK)
-        channel = open_channel(settings.address_of("router"), tracing=settings.enable_tracing)
+        channel = open_channel(settings.address_of("router"), tracing=settings.enable_tracing, mesh=mesh)
         router_stub = router_service_pb2_grpc.RouterServiceStub(channel)
         instances = WatchedInstanceDirectory(router_stub, rpc_timeout=settings.rpc_timeout_seconds)
         instances.start()
@@ -88,8 +90,8 @@ async def main() -> None:
             replica_id=settings.replica_id(),
             policy=dispatch_policy(settings),
         )
-        core = IngressCore(store, instances, on_accept=dispatcher.wake)
         leases = BotLeaseStore(db)
+        core = IngressCore(store, instances, on_accept=dispatcher.wake, also_purged=(leases,))
         bots = bot_host(settings, leases, core)
         instances.listen(bots.instances_changed)
         retention = delivery_retention("finished inbox rows", store.purge_finished, settings)

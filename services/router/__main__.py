@@ -7,24 +7,31 @@ to the channels service for replies, and serves RouterService until SIGTERM/SIGI
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-import aiohttp
 from omni.channels.v1 import channels_service_pb2_grpc
+from omni.ingress.v1 import ingress_service_pb2_grpc
+from omni.tracing.v1 import tracing_service_pb2_grpc
 
+from servicekit.address_guard import guarded_session
 from servicekit.database import migrate, open_database
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.mesh_auth import mesh_credentials_or_exit
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
+from services.router.api_key_store import ApiKeyRepository
 from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender
 from services.router.config import Settings
 from services.router.core.agent_client import AgentClient
+from services.router.core.api_keys import ApiKeyService
 from services.router.core.api_sends import ApiSender
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.instances import InstanceService
 from services.router.core.router import MessageRouter
+from services.router.purge_client import GrpcInstancePurger
 from services.router.secret_box import SecretBox
 from services.router.server import SERVICE_NAME, create_server
 from services.router.storage import (
@@ -34,6 +41,7 @@ from services.router.storage import (
     InstanceRepository,
     RouteRepository,
 )
+from services.router.stored_secrets import UnreadableSecretsError, check_stored_secrets
 
 log = logging.getLogger("services.router")
 
@@ -41,23 +49,47 @@ log = logging.getLogger("services.router")
 async def main() -> None:
     settings = Settings()
     configure_logging("router", settings.log_level)
+    mesh = mesh_credentials_or_exit(settings, "router")
     try:
-        box = SecretBox.from_settings(settings.secret_key, settings.data_dir, production=settings.is_production)
+        box = SecretBox.from_settings(
+            settings.secret_key,
+            settings.data_dir,
+            production=settings.is_production,
+            secret_keys=settings.secret_keys,
+            key_file=Path(settings.secret_key_file),
+        )
     except (RuntimeError, ValueError) as exc:
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None
     provider = setup_tracing("router", settings)
     db = await open_database(settings.database_url_for("router"), SCHEMA)
     await migrate(db, MIGRATIONS, lock_key=SCHEMA)
-    channels_channel = open_channel(settings.address_of("channels"), tracing=settings.enable_tracing)
+    try:  # a wrong master key stops the start here, not every message later
+        await check_stored_secrets(db, box)
+    except UnreadableSecretsError as exc:
+        log.critical("cannot start: %s", exc)
+        await db.close()
+        provider.shutdown()
+        raise SystemExit(2) from None
+    channels_channel = open_channel(settings.address_of("channels"), tracing=settings.enable_tracing, mesh=mesh)
+    purge_channels = [
+        open_channel(settings.address_of(service), tracing=settings.enable_tracing, mesh=mesh)
+        for service in ("ingress", "tracing")
+    ]
+    purger = GrpcInstancePurger(
+        ingress=ingress_service_pb2_grpc.IngressServiceStub(purge_channels[0]),
+        channels=channels_service_pb2_grpc.ChannelsServiceStub(channels_channel),
+        tracing=tracing_service_pb2_grpc.TracingServiceStub(purge_channels[1]),
+        timeout=settings.router_purge_timeout_seconds,
+    )
     channels_stub = channels_service_pb2_grpc.ChannelsServiceStub(channels_channel)
     channels = GrpcChannelSender(
         channels_stub,
         send_timeout=settings.router_channel_send_timeout_seconds,
         presence_timeout=settings.router_presence_timeout_seconds,
     )
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.router_agent_max_connections, limit_per_host=0)
+    session = guarded_session(
+        allow_link_local=settings.allow_link_local_urls, limit=settings.router_agent_max_connections, limit_per_host=0
     )
     identities = IdentityRepository(db)
     instance_repository = InstanceRepository(
@@ -74,7 +106,7 @@ async def main() -> None:
         instances=instance_repository,
         identities=identities,
         routes=routes,
-        agent=AgentClient(session),
+        agent=AgentClient(session, max_response_bytes=settings.router_agent_max_response_bytes),
         channels=channels,
         typing_delay=settings.router_typing_delay_seconds,
     )
@@ -85,9 +117,15 @@ async def main() -> None:
                 instance_repository,
                 InstanceBroadcaster(settings.router_watch_queue_size),
                 GrpcAccountChecker(channels_stub, timeout=settings.router_account_check_timeout_seconds),
+                purger=purger,
+                webhook_base_url=settings.public_url,
+                production=settings.is_production,
+                webhook_secret_grace_seconds=settings.router_webhook_secret_grace_seconds,
+                allow_link_local_urls=settings.allow_link_local_urls,
             ),
             router=router,
             api_sender=ApiSender(instances=instance_repository, channels=channels),
+            api_keys=ApiKeyService(ApiKeyRepository(db), instance_repository),
         )
         await server.start()
         retention.start()
@@ -99,6 +137,8 @@ async def main() -> None:
         await router.aclose()
         await session.close()
         await channels_channel.close(None)
+        for purge_channel in purge_channels:
+            await purge_channel.close(None)
         await db.close()
         provider.shutdown()
 

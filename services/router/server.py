@@ -7,7 +7,9 @@ from grpc_health.v1._async import HealthServicer
 from omni.router.v1 import router_service_pb2, router_service_pb2_grpc
 
 from servicekit.grpc_server import add_health_and_reflection, bind, new_server
+from servicekit.key_resolver import server_auth
 from services.router.config import Settings
+from services.router.core.api_keys import ApiKeyService
 from services.router.core.api_sends import ApiSender
 from services.router.core.instances import InstanceService
 from services.router.core.router import MessageRouter
@@ -23,14 +25,16 @@ def create_server(
     instances: InstanceService,
     router: MessageRouter,
     api_sender: ApiSender,
+    api_keys: ApiKeyService,
     port: int | None = None,
     tracing: bool | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A server with RouterService, health and reflection, bound to `port` (default: settings; 0 picks a free one)."""
-    server = new_server("router", tracing=settings.enable_tracing if tracing is None else tracing)
+    auth = server_auth(settings, "router", resolve_key=api_keys.resolve)
+    server = new_server("router", tracing=settings.enable_tracing if tracing is None else tracing, auth=auth)
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(instances=instances, router=router, api_sender=api_sender), server
+        RouterServicer(instances=instances, router=router, api_sender=api_sender, api_keys=api_keys), server
     )
-    health = add_health_and_reflection(server, [SERVICE_NAME])
-    bound = bind(server, settings.grpc_host, settings.router_grpc_port if port is None else port)
+    health = add_health_and_reflection(server, [SERVICE_NAME], reflection_enabled=settings.reflection_enabled)
+    bound = bind(server, settings.grpc_host, settings.router_grpc_port if port is None else port, auth=auth)
     return server, bound, health

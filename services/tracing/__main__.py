@@ -6,6 +6,7 @@ import logging
 
 from servicekit.grpc_server import serve_until_signalled
 from servicekit.logs import configure_logging
+from servicekit.mesh_auth import mesh_credentials_or_exit
 from servicekit.retention import RetentionTask
 from servicekit.runner import run
 from services.tracing.config import Settings
@@ -21,6 +22,7 @@ async def main() -> None:
     its own spans to itself."""
     settings = Settings()
     configure_logging("tracing", settings.log_level)
+    mesh_credentials_or_exit(settings, "tracing")
     db = await open_tracing_database(settings.database_url_for("tracing"))
     try:
         core = TracingCore(TraceStore(db))

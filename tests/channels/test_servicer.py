@@ -11,12 +11,13 @@ from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, ou
 from omni.common.v1 import channel_pb2, message_pb2
 
 from servicekit.errors import FailedPreconditionError, UnavailableError
-from servicekit.grpc_clients import call
+from servicekit.grpc_clients import call, open_channel
 from servicekit.grpc_server import set_serving
 from services.channels.config import Settings
 from services.channels.server import SERVICE_NAME, create_server
 from simulators.evolution import EvolutionSimulator
 from tests.channels.conftest import CHAT, MakeHarness
+from tests.helpers.mesh_auth import mesh_as
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ async def channel(make_harness: MakeHarness) -> AsyncIterator[grpc.aio.Channel]:
     server, port, health = create_server(settings, make_harness().core, port=0)
     await server.start()
     await set_serving(health, [SERVICE_NAME], True)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as opened:
+    async with open_channel(f"127.0.0.1:{port}", tracing=False, mesh=mesh_as("router")) as opened:
         yield opened
     await server.stop(None)
 

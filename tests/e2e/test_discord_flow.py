@@ -24,7 +24,7 @@ from servicekit.settings import MeshSettings
 from services.ingress.storage import SCHEMA, BotLeaseStore
 from simulators.discord import SentMessage
 from tests.e2e.conftest import AGENT_KEY, DISCORD_LEASE_SECONDS, DISCORD_RENEW_SECONDS, DiscordWorld, Tenant
-from tests.helpers.mesh import eventually
+from tests.helpers.mesh import API_KEY, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -149,7 +149,10 @@ async def list_bots(port: int, instance: str) -> list[ingress_service_pb2.BotSta
     channel = open_channel(f"127.0.0.1:{port}", tracing=False)
     try:
         stub = ingress_service_pb2_grpc.IngressServiceStub(channel)
-        answer = await stub.ListBots(ingress_service_pb2.ListBotsRequest(instance_name=instance), timeout=5)
+        # ListBots is a public RPC: a direct gRPC client calls it with the admin key.
+        answer = await stub.ListBots(
+            ingress_service_pb2.ListBotsRequest(instance_name=instance), timeout=5, metadata=(("x-api-key", API_KEY),)
+        )
         return list(answer.bots)
     finally:
         await channel.close(None)

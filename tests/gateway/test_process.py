@@ -13,6 +13,7 @@ import httpx
 
 from gateway.app.mesh import MESH_SERVICES
 from tests.gateway.conftest import API_KEY, FakeMesh
+from tests.helpers.mesh_auth import TEST_MESH_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,7 @@ async def test_gateway_process_serves_and_stops_on_sigterm(mesh: FakeMesh, tmp_p
     env.update(
         {
             "AUTOMAGIK_OMNI_API_KEY": API_KEY,
+            "AUTOMAGIK_OMNI_MESH_TOKEN": TEST_MESH_TOKEN,
             "AUTOMAGIK_OMNI_API_HOST": "127.0.0.1",
             "AUTOMAGIK_OMNI_API_PORT": "0",
             "AUTOMAGIK_OMNI_ENABLE_TRACING": "false",

@@ -20,11 +20,13 @@ from opentelemetry.trace import Status, StatusCode
 
 from servicekit import trace_attributes as ta
 from servicekit.database import Database
+from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import set_serving
 from services.tracing.config import Settings
 from services.tracing.core import TracingCore
 from services.tracing.server import SERVICE_NAMES, create_server
 from services.tracing.storage import TraceStore
+from tests.helpers.mesh_auth import mesh_as
 
 
 @dataclass
@@ -39,7 +41,7 @@ async def running(tracing_db: Database) -> AsyncIterator[Running]:
     server, port, health = create_server(Settings(), TracingCore(TraceStore(tracing_db)), port=0)
     await server.start()
     await set_serving(health, SERVICE_NAMES, True)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = open_channel(f"127.0.0.1:{port}", tracing=False, mesh=mesh_as("gateway"))
     try:
         yield Running(port, tracing_service_pb2_grpc.TracingServiceStub(channel), channel)
     finally:
@@ -49,7 +51,9 @@ async def running(tracing_db: Database) -> AsyncIterator[Running]:
 
 def _provider(port: int, service: str) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True, timeout=5)
+    exporter = OTLPSpanExporter(
+        endpoint=f"127.0.0.1:{port}", insecure=True, timeout=5, headers=dict(mesh_as("ingress").metadata())
+    )
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return provider
 
