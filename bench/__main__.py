@@ -108,7 +108,9 @@ async def hub_run(mesh: LocalMesh, n: int, concurrency: int, chats: int, rate: f
     """
     result = HubRun()
     gate = asyncio.Semaphore(concurrency)
-    url = mesh.webhook_url(INSTANCE)
+    # The header Omni registers in Evolution (webhook/set), not the URL's opt-in ?secret=.
+    url = f"{mesh.base_url}/api/v1/webhook/evolution/{INSTANCE}"
+    headers = mesh.webhook_headers(INSTANCE)
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     begin = time.perf_counter()
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -122,7 +124,7 @@ async def hub_run(mesh: LocalMesh, n: int, concurrency: int, chats: int, rate: f
             async with gate:
                 started = time.perf_counter()
                 result.posted_at[token] = time.time()
-                async with session.post(url, json=payload) as response:
+                async with session.post(url, json=payload, headers=headers) as response:
                     await response.read()
                     if response.status != 200:
                         result.failed_acks += 1

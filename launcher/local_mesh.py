@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 from cryptography.fernet import Fernet
 
+from launcher.mesh_token import with_mesh_token
 from launcher.supervisor import Supervisor, default_specs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,8 @@ class LocalMesh:
     ) -> None:
         self.data_dir = data_dir
         self.api_key = api_key
+        self.webhook_secrets: dict[str, str] = {}
+        """Each instance's webhook secret, as its create response revealed it."""
         self.ports = {name: free_port() for name in ("ingress", "router", "channels", "tracing", "api")}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTOMAGIK_", "OMNI_"))}
         env.update(
@@ -57,11 +60,14 @@ class LocalMesh:
                 "AUTOMAGIK_OMNI_SECRET_KEY": Fernet.generate_key().decode(),
                 "AUTOMAGIK_OMNI_ENABLE_TRACING": "true",
                 "AUTOMAGIK_OMNI_SPAN_EXPORT_INTERVAL_MS": "200",
+                # Webhooks Omni registers with Evolution (webhook/set) point at this mesh's gateway.
+                "AUTOMAGIK_OMNI_PUBLIC_URL": f"http://127.0.0.1:{self.ports['api']}",
             }
         )
         for service in ("ingress", "router", "channels", "tracing"):
             env[f"AUTOMAGIK_OMNI_{service.upper()}_GRPC_PORT"] = str(self.ports[service])
         env.update(extra_env or {})
+        env = with_mesh_token(env, read_dotenv=False)
         self.env = env
         self.base_url = f"http://127.0.0.1:{self.ports['api']}"
         self.supervisor = Supervisor(default_specs(env), env=env, cwd=str(REPO_ROOT), prefix_output=prefix_output)
@@ -85,8 +91,16 @@ class LocalMesh:
         return self._http
 
     def webhook_url(self, instance: str) -> str:
-        """Where Evolution posts the webhooks of `instance`."""
-        return f"{self.base_url}/api/v1/webhook/evolution/{instance}"
+        """Where Evolution posts the webhooks of `instance`, with the instance's webhook secret as the opt-in
+        `?secret=` when this mesh created it (hand-made posts; the bench sends `webhook_headers` instead)."""
+        url = f"{self.base_url}/api/v1/webhook/evolution/{instance}"
+        secret = self.webhook_secrets.get(instance)
+        return f"{url}?secret={secret}" if secret else url
+
+    def webhook_headers(self, instance: str) -> dict[str, str]:
+        """The header Omni registers in Evolution for `instance` (x-omni-webhook-secret)."""
+        secret = self.webhook_secrets.get(instance)
+        return {"x-omni-webhook-secret": secret} if secret else {}
 
     async def create_instance(self, **fields: Any) -> dict[str, Any]:
         """POST /api/v1/instances; fails loudly unless 201."""
@@ -94,6 +108,8 @@ class LocalMesh:
             body: dict[str, Any] = await response.json()
             if response.status != 201:
                 raise RuntimeError(f"instance creation failed ({response.status}): {body}")
+            if body.get("webhook_secret"):
+                self.webhook_secrets[body["name"]] = body["webhook_secret"]
             return body
 
     async def get_json(self, path: str, **params: Any) -> tuple[int, Any]:

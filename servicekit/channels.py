@@ -30,12 +30,14 @@ class ChannelTraits:
     """An agent reply's first part answers the user's message (Discord's message_reference)."""
     typing_refresh_seconds: float = 0.0
     """How often a typing indicator must be repeated while the agent works (0: once is enough)."""
+    webhook_segment: str = ""
+    """The channel's webhook route, POST /api/v1/webhook/{segment}/{instance} ("": the channel pushes nothing)."""
 
 
 TRAITS: dict[Channel, ChannelTraits] = {
-    Channel.WHATSAPP: ChannelTraits(text_limit=4096),
+    Channel.WHATSAPP: ChannelTraits(text_limit=4096, webhook_segment="evolution"),
     Channel.DISCORD: ChannelTraits(text_limit=2000, reply_quotes_message=True, typing_refresh_seconds=8.0),
-    Channel.SLACK: ChannelTraits(text_limit=40000),
+    Channel.SLACK: ChannelTraits(text_limit=40000, webhook_segment="slack"),
 }
 
 

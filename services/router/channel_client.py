@@ -11,6 +11,7 @@ from servicekit.convert import instance_to_proto, media_to_proto
 from servicekit.errors import FailedPreconditionError, OmniError, UnavailableError
 from servicekit.grpc_clients import call
 from servicekit.instances import Instance
+from servicekit.secret_grants import CHANNEL_CREDENTIALS, WEBHOOK_REGISTRATION
 from services.router.core.models import OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,21 @@ class GrpcChannelSender:
 
 
 class GrpcAccountChecker:
-    """Asks ChannelsService.CheckAccount whether an instance's credentials work, before the instance is stored."""
+    """Asks ChannelsService.CheckAccount whether an instance's credentials work, before the instance is stored, and
+    RegisterWebhook to point the channel's webhook at the hub with the instance's secret."""
 
     def __init__(self, stub: channels_service_pb2_grpc.ChannelsServiceAsyncStub, *, timeout: float = 15.0) -> None:
         self._stub = stub
         self._timeout = timeout
 
     async def check(self, instance: Instance) -> None:
-        request = channels_service_pb2.CheckAccountRequest(instance=instance_to_proto(instance, with_secrets=True))
+        request = channels_service_pb2.CheckAccountRequest(
+            instance=instance_to_proto(instance, with_secrets=CHANNEL_CREDENTIALS)
+        )
         await call(self._stub.CheckAccount, request, timeout=self._timeout)
+
+    async def register_webhook(self, instance: Instance, webhook_url: str) -> None:
+        request = channels_service_pb2.RegisterWebhookRequest(
+            instance=instance_to_proto(instance, with_secrets=WEBHOOK_REGISTRATION), webhook_url=webhook_url
+        )
+        await call(self._stub.RegisterWebhook, request, timeout=self._timeout)

@@ -130,8 +130,10 @@ async def test_agent_error_ends_the_trace_in_error(world: World) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "expected"),
     [
-        ("post", "/api/v1/webhook/evolution/{instance}", {"data": b"{not json"}, 400),
-        ("post", "/api/v1/webhook/evolution/nobody-here", {"json": {"event": "messages.upsert"}}, 404),
+        ("post", "/api/v1/webhook/evolution/{instance}?secret={secret}", {"data": b"{not json"}, 400),
+        ("post", "/api/v1/webhook/evolution/{instance}", {"data": b"{not json"}, 401),
+        ("post", "/api/v1/webhook/evolution/{instance}?secret=wrong-secret", {"json": {"event": "x"}}, 401),
+        ("post", "/api/v1/webhook/evolution/nobody-here", {"json": {"event": "messages.upsert"}}, 401),
         ("get", "/api/v1/instances", {"headers": {"x-api-key": "wrong"}}, 401),
         ("post", "/api/v1/instances", {"json": {"name": "Bad Name!", "channel_type": "whatsapp"}}, 422),
         ("get", "/api/v1/traces/" + "0" * 32, {}, 404),
@@ -142,7 +144,8 @@ async def test_bad_input_gets_a_clear_json_error(
     world: World, method: str, path: str, kwargs: dict[str, Any], expected: int
 ) -> None:
     instance = await world.new_instance()
-    async with world.mesh.client.request(method, path.format(instance=instance), **kwargs) as response:
+    url = path.format(instance=instance, secret=world.mesh.webhook_secrets.get(instance, ""))
+    async with world.mesh.client.request(method, url, **kwargs) as response:
         assert response.status == expected
         body = await response.json()
         assert "detail" in body

@@ -94,7 +94,17 @@ async def test_create_returns_201_with_every_secret_masked(client: httpx.AsyncCl
     response = await client.post("/api/v1/instances", json=body)
     assert response.status_code == 201, response.text
     instance = response.json()
+    # Shown once, in the create response only: the secrets the operator configures elsewhere.
+    assert instance["webhook_secret"] == SECRETS["webhook_secret"]
+    assert instance["agent_signing_secret"].startswith("whsec_")
+    assert instance["has_agent_signing_secret"] is True
+    again = (await client.get("/api/v1/instances/acme")).json()
+    assert again["webhook_secret"] == "****" + SECRETS["webhook_secret"][-4:]
+    assert again["agent_signing_secret"] == "****" + instance["agent_signing_secret"][-4:]
+    assert instance["agent_signing_secret"] not in str(again)
     for field, secret in SECRETS.items():
+        if field == "webhook_secret":
+            continue
         assert instance[field] == "****" + secret[-4:]
         assert instance[f"has_{field}"] is True
         assert secret not in response.text

@@ -22,8 +22,8 @@ from services.ingress.storage import InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
-ACME = Instance(name="acme")
-LOCKED = Instance(name="locked", webhook_secret="s3cret-value")
+ACME = Instance(name="acme", webhook_auth="none")  # authentication is tested in test_webhook_auth.py
+LOCKED = Instance(name="locked", webhook_secret="s3cret-value-0123456789")
 DISCO = Instance(name="disco", config=DiscordConfig(bot_token="token"))
 
 
@@ -83,7 +83,7 @@ async def test_same_id_on_other_instance_is_not_a_duplicate(store: InboxStore) -
     core = make_core(store)
     first = await core.receive_webhook("acme", "whatsapp", body(upsert("SHARED")), {})
     second = await core.receive_webhook(
-        "locked", "whatsapp", body(upsert("SHARED")), {"x-omni-webhook-secret": "s3cret-value"}
+        "locked", "whatsapp", body(upsert("SHARED")), {"x-omni-webhook-secret": "s3cret-value-0123456789"}
     )
     assert (first.disposition, second.disposition) == (ACCEPTED, ACCEPTED)
 
@@ -124,43 +124,10 @@ async def test_non_message_events_are_ignored_without_a_row(store: InboxStore, e
     assert await store.count_by_state() == {}
 
 
-async def test_unknown_instance_is_not_found(store: InboxStore) -> None:
-    with pytest.raises(errors.NotFoundError):
-        await make_core(store).receive_webhook("nobody", "whatsapp", body(upsert("X")), {})
-
-
 @pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'"text"', b""])
 async def test_body_that_is_not_a_json_object_is_invalid(store: InboxStore, raw: bytes) -> None:
     with pytest.raises(errors.InvalidArgumentError):
         await make_core(store).receive_webhook("acme", "whatsapp", raw, {})
-
-
-@pytest.mark.parametrize(
-    ("headers", "allowed"),
-    [
-        ({}, False),
-        ({"x-omni-webhook-secret": "wrong"}, False),
-        ({"authorization": "Bearer wrong"}, False),
-        ({"authorization": "Basic s3cret-value"}, False),
-        ({"x-omni-webhook-secret": "s3cret-value"}, True),
-        ({"X-Omni-Webhook-Secret": "s3cret-value"}, True),
-        ({"authorization": "Bearer s3cret-value"}, True),
-    ],
-)
-async def test_webhook_secret(store: InboxStore, headers: dict[str, str], allowed: bool) -> None:
-    core = make_core(store)
-    if allowed:
-        result = await core.receive_webhook("locked", "whatsapp", body(upsert("S")), headers)
-        assert result.disposition == ACCEPTED
-    else:
-        with pytest.raises(errors.PermissionDeniedError):
-            await core.receive_webhook("locked", "whatsapp", body(upsert("S")), headers)
-        assert await store.count_by_state() == {}
-
-
-async def test_other_channels_webhooks_are_refused(store: InboxStore) -> None:
-    with pytest.raises(errors.InvalidArgumentError):
-        await make_core(store).receive_webhook("acme", "slack", body(upsert("X")), {})
 
 
 async def test_storage_failure_is_unavailable(db: Database, store: InboxStore) -> None:

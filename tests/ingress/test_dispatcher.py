@@ -24,7 +24,7 @@ from services.ingress.storage import SCHEMA, InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
-ACME = Instance(name="acme")
+ACME = Instance(name="acme", webhook_auth="none")  # authentication is tested in test_webhook_auth.py
 
 
 def make_core(store: InboxStore, dispatcher: Dispatcher | None = None, **kwargs: object) -> IngressCore:

@@ -15,7 +15,7 @@ from services.ingress.storage import InboxStore
 from tests.helpers.instances import DictDirectory
 from tests.ingress.support import FAST, FakeRouter, body, eventually, upsert
 
-ACME = Instance(name="acme")
+ACME = Instance(name="acme", webhook_auth="none")  # authentication is tested in test_webhook_auth.py
 DAY = 86_400.0
 
 

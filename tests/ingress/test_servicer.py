@@ -30,9 +30,10 @@ from services.ingress.router_client import GrpcRouterPort
 from services.ingress.server import create_server
 from services.ingress.storage import BotLeaseStore, InboxStore
 from tests.helpers.instances import DictDirectory
+from tests.helpers.mesh_auth import mesh_as
 from tests.ingress.support import FAST, body, eventually, upsert
 
-ACME = Instance(name="acme")
+ACME = Instance(name="acme", webhook_auth="none")  # authentication is tested in test_webhook_auth.py
 DISCO = Instance(name="disco", config=DiscordConfig(bot_token="token"))
 WA = channel_pb2.CHANNEL_WHATSAPP
 Ingress = ingress_service_pb2
@@ -88,7 +89,7 @@ async def mesh(store: InboxStore, db: Database) -> AsyncIterator[Mesh]:
     server, port, _ = create_server(settings, core, statuses, port=0)
     await server.start()
     await dispatcher.start()
-    channel = open_channel(f"127.0.0.1:{port}", tracing=False)
+    channel = open_channel(f"127.0.0.1:{port}", tracing=False, mesh=mesh_as("gateway"))
     try:
         yield Mesh(ingress_service_pb2_grpc.IngressServiceStub(channel), fake_router, store, router_stub, leases)
     finally:
@@ -103,10 +104,10 @@ def webhook(payload: bytes, instance: str = "acme") -> Ingress.ReceiveWebhookReq
     return Ingress.ReceiveWebhookRequest(instance_name=instance, channel=WA, body=payload, headers={})
 
 
-async def test_unknown_instance_is_not_found(mesh: Mesh) -> None:
+async def test_unknown_instance_is_unauthenticated_like_a_wrong_secret(mesh: Mesh) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await mesh.ingress.ReceiveWebhook(webhook(body(upsert("X")), instance="nobody"), timeout=5)
-    assert failure.value.code() is grpc.StatusCode.NOT_FOUND
+    assert failure.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_non_json_body_is_invalid_argument(mesh: Mesh) -> None:

@@ -47,6 +47,9 @@ WEBHOOK_PATHS = {
 """Where each webhook channel posts its events (Discord's bot receives them itself)."""
 
 
+WEBHOOK_AUTH_BY_NAME = {"secret": instance_pb2.WEBHOOK_AUTH_SECRET, "none": instance_pb2.WEBHOOK_AUTH_NONE}
+
+
 def channel_name(channel: channel_pb2.Channel.ValueType) -> str:
     """The contract's channel_type for a proto Channel ("unspecified" if the router sent none)."""
     return NAME_BY_CHANNEL.get(channel, "unspecified")
@@ -68,6 +71,8 @@ def _set_field(instance: instance_pb2.Instance, field: str, value: Any) -> str:
         secret.is_set = bool(value)
     elif field == "channel_type":
         instance.channel = CHANNEL_BY_NAME[value]
+    elif field == "webhook_auth":
+        instance.webhook_auth = WEBHOOK_AUTH_BY_NAME.get(value or "secret", instance_pb2.WEBHOOK_AUTH_SECRET)
     elif field in _PLAIN_STRINGS or field in CHANNEL_FIELD_PATHS:
         setattr(target, name, value or "")
     else:
@@ -102,7 +107,7 @@ def _hint(secret: instance_pb2.SecretValue) -> str | None:
 def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
     """The API view of an instance: masked secrets, has_<secret> flags, ISO times and the webhook URL."""
     values: dict[str, Any] = {field: getattr(instance, field) or None for field in _PLAIN_STRINGS}
-    for field in ("agent_api_key", "webhook_secret"):
+    for field in ("agent_api_key", "webhook_secret", "agent_signing_secret"):
         values[field] = _hint(getattr(instance, field))
         values[f"has_{field}"] = getattr(instance, field).is_set
     arm = instance.WhichOneof("channel_config")
@@ -125,6 +130,8 @@ def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
         enable_auto_split=instance.enable_auto_split,
         is_active=instance.is_active,
         webhook_url=base_url.rstrip("/") + path.format(name=instance.name) if path else None,
+        webhook_auth="none" if instance.webhook_auth == instance_pb2.WEBHOOK_AUTH_NONE else "secret",
+        id=instance.id or None,
         created_at=to_datetime(instance.created_at),
         updated_at=to_datetime(instance.updated_at),
         **values,

@@ -11,6 +11,7 @@ from gateway.app.schemas.common import HttpUrl, LongText, SecretText, ShortText,
 from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 
 ChannelType = Literal["whatsapp", "discord", "slack"]
+WebhookAuth = Literal["secret", "none"]
 ConnectionStatus = Literal["connected", "connecting", "disconnected", "error"]
 
 
@@ -86,7 +87,14 @@ class InstanceFields(BaseModel):
     automagik_instance_name: ShortText | None = None
     fallback_text: LongText | None = Field(default=None, description="Sent when the agent fails for good.")
     webhook_secret: SecretText | None = Field(
-        default=None, description="When set, webhooks must present it (header x-omni-webhook-secret or ?secret=)."
+        default=None,
+        description="Secret every channel webhook must present (header x-omni-webhook-secret, an HS256 JWT signed "
+        "with it, or opt-in ?secret=). Generated when not given; at least 16 characters.",
+    )
+    webhook_auth: WebhookAuth | None = Field(
+        default=None,
+        description='"secret" (default) or "none": accept unauthenticated webhooks, for local trials only '
+        "(refused in production).",
     )
 
 
@@ -161,8 +169,18 @@ class InstanceOut(BaseModel):
     automagik_instance_id: str | None = None
     automagik_instance_name: str | None = None
     fallback_text: str | None = None
-    webhook_secret: str | None = None
+    webhook_secret: str | None = Field(
+        default=None, description="Masked hint; in the create response only, the secret in clear (shown once)."
+    )
     has_webhook_secret: bool = False
+    webhook_auth: WebhookAuth = "secret"
+    agent_signing_secret: str | None = Field(
+        default=None,
+        description="Standard Webhooks key of agent calls (whsec_...): masked hint; in clear only in the create "
+        "response.",
+    )
+    has_agent_signing_secret: bool = False
+    id: str | None = Field(default=None, description="Immutable instance id.")
     webhook_url: str | None = Field(
         default=None,
         description="The URL the channel posts its events to (Evolution webhook, Slack Events API); null for "

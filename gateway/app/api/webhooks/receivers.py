@@ -9,9 +9,7 @@ headers to ingress, whose channel receiver authenticates and parses them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from urllib.parse import parse_qs
 
 import orjson
 from omni.common.v1 import channel_pb2
@@ -21,9 +19,6 @@ from starlette.types import Scope
 from gateway.app.api.rpc import call
 from gateway.app.config import Settings
 from gateway.app.mesh import IngressStub
-
-SECRET_HEADER = "x-omni-webhook-secret"
-"""Header carrying an instance's webhook_secret; `?secret=` in the webhook URL is folded into it."""
 
 WEBHOOK_PREFIX = "/api/v1/webhook/"
 
@@ -49,10 +44,6 @@ _STATUS = {
     ingress_service_pb2.WEBHOOK_DISPOSITION_IGNORED: "ignored",
 }
 
-_TRAILING_EVENT_SUFFIX = re.compile(r"/(?:[a-z]+-)+[a-z]+$|/call$")
-"""Evolution's by-events mode appends "/messages-upsert" to the URL string, so with "?secret=s" it lands in the
-query value ("s/messages-upsert"); the suffix is cut off again to recover the secret."""
-
 
 def match_webhook(path: str) -> tuple[WebhookChannel, str] | None:
     """The channel and instance name of a webhook path, or None when the path is not one."""
@@ -68,14 +59,9 @@ def match_webhook(path: str) -> tuple[WebhookChannel, str] | None:
 
 
 def webhook_headers(scope: Scope) -> dict[str, str]:
-    """Request headers with lower-case names (latin-1, as HTTP carries them), plus the ?secret= query value."""
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-    query = scope.get("query_string") or b""
-    if query and SECRET_HEADER not in headers:
-        secret = parse_qs(query.decode("latin-1")).get("secret", [""])[0]
-        if secret:
-            headers[SECRET_HEADER] = _TRAILING_EVENT_SUFFIX.sub("", secret)
-    return headers
+    """Request headers with lower-case names (latin-1, as HTTP carries them). A `?secret=` was already moved into
+    the secret header by `gateway.app.edge`, before the request span could record the URL."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 async def forward(
@@ -86,17 +72,14 @@ async def forward(
     body: bytes,
     headers: dict[str, str],
 ) -> tuple[int, bytes]:
-    """Check the body is a JSON object and hand it to ingress; returns (HTTP status, JSON body).
+    """Hand the raw body to ingress; returns (HTTP status, JSON body).
+
+    Nothing is parsed here: ingress authenticates the request first and only then decodes the body, so a stranger
+    gets 401 whatever they send (CONTRACT.md, "Authentication comes before parsing").
 
     Raises:
         OmniError: ingress refused or failed (mapped to HTTP by the caller).
     """
-    try:
-        is_object = isinstance(orjson.loads(body), dict)
-    except orjson.JSONDecodeError:
-        is_object = False
-    if not is_object:
-        return 400, orjson.dumps({"detail": "webhook body must be a JSON object", "reason": "INVALID_JSON"})
     answer = await call(
         stub.ReceiveWebhook,
         ingress_service_pb2.ReceiveWebhookRequest(

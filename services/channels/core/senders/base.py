@@ -124,3 +124,8 @@ class ChannelSender(Protocol):
     async def list_channels(self, instance: Instance) -> list[ChatChannel]:
         """The channels the account sees (empty for a channel without such a list)."""
         ...
+
+    async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
+        """Point the channel's webhook at `webhook_url` with the instance's webhook secret; False when the channel
+        is not configured by API (raises as `check_account`)."""
+        ...

@@ -30,6 +30,11 @@ _EVOLUTION_STATES = {
 }
 
 
+WEBHOOK_SECRET_HEADER = "x-omni-webhook-secret"
+WEBHOOK_EVENTS = ("MESSAGES_UPSERT", "SEND_MESSAGE", "MESSAGES_UPDATE", "CONNECTION_UPDATE", "QRCODE_UPDATED")
+"""What the hub subscribes to: messages in, its own sends (echo de-duplication), receipts and the connection."""
+
+
 class EvolutionSender:
     """`ChannelSender` for WhatsApp instances."""
 
@@ -104,3 +109,10 @@ class EvolutionSender:
 
     async def list_channels(self, instance: Instance) -> list[ChatChannel]:
         return []
+
+    async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
+        """Evolution's `webhook/set` with the secret as an instance webhook header, so the operator never copies it
+        by hand (Evolution signs nothing itself; its contract §1.4)."""
+        headers = {WEBHOOK_SECRET_HEADER: instance.webhook_secret} if instance.webhook_secret else {}
+        await self._evolution.set_webhook(self._ready(instance), webhook_url, headers, list(WEBHOOK_EVENTS))
+        return True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -15,9 +14,6 @@ from servicekit.instances import Instance
 from servicekit.messages import InboundMessage
 
 ReceivedKind = Literal["message", "own_send", "ignored"]
-
-WEBHOOK_SECRET_HEADER = "x-omni-webhook-secret"
-"""Header carrying an instance's webhook secret (the gateway folds `?secret=` into it)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,8 @@ class WebhookReceiver(Protocol):
     channel: Channel
 
     def authenticate(self, instance: Instance, headers: Mapping[str, str], body: bytes) -> None:
-        """Raise `PermissionDeniedError` unless the request proves it came from the instance's channel account.
+        """Raise `UnauthenticatedError` (`webhook_auth.webhook_unauthenticated`) unless the request proves it came
+        from the instance's channel account.
         Header names may come in any case."""
         ...
 
@@ -57,32 +54,18 @@ class WebhookReceiver(Protocol):
         ...
 
 
-def check_webhook_secret(instance: Instance, headers: Mapping[str, str]) -> None:
-    """The instance's webhook secret, in `x-omni-webhook-secret` or as a bearer token, compared in constant time.
-
-    An instance without a secret accepts every request (the operator opted out)."""
-    if not instance.webhook_secret:
-        return
-    headers = {name.lower(): value for name, value in headers.items()}
-    presented = headers.get(WEBHOOK_SECRET_HEADER, "")
-    if not presented:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else ""
-    if not presented or not hmac.compare_digest(presented.encode(), instance.webhook_secret.encode()):
-        raise errors.PermissionDeniedError("webhook authentication failed", reason="BAD_WEBHOOK_SECRET")
-
-
 def decode_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; raises `InvalidArgumentError` for anything else."""
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidArgumentError(
-            "the webhook body is not JSON", violations=[errors.FieldViolation("body", str(exc))]
+            "the webhook body is not JSON", reason="BODY_NOT_JSON", violations=[errors.FieldViolation("body", str(exc))]
         ) from None
     if not isinstance(decoded, dict):
         raise errors.InvalidArgumentError(
             "the webhook body is not a JSON object",
+            reason="BODY_NOT_JSON",
             violations=[errors.FieldViolation("body", f"expected an object, got {type(decoded).__name__}")],
         )
     return decoded

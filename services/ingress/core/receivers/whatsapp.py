@@ -8,7 +8,8 @@ from typing import Any
 from servicekit.channels import Channel
 from servicekit.instances import Instance
 from services.ingress.core.evolution_parser import parse_envelope
-from services.ingress.core.receivers.base import Received, check_webhook_secret, decode_object
+from services.ingress.core.receivers.base import Received, decode_object
+from services.ingress.core.receivers.webhook_auth import check_webhook_secret
 
 
 class EvolutionReceiver:
