@@ -52,6 +52,12 @@ class Principal:
             raise PermissionDeniedError("this API key is scoped to one instance", reason="ADMIN_ONLY")
 
 
+SCOPED_KEY_PREFIX = "omni_sk_"
+"""Every scoped API key starts with this, so a caller holding anything else is refused without a lookup."""
+
+ADMIN = Principal("admin")
+"""The holder of the admin key (AUTOMAGIK_OMNI_API_KEY)."""
+
 MESH = Principal("mesh", service="mesh")
 """The principal of in-process calls that carry no metadata (a server run without its auth interceptor)."""
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TypeAlias
 
-from omni.router.v1 import instance_pb2
+from omni.router.v1 import instance_pb2, router_service_pb2
 
-from servicekit.convert import instance_to_proto
-from services.router.core.models import InstanceChange
+from servicekit.convert import NO_SECRETS, SecretScope, instance_to_proto, timestamp
+from services.router.core.models import ApiKey, InstanceChange
 
 ChangeKind: TypeAlias = instance_pb2.InstanceChangeKind.ValueType
 
@@ -21,12 +21,22 @@ CHANGE_KINDS: dict[str, ChangeKind] = {
 
 
 def change_to_proto(
-    change: InstanceChange,
+    change: InstanceChange, secrets: SecretScope = NO_SECRETS
 ) -> tuple[instance_pb2.InstanceChangeKind.ValueType, instance_pb2.Instance | None]:
-    """The kind and instance of a watch event (secrets included: watchers talk to channels and agents)."""
+    """The kind and instance of a watch event, with the clear secrets the watcher uses (`secrets`)."""
     kind = CHANGE_KINDS[change.kind]
     if change.instance is not None:
-        return kind, instance_to_proto(change.instance, with_secrets=True)
+        return kind, instance_to_proto(change.instance, with_secrets=secrets)
     if change.name:
         return kind, instance_pb2.Instance(name=change.name)
     return kind, None
+
+
+def api_key_to_proto(key: ApiKey) -> router_service_pb2.ApiKey:
+    """A scoped key's description (it holds no secret: only the prefix of the key); last_used_at unset when never."""
+    proto = router_service_pb2.ApiKey(
+        id=key.id, instance_name=key.instance_name, prefix=key.prefix, created_at=timestamp(key.created_at)
+    )
+    if key.last_used_at:
+        proto.last_used_at.CopyFrom(timestamp(key.last_used_at))
+    return proto

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 import grpc
+import orjson
 from google.protobuf import timestamp_pb2
 from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc
 from omni.common.v1 import channel_pb2
@@ -18,7 +19,13 @@ from omni.ingress.v1 import inbox_pb2, ingress_service_pb2, ingress_service_pb2_
 from omni.router.v1 import instance_pb2, router_service_pb2, router_service_pb2_grpc
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
 
-from servicekit.errors import AlreadyExistsError, NotFoundError, OmniError
+from servicekit.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    OmniError,
+    UnauthenticatedError,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -29,6 +36,8 @@ time_remaining() can exceed the client's timeout (seen: 10.099 s of a 10 s timeo
 SECRET_PROTO_FIELDS = (
     "agent_api_key",
     "webhook_secret",
+    "previous_webhook_secret",
+    "agent_signing_secret",
     "whatsapp.evolution_key",
     "discord.bot_token",
     "slack.bot_token",
@@ -95,11 +104,22 @@ def redacted(instance: instance_pb2.Instance) -> instance_pb2.Instance:
 
 
 class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
-    """Keeps instances in memory; sends answer with fixed message ids."""
+    """Keeps instances and scoped API keys in memory; sends answer with fixed message ids."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.instances: dict[str, instance_pb2.Instance] = {}
+        self.api_keys: dict[str, router_service_pb2.ApiKey] = {}
+        """Clear key -> its description (the real router keeps hashes; a fake may keep what a test gave it)."""
+
+    def add_api_key(self, instance_name: str, key_id: str = "") -> str:
+        """Issue a scoped key of `instance_name` directly in the model; returns the clear key."""
+        key_id = key_id or f"key-{len(self.api_keys) + 1}"
+        key = f"omni_sk_{instance_name}_{key_id}_" + "x" * 32
+        self.api_keys[key] = router_service_pb2.ApiKey(
+            id=key_id, instance_name=instance_name, prefix=key[:12], created_at=_now()
+        )
+        return key
 
     async def RouteMessage(
         self, request: router_service_pb2.RouteMessageRequest, context: Context
@@ -132,8 +152,18 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
         stored.CopyFrom(request.instance)
         stored.created_at.CopyFrom(_now())
         stored.updated_at.CopyFrom(stored.created_at)
+        if not stored.webhook_secret.value:
+            stored.webhook_secret.value = f"generated-webhook-secret-of-{name}"
+        stored.webhook_secret.is_set = True
+        stored.agent_signing_secret.value = "whsec_ZmFrZS1zaWduaW5nLWtleS0wMTIzNDU2Nzg5"
+        stored.agent_signing_secret.is_set = True
         self.instances[name] = stored
-        return router_service_pb2.CreateInstanceResponse(instance=redacted(stored))
+        # As the router: the two secrets the operator must configure elsewhere are revealed once, here.
+        return router_service_pb2.CreateInstanceResponse(
+            instance=redacted(stored),
+            webhook_secret=stored.webhook_secret.value,
+            agent_signing_secret=stored.agent_signing_secret.value,
+        )
 
     def _get(self, name: str) -> instance_pb2.Instance:
         if name not in self.instances:
@@ -182,8 +212,65 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
         del self.instances[request.name]
         return router_service_pb2.DeleteInstanceResponse()
 
+    async def RotateWebhookSecret(
+        self, request: router_service_pb2.RotateWebhookSecretRequest, context: Context
+    ) -> router_service_pb2.RotateWebhookSecretResponse:
+        self.script.record("RotateWebhookSecret", request, context)
+        stored = self._get(request.instance_name)
+        stored.previous_webhook_secret.CopyFrom(stored.webhook_secret)
+        stored.webhook_secret.value = f"rotated-{stored.webhook_secret.value}"[:64]
+        answer = router_service_pb2.RotateWebhookSecretResponse(webhook_secret=stored.webhook_secret.value)
+        answer.previous_valid_until.CopyFrom(_now())
+        answer.previous_valid_until.seconds += 24 * 3600
+        return answer
+
+    async def RotateAgentSigningSecret(
+        self, request: router_service_pb2.RotateAgentSigningSecretRequest, context: Context
+    ) -> router_service_pb2.RotateAgentSigningSecretResponse:
+        self.script.record("RotateAgentSigningSecret", request, context)
+        stored = self._get(request.instance_name)
+        stored.agent_signing_secret.value = "whsec_cm90YXRlZC1zaWduaW5nLWtleS0wMTIzNDU2"
+        secret = stored.agent_signing_secret.value
+        return router_service_pb2.RotateAgentSigningSecretResponse(agent_signing_secret=secret)
+
     async def WatchInstances(self, request: router_service_pb2.WatchInstancesRequest, context: Context) -> Any:
         yield router_service_pb2.WatchInstancesResponse(kind=instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT_DONE)
+
+    async def CreateApiKey(
+        self, request: router_service_pb2.CreateApiKeyRequest, context: Context
+    ) -> router_service_pb2.CreateApiKeyResponse:
+        self.script.record("CreateApiKey", request, context)
+        self._get(request.instance_name)
+        key = self.add_api_key(request.instance_name, f"key-{len(self.api_keys) + 1}")
+        return router_service_pb2.CreateApiKeyResponse(api_key=self.api_keys[key], key=key)
+
+    async def ListApiKeys(
+        self, request: router_service_pb2.ListApiKeysRequest, context: Context
+    ) -> router_service_pb2.ListApiKeysResponse:
+        self.script.record("ListApiKeys", request, context)
+        self._get(request.instance_name)
+        keys = [k for k in self.api_keys.values() if k.instance_name == request.instance_name]
+        return router_service_pb2.ListApiKeysResponse(api_keys=keys)
+
+    async def RevokeApiKey(
+        self, request: router_service_pb2.RevokeApiKeyRequest, context: Context
+    ) -> router_service_pb2.RevokeApiKeyResponse:
+        self.script.record("RevokeApiKey", request, context)
+        for key, described in list(self.api_keys.items()):
+            if described.id == request.id and described.instance_name == request.instance_name:
+                del self.api_keys[key]
+                return router_service_pb2.RevokeApiKeyResponse()
+        raise NotFoundError(f"API key {request.id} not found")
+
+    async def AuthenticateApiKey(
+        self, request: router_service_pb2.AuthenticateApiKeyRequest, context: Context
+    ) -> router_service_pb2.AuthenticateApiKeyResponse:
+        canned = self.script.record("AuthenticateApiKey", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        if request.key not in self.api_keys:
+            raise UnauthenticatedError("invalid API key", reason="API_KEY_INVALID")
+        return router_service_pb2.AuthenticateApiKeyResponse(api_key=self.api_keys[request.key])
 
 
 class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
@@ -193,6 +280,8 @@ class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
         self.script = script
         self.known = known
         self.dead = {"dead-1"}
+        self.letters: list[inbox_pb2.DeadLetter] = []
+        """What ListDeadLetters answers (filtered by instance, paged) when no response is scripted."""
 
     async def ReceiveWebhook(
         self, request: ingress_service_pb2.ReceiveWebhookRequest, context: Context
@@ -200,8 +289,15 @@ class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
         canned = self.script.record("ReceiveWebhook", request, context)
         if canned is not None:
             return canned  # type: ignore[no-any-return]
+        # As ingress: authentication (an unknown instance fails like a wrong secret) before the body is decoded.
         if request.instance_name not in self.known:
-            raise NotFoundError(f"instance {request.instance_name} not found")
+            raise UnauthenticatedError("webhook authentication failed", reason="WEBHOOK_UNAUTHENTICATED")
+        try:
+            is_object = isinstance(orjson.loads(request.body), dict)
+        except orjson.JSONDecodeError:
+            is_object = False
+        if not is_object:
+            raise InvalidArgumentError("the webhook body is not a JSON object", reason="BODY_NOT_JSON")
         return ingress_service_pb2.ReceiveWebhookResponse(
             disposition=ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED,
             message_id="msg-1",
@@ -219,7 +315,13 @@ class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
         self, request: ingress_service_pb2.ListDeadLettersRequest, context: Context
     ) -> ingress_service_pb2.ListDeadLettersResponse:
         canned = self.script.record("ListDeadLetters", request, context)
-        return canned or ingress_service_pb2.ListDeadLettersResponse(total_count=0)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        matching = [x for x in self.letters if request.instance_name in ("", x.message.instance_name)]
+        start = (max(request.page, 1) - 1) * request.page_size
+        return ingress_service_pb2.ListDeadLettersResponse(
+            dead_letters=matching[start : start + request.page_size], total_count=len(matching)
+        )
 
     async def ListBots(
         self, request: ingress_service_pb2.ListBotsRequest, context: Context

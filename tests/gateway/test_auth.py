@@ -96,7 +96,7 @@ async def test_docs_serve_swagger_and_the_spec_declares_the_key(anon: httpx.Asyn
         "type": "apiKey",
         "in": "header",
         "name": "x-api-key",
-        "description": "The admin key (AUTOMAGIK_OMNI_API_KEY).",
+        "description": "The admin key (AUTOMAGIK_OMNI_API_KEY), or a key scoped to one instance (omni_sk_...).",
     }
     assert {"ApiKey": []} in spec["paths"]["/api/v1/instances"]["get"]["security"]
     assert "security" not in spec["paths"]["/api/v1/webhook/evolution/{instance_name}"]["post"]

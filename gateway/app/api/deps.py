@@ -1,4 +1,4 @@
-"""Request dependencies: settings, the mesh stubs and the API-key check.
+"""Request dependencies: settings, the mesh stubs, and who the caller is and what it may reach.
 
 Routes take these as `Annotated` parameters (`router: RouterStubDep`); every stub comes from the app's `Mesh`
 (`app.state.mesh`, opened by the lifespan; tests put one bound to in-process fake servers there). The getters are
@@ -13,20 +13,27 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
+from omni.router.v1 import router_service_pb2
 
+from gateway.app.api.principal_cache import MISSING, PrincipalCache
+from gateway.app.api.rpc import call
 from gateway.app.config import Settings
 from gateway.app.mesh import ChannelsStub, HealthStubMap, IngressStub, Mesh, RouterStub, TracingStub
-from servicekit.errors import UnauthenticatedError, UnavailableError
+from servicekit.errors import OmniError, UnauthenticatedError, UnavailableError
+from servicekit.principals import ADMIN, SCOPED_KEY_PREFIX, Principal
 
 API_KEY_HEADER = "x-api-key"
 
 api_key_scheme = APIKeyHeader(
     name=API_KEY_HEADER,
     scheme_name="ApiKey",
-    description="The admin key (AUTOMAGIK_OMNI_API_KEY).",
+    description="The admin key (AUTOMAGIK_OMNI_API_KEY), or a key scoped to one instance (omni_sk_...).",
     auto_error=False,
 )
 """Declares the header in the OpenAPI spec (Swagger's Authorize button); the check itself is `require_api_key`."""
+
+MAX_SCOPED_KEY_LENGTH = 256
+"""Longer headers are no key the router issues: refused without asking it."""
 
 
 async def get_settings(request: Request) -> Settings:
@@ -80,32 +87,121 @@ TracingStubDep = Annotated[TracingStub, Depends(get_tracing_stub)]
 HealthStubs = Annotated[HealthStubMap, Depends(get_health_stubs)]
 
 
-async def require_api_key(settings: SettingsDep, provided: Annotated[str | None, Depends(api_key_scheme)]) -> str:
-    """Check `x-api-key` against the admin key in constant time.
+def principal_cache_of(app: Any) -> PrincipalCache:
+    """The app's cache of resolved scoped keys, made on first use (one per app, so per worker process)."""
+    cache: PrincipalCache | None = getattr(app.state, "principal_cache", None)
+    if cache is None:
+        cache = PrincipalCache()
+        app.state.principal_cache = cache
+    return cache
+
+
+async def principal_of_key(app: Any, provided: str) -> Principal | None:
+    """Who presents `provided`: the admin (constant-time match of the admin key), the instance of a scoped key
+    (asked of the router's AuthenticateApiKey, remembered a few seconds), or None.
 
     Raises:
-        UnauthenticatedError: the header is missing or wrong (401).
+        OmniError: the router could not be asked (503/504); an unknown key is None, not an error.
+    """
+    if not provided:
+        return None
+    settings: Settings = app.state.settings
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a header may carry any latin-1 byte.
+    if hmac.compare_digest(provided.encode("utf-8", "surrogatepass"), settings.api_key.encode()):
+        return ADMIN
+    if not provided.startswith(SCOPED_KEY_PREFIX) or len(provided) > MAX_SCOPED_KEY_LENGTH:
+        return None
+    cache = principal_cache_of(app)
+    cached = cache.get(provided)
+    if cached is not MISSING:
+        return cached  # type: ignore[return-value]
+    try:
+        answer = await call(
+            mesh_of(app).router.AuthenticateApiKey,
+            router_service_pb2.AuthenticateApiKeyRequest(key=provided),
+            timeout=settings.api_rpc_timeout_seconds,
+        )
+    except UnauthenticatedError:
+        cache.put(provided, None)
+        return None
+    principal = Principal("scoped", instance_name=answer.api_key.instance_name, key_id=answer.api_key.id)
+    cache.put(provided, principal)
+    return principal
+
+
+async def require_api_key(request: Request, provided: Annotated[str | None, Depends(api_key_scheme)]) -> Principal:
+    """The caller behind `x-api-key` (FastAPI resolves it once per request, however many dependencies ask).
+
+    Raises:
+        UnauthenticatedError: the header is missing or no valid key (401).
     """
     if not provided:
         raise UnauthenticatedError("missing x-api-key header", reason="API_KEY_MISSING")
-    # Bytes, not str: compare_digest refuses non-ASCII str, and a header may carry any latin-1 byte.
-    if not hmac.compare_digest(provided.encode(), settings.api_key.encode()):
+    principal = await principal_of_key(request.app, provided)
+    if principal is None:
         raise UnauthenticatedError("invalid API key", reason="API_KEY_INVALID")
-    return provided
+    return principal
 
 
-ApiKeyDep = Annotated[str, Depends(require_api_key)]
+PrincipalDep = Annotated[Principal, Depends(require_api_key)]
 
 
-def needs_api_key_and_lacks_it(request: Request) -> bool:
-    """True for a protected /api/v1 path without the right key.
+def path_instance(request: Request) -> str:
+    """The instance a route's path names (`{instance}` or `{name}`)."""
+    for param in ("instance", "name", "instance_name"):
+        value = request.path_params.get(param)
+        if isinstance(value, str):
+            return value
+    raise RuntimeError(f"route {request.url.path} names no instance in its path")
+
+
+async def require_instance_access(request: Request, principal: PrincipalDep) -> Principal:
+    """The caller, when it may reach the instance in the path.
+
+    Raises:
+        NotFoundError: a scoped key of another instance (404, exactly as for a missing instance).
+    """
+    principal.require_instance(path_instance(request))
+    return principal
+
+
+async def require_admin(principal: PrincipalDep) -> Principal:
+    """The caller, when it holds the admin key.
+
+    Raises:
+        PermissionDeniedError: a scoped key (403), whatever instance the path names: nothing is looked up first.
+    """
+    principal.require_admin()
+    return principal
+
+
+def scoped_instance_filter(principal: Principal, instance_name: str | None) -> str:
+    """The instance filter a list really uses: a scoped key sees its own instance only (naming another one is a 404,
+    as for a missing instance); the admin's filter is kept ("" for all)."""
+    if not principal.is_scoped:
+        return instance_name or ""
+    if instance_name:
+        principal.require_instance(instance_name)
+    return principal.instance_name
+
+
+InstanceAccess = Depends(require_instance_access)
+"""For `dependencies=[...]`: the route acts on the instance in its path, which the caller must reach."""
+AdminOnly = Depends(require_admin)
+"""For `dependencies=[...]`: only the admin key may call the route."""
+
+
+async def needs_api_key_and_lacks_it(request: Request) -> bool:
+    """True for a protected /api/v1 path without a valid key.
 
     FastAPI decodes a JSON body before it runs dependencies, so a non-JSON body would otherwise be answered
     400 before the key is checked; the error handler asks this first so an anonymous caller only ever sees 401.
+    A key that cannot be checked now (router down) counts as lacking: the anonymous caller still sees only 401.
     """
     path = request.url.path
     if not path.startswith("/api/v1/") or path.startswith("/api/v1/webhook/"):
         return False
-    provided = request.headers.get(API_KEY_HEADER, "")
-    settings: Settings = request.app.state.settings
-    return not (provided and hmac.compare_digest(provided.encode(), settings.api_key.encode()))
+    try:
+        return await principal_of_key(request.app, request.headers.get(API_KEY_HEADER, "")) is None
+    except OmniError:
+        return True

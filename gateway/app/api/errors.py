@@ -90,7 +90,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> Response
     assert isinstance(exc, RequestValidationError)
     details = _clean_validation_errors(exc.errors())
     if any(item["type"] == "json_invalid" for item in details):
-        if needs_api_key_and_lacks_it(request):
+        if await needs_api_key_and_lacks_it(request):
             return error_response(errors.UnauthenticatedError("missing or invalid API key", reason="API_KEY_INVALID"))
         return json_response(400, {"detail": "request body is not valid JSON", "reason": "INVALID_JSON"})
     return json_response(422, {"detail": details, "reason": "INVALID_ARGUMENT"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from gateway.app.api.deps import require_api_key
-from gateway.app.api.routes import dead_letters, instances, messages, omni_api, traces
+from gateway.app.api.routes import api_keys, dead_letters, instance_secrets, instances, messages, omni_api, traces
 from gateway.app.api.webhooks import evolution
 
 API_PREFIX = "/api/v1"
@@ -13,6 +13,8 @@ API_PREFIX = "/api/v1"
 api_router = APIRouter(prefix=API_PREFIX)
 _protected = [Depends(require_api_key)]
 api_router.include_router(instances.router, dependencies=_protected)
+api_router.include_router(instance_secrets.router, dependencies=_protected)
+api_router.include_router(api_keys.router, dependencies=_protected)
 api_router.include_router(traces.router, dependencies=_protected)
 api_router.include_router(dead_letters.router, dependencies=_protected)
 api_router.include_router(evolution.router)

@@ -9,7 +9,7 @@ from omni.channels.v1 import channels_service_pb2
 from omni.common.v1 import channel_pb2
 from omni.router.v1 import router_service_pb2
 
-from gateway.app.api.deps import ChannelsStubDep, RouterStubDep, SettingsDep
+from gateway.app.api.deps import AdminOnly, ChannelsStubDep, InstanceAccess, RouterStubDep, SettingsDep
 from gateway.app.api.rpc import call
 from gateway.app.config import Settings
 from gateway.app.mappers.instances import (
@@ -67,7 +67,7 @@ def public_base_url(request: Request, settings: Settings) -> str:
     return settings.api_public_url or str(request.base_url)
 
 
-@router.post("", status_code=201, response_model=InstanceOut)
+@router.post("", status_code=201, response_model=InstanceOut, dependencies=[AdminOnly])
 async def create_instance(
     body: InstanceCreate, stub: RouterStubDep, settings: SettingsDep, request: Request
 ) -> InstanceOut:
@@ -77,10 +77,17 @@ async def create_instance(
         router_service_pb2.CreateInstanceRequest(instance=create_to_proto(body)),
         timeout=settings.api_rpc_timeout_seconds,
     )
-    return instance_out(answer.instance, public_base_url(request, settings))
+    created = instance_out(answer.instance, public_base_url(request, settings))
+    # The one time the secrets are shown: the operator configures the channel and the agent with them now.
+    return created.model_copy(
+        update={
+            "webhook_secret": answer.webhook_secret or None,
+            "agent_signing_secret": answer.agent_signing_secret or None,
+        }
+    )
 
 
-@router.get("", response_model=InstanceList)
+@router.get("", response_model=InstanceList, dependencies=[AdminOnly])
 async def list_instances(
     stub: RouterStubDep,
     settings: SettingsDep,
@@ -108,7 +115,7 @@ async def list_instances(
     )
 
 
-@router.get("/{name}", response_model=InstanceOut)
+@router.get("/{name}", response_model=InstanceOut, dependencies=[InstanceAccess])
 async def get_instance(name: str, stub: RouterStubDep, settings: SettingsDep, request: Request) -> InstanceOut:
     """One instance, secrets masked. 404 when unknown."""
     answer = await call(
@@ -117,7 +124,7 @@ async def get_instance(name: str, stub: RouterStubDep, settings: SettingsDep, re
     return instance_out(answer.instance, public_base_url(request, settings))
 
 
-@router.put("/{name}", response_model=InstanceOut)
+@router.put("/{name}", response_model=InstanceOut, dependencies=[AdminOnly])
 async def update_instance(
     name: str, body: InstanceUpdate, stub: RouterStubDep, settings: SettingsDep, request: Request
 ) -> InstanceOut:
@@ -139,7 +146,7 @@ async def update_instance(
     return instance_out(answer.instance, public_base_url(request, settings))
 
 
-@router.delete("/{name}", status_code=204, response_class=Response)
+@router.delete("/{name}", status_code=204, response_class=Response, dependencies=[AdminOnly])
 async def delete_instance(name: str, stub: RouterStubDep, settings: SettingsDep) -> Response:
     """Delete an instance with its users and sessions. 404 when unknown."""
     await call(
@@ -165,7 +172,7 @@ async def _connection(
     return channel_name(found.instance.channel), state
 
 
-@router.get("/{name}/status", response_model=ConnectionStatusOut)
+@router.get("/{name}/status", response_model=ConnectionStatusOut, dependencies=[InstanceAccess])
 async def connection_status(
     name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep
 ) -> ConnectionStatusOut:
@@ -174,7 +181,7 @@ async def connection_status(
     return ConnectionStatusOut(**_status_fields(name, channel_type, state))
 
 
-@router.get("/{name}/qr-code", response_model=QrCodeOut)
+@router.get("/{name}/qr-code", response_model=QrCodeOut, dependencies=[InstanceAccess])
 async def qr_code(name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep) -> QrCodeOut:
     """The login QR code (base64 PNG) while the instance is connecting; null otherwise."""
     channel_type, state = await _connection(name, True, stub, channels, settings)

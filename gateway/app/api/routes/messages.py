@@ -8,11 +8,11 @@ from fastapi import APIRouter, Header
 from omni.common.v1 import channel_pb2, message_pb2
 from omni.router.v1 import router_service_pb2
 
-from gateway.app.api.deps import RouterStubDep, SettingsDep
+from gateway.app.api.deps import InstanceAccess, RouterStubDep, SettingsDep
 from gateway.app.api.rpc import call
 from gateway.app.schemas.messages import SendMediaIn, SendOut, SendTextIn
 
-router = APIRouter(tags=["messages"])
+router = APIRouter(tags=["messages"], dependencies=[InstanceAccess])
 
 IdempotencyKey = Annotated[
     str | None,

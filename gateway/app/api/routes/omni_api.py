@@ -8,13 +8,13 @@ from fastapi import APIRouter
 from omni.channels.v1 import channels_service_pb2
 from omni.router.v1 import router_service_pb2
 
-from gateway.app.api.deps import ChannelsStubDep, RouterStubDep, SettingsDep
+from gateway.app.api.deps import ChannelsStubDep, InstanceAccess, RouterStubDep, SettingsDep
 from gateway.app.api.routes.instances import STATUS_BY_STATE
 from gateway.app.api.rpc import call
 from gateway.app.mappers.instances import channel_name
 from gateway.app.schemas.channels import ChannelList, ChannelOut
 
-router = APIRouter(tags=["omni"])
+router = APIRouter(tags=["omni"], dependencies=[InstanceAccess])
 
 
 @router.get("/{instance}/channels", response_model=ChannelList)

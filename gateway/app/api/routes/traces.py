@@ -9,13 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2
 
-from gateway.app.api.deps import SettingsDep, TracingStubDep
+from gateway.app.api.deps import PrincipalDep, SettingsDep, TracingStubDep, scoped_instance_filter
 from gateway.app.api.rpc import call
 from gateway.app.mappers.timestamps import to_timestamp
 from gateway.app.mappers.traces import STATUS_BY_NAME, trace_detail, trace_summary
 from gateway.app.schemas.common import PAGE_MAX
 from gateway.app.schemas.traces import TraceDetail, TraceList, TraceStatus
-from servicekit.errors import FieldViolation, InvalidArgumentError
+from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError
 
 router = APIRouter(prefix="/traces", tags=["traces"])
 
@@ -36,6 +36,7 @@ def _user_id_of_phone(phone: str) -> str:
 async def list_traces(
     stub: TracingStubDep,
     settings: SettingsDep,
+    principal: PrincipalDep,
     instance_name: FilterText = None,
     status: TraceStatus | None = None,
     page: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 1,
@@ -48,7 +49,7 @@ async def list_traces(
 ) -> TraceList:
     """Traces newest first, filtered by instance, status, sender, session and creation time."""
     request = tracing_service_pb2.ListTracesRequest(
-        instance_name=instance_name or "",
+        instance_name=scoped_instance_filter(principal, instance_name),
         status=STATUS_BY_NAME[status] if status else trace_pb2.TRACE_STATUS_UNSPECIFIED,
         page=page,
         page_size=page_size,
@@ -69,9 +70,11 @@ async def list_traces(
 
 
 @router.get("/{trace_id}", response_model=TraceDetail)
-async def get_trace(trace_id: str, stub: TracingStubDep, settings: SettingsDep) -> TraceDetail:
-    """One trace with its payloads and spans. 404 when unknown."""
+async def get_trace(trace_id: str, stub: TracingStubDep, settings: SettingsDep, principal: PrincipalDep) -> TraceDetail:
+    """One trace with its payloads and spans. 404 when unknown, or of an instance a scoped key does not reach."""
     answer = await call(
         stub.GetTrace, tracing_service_pb2.GetTraceRequest(trace_id=trace_id), timeout=settings.api_rpc_timeout_seconds
     )
+    if not principal.reaches(answer.trace.instance_name):
+        raise NotFoundError(f"trace {trace_id} not found", metadata={"trace_id": trace_id})
     return trace_detail(answer.trace)
