@@ -8,7 +8,13 @@ This agent answers `{"text": "Echo: <message>", "session_id": ..., "user_id": ..
 smallest correct agent: copy it to start a real one, run it in demos, and use it in tests, where the
 `EchoAgent` class also records each call and can fail, stall or answer anything on demand.
 
-Run it with `python -m examples.agent_echo --host 127.0.0.1 --port 8000 [--api-key K]`.
+Signed calls: given the instance's `agent_signing_secret` (`--signing-secret whsec_...` or the
+`AGENT_SIGNING_SECRET` environment variable), the agent checks the Standard Webhooks headers of every call
+(`webhook-id`, `webhook-timestamp`, `webhook-signature`) over the raw body before it parses anything, and answers
+401 `{"detail": "invalid signature: <why>"}` when they do not prove the call came from the hub within five minutes.
+That check is the part of this file a real agent should copy (see `docs/agent-signatures.md`).
+
+Run it with `python -m examples.agent_echo --host 127.0.0.1 --port 8000 [--api-key K] [--signing-secret S]`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from servicekit import standard_webhooks
 from servicekit.runner import run, stop_signal
 
 __all__ = ["EchoAgent", "main"]
@@ -49,12 +57,17 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 class EchoAgent:
     """An aiohttp server speaking the agent contract, with recording and fault injection for tests."""
 
-    def __init__(self, *, api_key: str = "", prefix: str = "Echo: ") -> None:
+    def __init__(self, *, api_key: str = "", prefix: str = "Echo: ", signing_secret: str = "") -> None:
         """Args:
         api_key: When set, every call must carry `x-api-key: <api_key>` (401 otherwise).
         prefix: Put in front of the echoed message.
+        signing_secret: When set (`whsec_...`), every call must carry a valid Standard Webhooks signature made
+            with it (401 otherwise).
         """
         self.api_key = api_key
+        self.signing_secret = signing_secret
+        self.rejections: list[str] = []
+        """Why each call refused for its signature was refused, in order."""
         self.prefix = prefix
         self.url = ""
         self.calls: list[dict[str, Any]] = []
@@ -103,8 +116,15 @@ class EchoAgent:
         self.headers.append({name.lower(): value for name, value in request.headers.items()})
         if self.api_key and not hmac.compare_digest(request.headers.get("x-api-key", ""), self.api_key):
             return _json({"detail": "Invalid or missing API key"}, 401)
+        raw = await request.read()
+        if self.signing_secret:
+            try:
+                standard_webhooks.verify(self.signing_secret, request.headers, raw)
+            except standard_webhooks.WebhookVerificationError as exc:
+                self.rejections.append(str(exc))
+                return _json({"detail": f"invalid signature: {exc}"}, 401)
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _json({"detail": "Invalid JSON body"}, 400)
         if not isinstance(body, dict):
@@ -135,11 +155,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed when ready)")
     parser.add_argument("--api-key", default="", help="require this x-api-key on every call")
     parser.add_argument("--prefix", default="Echo: ", help="put in front of the echoed message")
+    parser.add_argument(
+        "--signing-secret",
+        default=os.environ.get("AGENT_SIGNING_SECRET", ""),
+        help="verify Standard Webhooks signatures with this whsec_ secret (default: $AGENT_SIGNING_SECRET)",
+    )
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    agent = EchoAgent(api_key=args.api_key, prefix=args.prefix)
+    agent = EchoAgent(api_key=args.api_key, prefix=args.prefix, signing_secret=args.signing_secret)
     await agent.start(args.host, args.port)
     stopping = stop_signal()
     print(f"echo agent listening on {agent.url}", flush=True)

@@ -22,9 +22,11 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from servicekit.address_guard import AddressRefusedError
 from servicekit.instances import Instance, WhatsAppConfig
 from servicekit.messages import Media, raw_base64
-from services.channels.core.senders.base import ChannelRejectedError, ChannelTransientError
+from servicekit.outbound_http import ResponseTooLargeError, is_redirect, read_capped, redirect_message
+from services.channels.core.senders.base import REASON_MISCONFIGURED, ChannelRejectedError, ChannelTransientError
 
 REASON_UNAUTHORIZED = "EVOLUTION_UNAUTHORIZED"
 REASON_INSTANCE_NOT_FOUND = "EVOLUTION_INSTANCE_NOT_FOUND"
@@ -32,6 +34,8 @@ REASON_INSTANCE_NOT_FOUND = "EVOLUTION_INSTANCE_NOT_FOUND"
 _DATA_URL_PNG = "data:image/png;base64,"
 _UNKNOWN_OUTCOME_STATUSES = frozenset({502, 504})
 """A proxy in front of Evolution lost the upstream answer: the send may have happened."""
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""Largest Evolution answer read (a QR or 50 message records are far smaller); the tenant picks the server."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,19 @@ class EvolutionClient:
         qr = str(body.get("base64") or "")
         return ConnectInfo(qr_code=qr.removeprefix(_DATA_URL_PNG), pairing_code=str(body.get("pairingCode") or ""))
 
+    async def set_webhook(self, instance: Instance, url: str, headers: dict[str, str], events: list[str]) -> None:
+        """Point the instance webhook at `url` with `headers` (Evolution ≥ 2.2 wants the body wrapped in "webhook"
+        and always an `events` list, see its contract §1.1)."""
+        webhook = {
+            "enabled": True,
+            "url": url,
+            "headers": headers,
+            "byEvents": False,
+            "base64": False,
+            "events": events,
+        }
+        await self._request(instance, "POST", "webhook/set", {"webhook": webhook})
+
     async def find_messages(self, instance: Instance, remote_jid: str, since: float) -> list[dict[str, Any]]:
         """Our own (fromMe) messages in a chat since `since` (epoch seconds), newest first."""
         iso = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
@@ -200,10 +217,20 @@ class EvolutionClient:
                 if body is not None
                 else {"apikey": config.evolution_key},
                 timeout=timeout or self._timeout,
+                allow_redirects=False,  # a redirect would carry the apikey to a host nobody validated
             ) as response:
                 status = response.status
-                raw = await response.read()
+                if is_redirect(status):
+                    raise ChannelRejectedError(
+                        redirect_message(response, "Evolution"), reason=REASON_MISCONFIGURED, status=status
+                    )
+                raw = await read_capped(response, MAX_RESPONSE_BYTES)
                 retry_after = _retry_after(response.headers.get("Retry-After"))
+        except AddressRefusedError as exc:
+            raise ChannelRejectedError(f"Evolution address refused: {exc}", reason=REASON_MISCONFIGURED) from exc
+        except ResponseTooLargeError as exc:
+            # The request was carried out (a send may be out): reconcile rather than resend blindly.
+            raise ChannelTransientError(f"Evolution answer refused: {exc}", outcome_unknown=True) from exc
         except aiohttp.ClientConnectorError as exc:
             raise ChannelTransientError(f"cannot connect to Evolution: {exc}") from exc
         except TimeoutError as exc:

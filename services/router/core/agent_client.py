@@ -4,6 +4,16 @@ One shared aiohttp session serves every call (connection reuse matters on the ho
 `agent_timeout_seconds` bounds the whole call, retries included: connection failures and 5xx answers are retried
 with a short back-off while the budget lasts, because agents restart and load balancers hiccup. A 4xx, invalid JSON
 or a non-object body will not get better on retry and is reported as permanent.
+
+Hygiene (the agent is the tenant's server, not ours): a redirect is never followed (it is a permanent error naming
+its Location, since following it would carry the API key to a host nobody validated); the reply is read at most
+`max_response_bytes` deep (a bigger one is a permanent error, abandoned without buffering it); a refused address
+(`servicekit.address_guard`, when the session is a guarded one) is a permanent error.
+
+Signing: when the instance has an `agent_signing_secret`, every attempt carries Standard Webhooks headers over the
+exact bytes posted (`servicekit.standard_webhooks`). `webhook-id` stays the same across attempts (the spec's
+idempotency key, so an agent can drop a retry it already answered); the timestamp and signature are fresh per
+attempt, so a retry late in a long budget is still inside the agent's tolerance window.
 """
 
 from __future__ import annotations
@@ -17,13 +27,20 @@ import aiohttp
 import orjson
 from opentelemetry import propagate, trace
 
+from servicekit import standard_webhooks
 from servicekit import trace_attributes as attrs
+from servicekit.address_guard import AddressRefusedError
+from servicekit.outbound_http import ResponseTooLargeError, is_redirect, read_capped, redirect_message
 
 log = logging.getLogger(__name__)
 
 CHAT_PATH = "/api/agent/chat"
 TEXT_KEYS = ("text", "message", "response", "content")
 """Where the reply text may be, in order of preference."""
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+"""Largest agent reply read (1 MiB): far above any chat answer, far below what would hurt the router."""
+ERROR_SNIPPET_BYTES = 200
+"""How much of a non-2xx body is read: enough for the error message, whatever the body's size."""
 
 
 class AgentError(Exception):
@@ -38,7 +55,7 @@ class AgentError(Exception):
 
 
 class AgentPermanentError(AgentError):
-    """A 4xx, invalid JSON or a body that is not an object."""
+    """A 3xx or 4xx, invalid JSON, a body that is not an object or too big, or a refused address."""
 
 
 class AgentTransientError(AgentError):
@@ -89,14 +106,29 @@ class AgentClient:
         *,
         backoff: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0),
         tracer: trace.Tracer | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._session = session
         self._backoff = backoff
         self._tracer = tracer or trace.get_tracer("omni.router")
+        self._max_response_bytes = max_response_bytes
 
-    async def chat(self, base_url: str, api_key: str, body: dict[str, Any], *, budget: float) -> AgentReply:
-        """POST `body` and return the reply; raises `AgentPermanentError` or `AgentTransientError`."""
+    async def chat(
+        self,
+        base_url: str,
+        api_key: str,
+        body: dict[str, Any],
+        *,
+        budget: float,
+        signing_secret: str = "",
+        webhook_id: str = "",
+    ) -> AgentReply:
+        """POST `body` and return the reply; raises `AgentPermanentError` or `AgentTransientError`.
+
+        With `signing_secret`, each attempt is signed (Standard Webhooks) with `webhook_id` (a fresh one if empty).
+        """
         url = base_url.rstrip("/") + CHAT_PATH
+        webhook_id = webhook_id or standard_webhooks.new_message_id()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         payload = orjson.dumps(body)
@@ -116,23 +148,37 @@ class AgentClient:
                     break
                 attempt += 1
                 span.set_attribute("omni.agent.attempts", attempt)
+                status = 0
+                if signing_secret:
+                    headers.update(standard_webhooks.headers_for(signing_secret, payload, msg_id=webhook_id))
                 try:
                     async with self._session.post(
-                        url, data=payload, headers=headers, timeout=aiohttp.ClientTimeout(total=remaining)
+                        url,
+                        data=payload,
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(total=remaining),
+                        allow_redirects=False,
                     ) as response:
                         status = response.status
-                        content = await response.read()
-                    span.set_attribute("http.response.status_code", status)
+                        span.set_attribute("http.response.status_code", status)
+                        if is_redirect(status):
+                            raise self._permanent(span, redirect_message(response, "agent"), status)
+                        if 200 <= status < 300:
+                            content = await read_capped(response, self._max_response_bytes)
+                        else:  # only the start of an error body is ever shown
+                            content = await response.content.read(ERROR_SNIPPET_BYTES)
+                except ResponseTooLargeError as exc:
+                    raise self._permanent(span, f"agent reply refused: {exc}", status) from None
+                except AddressRefusedError as exc:
+                    raise self._permanent(span, f"agent address refused: {exc}", 0) from None
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 else:
                     if 200 <= status < 300:
                         return parse_reply(content, status)
-                    snippet = content[:200].decode(errors="replace")
+                    snippet = content.decode(errors="replace")
                     if status < 500:
-                        error = AgentPermanentError(f"agent returned HTTP {status}: {snippet}", status=status)
-                        span.set_attribute(attrs.ERROR_MESSAGE, error.message)
-                        raise error
+                        raise self._permanent(span, f"agent returned HTTP {status}: {snippet}", status)
                     last_error = f"HTTP {status}: {snippet}"
                 pause = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
                 if deadline - loop.time() <= pause:
@@ -142,3 +188,9 @@ class AgentClient:
             message = f"agent unreachable after {attempt} attempt(s) within {budget:g}s: {last_error}"
             span.set_attribute(attrs.ERROR_MESSAGE, message)
             raise AgentTransientError(message)
+
+    @staticmethod
+    def _permanent(span: trace.Span, message: str, status: int) -> AgentPermanentError:
+        """The permanent error to raise, recorded on the call's span."""
+        span.set_attribute(attrs.ERROR_MESSAGE, message)
+        return AgentPermanentError(message, status=status)

@@ -45,9 +45,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import discord
 
+from servicekit.address_guard import AddressRefusedError, guarded_session
 from servicekit.channels import Channel
 from servicekit.instances import DiscordConfig, Instance
 from servicekit.messages import Media, raw_base64
+from servicekit.outbound_http import is_redirect, redirect_message
 from services.channels.core.models import ConnectionState, ConnectionStatus, OutboundPart
 from services.channels.core.senders.base import (
     REASON_MISCONFIGURED,
@@ -255,6 +257,10 @@ class DiscordSender:
 
     # ------------------------------------------------------------------ account and channels
 
+    async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
+        """Discord has no webhook to register: ingress's bot receives the messages over the gateway."""
+        return False
+
     async def check_account(self, instance: Instance) -> Account:
         """Log a throwaway client in with the instance's token (the cached one is not trusted for this)."""
         token = _token_of(instance)
@@ -396,10 +402,13 @@ class DiscordSender:
         """GET the media URL, refusing more than `media_max_bytes`; nothing was sent to Discord yet, so a failure
         here is never `outcome_unknown`."""
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = guarded_session()
             self._owns_session = True
         try:
-            async with self._session.get(url) as response:
+            # The URL comes from an agent's reply: never let a redirect move the download somewhere unchecked.
+            async with self._session.get(url, allow_redirects=False) as response:
+                if is_redirect(response.status):
+                    raise ChannelRejectedError(redirect_message(response, "the media URL"), status=400)
                 if response.status >= 400:
                     message = f"could not download the media ({response.status} {response.reason or ''})".strip()
                     if response.status >= 500 or response.status == 429:
@@ -415,6 +424,8 @@ class DiscordSender:
                         raise self._too_big()
                     chunks.append(chunk)
                 return b"".join(chunks), response.headers.get("Content-Type", "")
+        except AddressRefusedError as exc:
+            raise ChannelRejectedError(f"could not download the media: {exc}", status=400) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise ChannelTransientError(f"could not download the media: {exc}") from exc
 
