@@ -9,12 +9,17 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
+from opentelemetry.sdk.trace import TracerProvider
 
+from gateway.app.api.edge_trace import LinkCallerTrace
 from gateway.app.api.errors import install_error_handlers
+from gateway.app.api.limits import BodyLimits
 from gateway.app.api.main import api_router
+from gateway.app.api.rate_limit import RateLimit, buckets_from
 from gateway.app.api.routes import health
 from gateway.app.api.webhooks.fast_path import WebhookFastPath
 from gateway.app.config import Settings
+from gateway.app.edge import OmniGateway
 from gateway.app.mesh import Mesh
 from servicekit.logs import configure_logging
 from servicekit.telemetry import setup_tracing
@@ -43,14 +48,21 @@ TELEMETRY: TelemetryConfig = {
 }
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
     """Build the app for `settings`; the gRPC channels open when the app starts and close when it stops.
+
+    `tracer_provider` (tests, embedding) receives the request spans instead of a provider set up from `settings`.
 
     Raises:
         MissingApiKeyError: no admin key is configured.
     """
     settings.require_api_key()
-    provider = setup_tracing("gateway", settings) if settings.enable_tracing else None
+    provider = setup_tracing("gateway", settings) if settings.enable_tracing and tracer_provider is None else None
+    telemetry: TelemetryConfig = (
+        TELEMETRY if settings.enable_tracing else {"tracing": False, "metrics": False, "logs": False}
+    )
+    if tracer_provider is not None:
+        telemetry = {**TELEMETRY, "tracer_provider": tracer_provider}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,17 +76,32 @@ def create_app(settings: Settings) -> FastAPI:
             if provider is not None:
                 provider.shutdown()
 
-    app = FastAPI(
+    app = OmniGateway(
         title="Omni hub API",
         version="1.0.0",
         description=DESCRIPTION,
         lifespan=lifespan,
-        telemetry=TELEMETRY if settings.enable_tracing else {"tracing": False, "metrics": False, "logs": False},
+        telemetry=telemetry,
     )
     app.state.settings = settings
     app.state.mesh = None
     install_error_handlers(app)
     app.add_middleware(WebhookFastPath)
+    # Outside the fast path (added later = runs earlier): cheap refusals before any body is read or parsed.
+    app.add_middleware(
+        BodyLimits,
+        rest_limit=settings.max_request_body_bytes,
+        webhook_limit=settings.max_webhook_body_bytes,
+        max_json_depth=settings.max_json_depth,
+    )
+    app.add_middleware(
+        RateLimit,
+        buckets=buckets_from(
+            webhook=(settings.webhook_rate_limit, settings.webhook_rate_burst),
+            send=(settings.send_rate_limit, settings.send_rate_burst),
+        ),
+    )
+    app.add_middleware(LinkCallerTrace)
     origins = settings.cors_origin_list
     if origins:
         app.add_middleware(
