@@ -12,7 +12,7 @@ BUF := tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
 .PHONY: help install generate check-generated proto-lint proto-format proto-format-check proto-breaking \
-	lint format typecheck test test-fast run demo bench ci clean
+	lint format typecheck test test-fast run demo bench ci clean rotate-secrets
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 22
@@ -26,8 +26,10 @@ install: $(PY) ## create .venv, install the project, buf and a development .env
 	cd tools && npm install --silent --no-audit --no-fund
 	@if [ ! -f .env ]; then \
 	  key=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(32))'); \
-	  sed "s|^AUTOMAGIK_OMNI_API_KEY=.*|AUTOMAGIK_OMNI_API_KEY=$$key|" .env.example > .env; \
-	  echo "wrote .env with a fresh AUTOMAGIK_OMNI_API_KEY (see .env)"; \
+	  mesh=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(32))'); \
+	  sed -e "s|^AUTOMAGIK_OMNI_API_KEY=.*|AUTOMAGIK_OMNI_API_KEY=$$key|" \
+	      -e "s|^# AUTOMAGIK_OMNI_MESH_TOKEN=.*|AUTOMAGIK_OMNI_MESH_TOKEN=$$mesh|" .env.example > .env; \
+	  echo "wrote .env with a fresh AUTOMAGIK_OMNI_API_KEY and AUTOMAGIK_OMNI_MESH_TOKEN (see .env)"; \
 	fi
 
 generate: ## regenerate the Python stubs from protos/
@@ -68,6 +70,9 @@ test-fast: ## the suite without the end-to-end mesh tests
 
 run: ## start the whole mesh in the foreground (SQLite under ./data unless AUTOMAGIK_OMNI_DATABASE_URL is set)
 	$(PY) -m launcher
+
+rotate-secrets: ## re-encrypt every stored secret with the newest key of AUTOMAGIK_OMNI_SECRET_KEYS
+	$(PY) -m services.router.rotate_secrets
 
 demo: ## mesh + echo agent + Evolution and Discord simulators: a WhatsApp message, a Discord DM and mention, with traces
 	$(PY) -m examples.demo

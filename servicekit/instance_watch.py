@@ -34,6 +34,9 @@ class WatchedInstanceDirectory:
         self._rpc_timeout = rpc_timeout
         self._cache: dict[str, Instance] = {}
         self._synced = False
+        self._generation = 0
+        """Counts the stream's changes: a GetInstance answer read before a change is not cached after it (a delete
+        that overtook it would otherwise be undone, and a recreated instance served with the old one's id)."""
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[InstancesListener] = []
 
@@ -62,13 +65,14 @@ class WatchedInstanceDirectory:
         cached = self._cache.get(name)
         if cached is not None:
             return cached
+        generation = self._generation
         response = await call(
             self._stub.GetInstance,
             router_service_pb2.GetInstanceRequest(name=name, view=instance_pb2.INSTANCE_VIEW_WITH_SECRETS),
             timeout=self._rpc_timeout,
         )
         config = instance_from_proto(response.instance)
-        if self._synced:
+        if self._synced and generation == self._generation:
             self._cache[name] = config
         return config
 
@@ -93,6 +97,7 @@ class WatchedInstanceDirectory:
         stream = self._stub.WatchInstances(router_service_pb2.WatchInstancesRequest())
         async for change in stream:
             kind = change.kind
+            self._generation += 1
             if kind == instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT:
                 snapshot[change.instance.name] = instance_from_proto(change.instance)
             elif kind == instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT_DONE:

@@ -10,6 +10,7 @@ from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc, ou
 from omni.common.v1 import message_pb2
 
 from servicekit.convert import CONNECTION_STATE_VALUES, instance_from_proto, media_from_proto, workspaces_to_proto
+from servicekit.principals import current_principal
 from services.channels.core.models import (
     OutboundPart,
     PartResult,
@@ -82,6 +83,7 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
     async def GetConnectionStatus(
         self, request: channels_service_pb2.GetConnectionStatusRequest, context: Context
     ) -> channels_service_pb2.GetConnectionStatusResponse:
+        current_principal().require_instance(request.instance_name)
         status = await self._core.get_connection_status(request.instance_name, include_qr_code=request.include_qr_code)
         return channels_service_pb2.GetConnectionStatusResponse(
             state=CONNECTION_STATE_VALUES[status.state.value],
@@ -101,9 +103,22 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         account = await self._core.check_account(instance_from_proto(request.instance))
         return channels_service_pb2.CheckAccountResponse(account_id=account.id, account_name=account.name)
 
+    async def RegisterWebhook(
+        self, request: channels_service_pb2.RegisterWebhookRequest, context: Context
+    ) -> channels_service_pb2.RegisterWebhookResponse:
+        registered = await self._core.register_webhook(instance_from_proto(request.instance), request.webhook_url)
+        return channels_service_pb2.RegisterWebhookResponse(registered=registered)
+
+    async def PurgeInstance(
+        self, request: channels_service_pb2.PurgeInstanceRequest, context: Context
+    ) -> channels_service_pb2.PurgeInstanceResponse:
+        deleted = await self._core.purge_instance(request.instance_name)
+        return channels_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)
+
     async def ListChannels(
         self, request: channels_service_pb2.ListChannelsRequest, context: Context
     ) -> channels_service_pb2.ListChannelsResponse:
+        current_principal().require_instance(request.instance_name)
         channels = await self._core.list_channels(request.instance_name)
         return channels_service_pb2.ListChannelsResponse(
             channels=[

@@ -47,12 +47,19 @@ MIGRATIONS: Sequence[Migration] = [
         ],
     ),
     Migration(2, "outbox created_at", ["CREATE INDEX outbox_parts_created ON outbox_parts (created_at)"]),
+    Migration(
+        3,
+        "outbox body hash",
+        # What the key was first used for, so a reuse of the key for another message is refused instead of
+        # answered with the first message's results. Rows stored before have '' and are not checked.
+        ["ALTER TABLE outbox_parts ADD COLUMN body_hash TEXT NOT NULL DEFAULT ''"],
+    ),
 ]
 
 
 _COLUMNS = (
     "idempotency_key, part_index, instance_name, chat_id, payload, state, channel_message_id, attempts, "
-    "last_error, error_reason, sending_started_at, sending_owner"
+    "last_error, error_reason, sending_started_at, sending_owner, body_hash"
 )
 
 
@@ -63,7 +70,15 @@ class OutboxStore:
         self._db = db
 
     async def insert_parts(
-        self, key: str, instance_name: str, chat_id: str, parts: Sequence[OutboundPart], now: float, *, owner: str
+        self,
+        key: str,
+        instance_name: str,
+        chat_id: str,
+        parts: Sequence[OutboundPart],
+        now: float,
+        *,
+        owner: str,
+        body_hash: str = "",
     ) -> list[OutboxRow]:
         """Store the parts of `key` not stored yet, in one statement; returns the rows this call inserted.
 
@@ -88,11 +103,12 @@ class OutboxStore:
                 owner if first else "",
                 now,
                 now,
+                body_hash,
             ]
         rows = await self._db.fetch(
             "INSERT INTO outbox_parts (idempotency_key, part_index, instance_name, chat_id, payload, state, "
-            "attempts, sending_started_at, sending_owner, created_at, updated_at) "
-            f"VALUES {values_rows(len(parts), 11)} ON CONFLICT (idempotency_key, part_index) DO NOTHING "
+            "attempts, sending_started_at, sending_owner, created_at, updated_at, body_hash) "
+            f"VALUES {values_rows(len(parts), 12)} ON CONFLICT (idempotency_key, part_index) DO NOTHING "
             f"RETURNING {_COLUMNS}",
             *args,
         )
@@ -104,6 +120,18 @@ class OutboxStore:
             f"SELECT {_COLUMNS} FROM outbox_parts WHERE idempotency_key = $1 ORDER BY part_index", key
         )
         return [OutboxRow.from_row(r) for r in rows]
+
+    async def discard_parts(self, key: str, indexes: Sequence[int]) -> None:
+        """Delete the named parts of `key` (those a refused call stored after the ones already there)."""
+        for index in indexes:
+            await self._db.execute(
+                "DELETE FROM outbox_parts WHERE idempotency_key = $1 AND part_index = $2", key, index
+            )
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every part the instance sent or was sending; returns how many. Run when the instance is deleted, so
+        nothing of it (its idempotency keys included) outlives it."""
+        return await self._db.execute("DELETE FROM outbox_parts WHERE instance_name = $1", instance_name)
 
     async def part(self, key: str, index: int) -> OutboxRow:
         row = await self._db.fetchrow(

@@ -9,6 +9,7 @@ import grpc
 from omni.ingress.v1 import ingress_service_pb2, ingress_service_pb2_grpc
 
 from servicekit.convert import channel_of, message_from_proto
+from servicekit.principals import current_principal
 from services.ingress.convert import bot_status_to_proto, dead_letter_to_proto
 from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITION, IngressCore
 from services.ingress.core.bots.status import BotStatus
@@ -55,7 +56,10 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
     async def ListDeadLetters(
         self, request: ingress_service_pb2.ListDeadLettersRequest, context: Context
     ) -> ingress_service_pb2.ListDeadLettersResponse:
-        letters, total = await self._core.list_dead_letters(request.instance_name, request.page, request.page_size)
+        caller = current_principal()
+        # A scoped key sees its own instance's letters only, whatever filter it sent.
+        instance_name = caller.instance_name if caller.is_scoped else request.instance_name
+        letters, total = await self._core.list_dead_letters(instance_name, request.page, request.page_size)
         return ingress_service_pb2.ListDeadLettersResponse(
             dead_letters=[dead_letter_to_proto(letter) for letter in letters], total_count=total
         )
@@ -63,10 +67,22 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
     async def RedeliverDeadLetter(
         self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
     ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
-        return ingress_service_pb2.RedeliverDeadLetterResponse(id=await self._core.redeliver_dead_letter(request.id))
+        caller = current_principal()
+        scope = caller.instance_name if caller.is_scoped else ""
+        redelivered = await self._core.redeliver_dead_letter(request.id, scope)
+        return ingress_service_pb2.RedeliverDeadLetterResponse(id=redelivered)
+
+    async def PurgeInstance(
+        self, request: ingress_service_pb2.PurgeInstanceRequest, context: Context
+    ) -> ingress_service_pb2.PurgeInstanceResponse:
+        deleted = await self._core.purge_instance(request.instance_name)
+        return ingress_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)
 
     async def ListBots(
         self, request: ingress_service_pb2.ListBotsRequest, context: Context
     ) -> ingress_service_pb2.ListBotsResponse:
-        statuses = await self._bot_statuses(request.instance_name)
+        caller = current_principal()
+        if request.instance_name:
+            caller.require_instance(request.instance_name)
+        statuses = await self._bot_statuses(caller.instance_name if caller.is_scoped else request.instance_name)
         return ingress_service_pb2.ListBotsResponse(bots=[bot_status_to_proto(s) for s in statuses])

@@ -311,18 +311,31 @@ class InboxStore:
         )
         return [InboxRow.from_row(r) for r in rows], int(total or 0)
 
-    async def redeliver(self, message_id: str, now: float) -> str | None:
-        """Dead → received with a fresh attempt budget. Returns None on success, else the row's state ("" if none)."""
+    async def redeliver(self, message_id: str, now: float, instance_name: str = "") -> str | None:
+        """Dead → received with a fresh attempt budget. Returns None on success, else the row's state ("" if none,
+        or when `instance_name` is given and the row belongs to another instance)."""
         updated = await self._db.execute(
             "UPDATE inbox SET state = 'received', attempts = 0, next_attempt_at = $2, dead_at = NULL, "
-            "lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1 AND state = 'dead'",
+            "lease_owner = NULL, lease_until = NULL, updated_at = $2 WHERE id = $1 AND state = 'dead' "
+            "AND ($3 = '' OR instance_name = $3)",
             message_id,
             now,
+            instance_name,
         )
         if updated:
             return None
-        state = await self._db.fetchval("SELECT state FROM inbox WHERE id = $1", message_id)
+        state = await self._db.fetchval(
+            "SELECT state FROM inbox WHERE id = $1 AND ($2 = '' OR instance_name = $2)", message_id, instance_name
+        )
         return str(state) if state is not None else ""
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every row of the instance, dead letters and unfinished work included; returns how many.
+
+        Run when the instance is deleted: its (instance, channel message id) keys would otherwise make a new instance
+        of the same name treat its first messages as duplicates, and its dead letters would show under the new one.
+        A row a dispatcher holds right now is gone when it reports back; its mark_* update then matches nothing."""
+        return await self._db.execute("DELETE FROM inbox WHERE instance_name = $1", instance_name)
 
     async def count_by_state(self) -> dict[str, int]:
         """How many rows are in each state (for tests and diagnostics)."""
@@ -403,6 +416,12 @@ class BotLeaseStore:
         for name in gone:
             await self._db.execute("DELETE FROM bot_leases WHERE instance_name = $1", name)
         return len(gone)
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete the instance's bot lease with its saved cursors, so a new instance of the same name starts its bot
+        from now instead of catching up from the old one's position. A bot still running here loses its lease at the
+        next renewal and stops, which is what a deleted instance wants."""
+        return await self._db.execute("DELETE FROM bot_leases WHERE instance_name = $1", instance_name)
 
     async def get(self, instance_name: str) -> BotLeaseRow | None:
         row = await self._db.fetchrow(f"SELECT {_BOT_COLUMNS} FROM bot_leases WHERE instance_name = $1", instance_name)

@@ -352,8 +352,10 @@ class IdentityRepository:
         # A person's user id and a chat's session id never change once stored, so after the first message they are
         # served from memory (a returning sender costs no identity statement); forget_instance drops an instance's
         # entries when it is deleted, since its users and sessions go with it.
-        self._users: dict[tuple[str, str, tuple[str, ...]], str] = {}
-        self._sessions: dict[tuple[str, str], str] = {}
+        # Keys start with (instance name, instance id): a recreated instance of the same name has another id, so
+        # even a replica that did not see the delete never serves it the old instance's ids.
+        self._users: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
+        self._sessions: dict[tuple[str, str, str], str] = {}
 
     def forget_instance(self, instance_name: str) -> None:
         """Drop the cached ids of a deleted instance."""
@@ -362,7 +364,7 @@ class IdentityRepository:
 
     async def resolve_user(self, person: Person, now: float) -> str:
         """The user id of `person`, creating the user and recording any id not seen before."""
-        key = (person.instance_name, person.channel, tuple(person.external_ids))
+        key = (person.instance_name, person.instance_id, person.channel, tuple(person.external_ids))
         cached = self._users.get(key)
         if cached is not None:
             return cached
@@ -376,7 +378,7 @@ class IdentityRepository:
         async with self._db.transaction() as tx:
             user_id = await self._find(tx, person)
             if user_id is None:
-                user_id = stable_id("user", person.instance_name, person.channel, person.identity)
+                user_id = stable_id("user", person.instance_id or person.instance_name, person.channel, person.identity)
                 await tx.execute(
                     "INSERT INTO users (id, instance_name, channel, identity, display_name, phone_number, created_at,"
                     " last_seen_at, message_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)"
@@ -415,13 +417,21 @@ class IdentityRepository:
         return None
 
     async def resolve_session(
-        self, instance_name: str, channel: str, chat_id: str, session_name: str, user_id: str, now: float
+        self,
+        instance_name: str,
+        channel: str,
+        chat_id: str,
+        session_name: str,
+        user_id: str,
+        now: float,
+        *,
+        instance_id: str = "",
     ) -> str:
         """The session id of the chat, creating the session on its first message."""
-        cached = self._sessions.get((instance_name, chat_id))
+        cached = self._sessions.get((instance_name, instance_id, chat_id))
         if cached is not None:
             return cached
-        session_id = stable_id("session", instance_name, chat_id)
+        session_id = stable_id("session", instance_id or instance_name, chat_id)
         await self._db.execute(
             "INSERT INTO sessions (id, instance_name, chat_id, channel, session_name, user_id, created_at,"
             " last_message_at, message_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 0)"
@@ -441,7 +451,7 @@ class IdentityRepository:
         )
         if len(self._sessions) > 100_000:
             self._sessions.clear()
-        self._sessions[(instance_name, chat_id)] = str(stored or session_id)
+        self._sessions[(instance_name, instance_id, chat_id)] = str(stored or session_id)
         return str(stored or session_id)
 
     async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:

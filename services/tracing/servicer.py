@@ -10,6 +10,8 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from servicekit.errors import NotFoundError
+from servicekit.principals import current_principal
 from services.tracing.core import SpanRecord, Trace, TraceQuery, TracingCore
 from services.tracing.otlp import spans_from_request
 
@@ -100,8 +102,10 @@ class TracingServicer(tracing_service_pb2_grpc.TracingServiceServicer):
     async def ListTraces(
         self, request: tracing_service_pb2.ListTracesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tracing_service_pb2.ListTracesResponse:
+        caller = current_principal()
         query = TraceQuery(
-            instance_name=request.instance_name,
+            # A scoped key lists its own instance's traces only, whatever filter it sent.
+            instance_name=caller.instance_name if caller.is_scoped else request.instance_name,
             status=_STATUS_FROM_PROTO.get(request.status, ""),
             source_user_id=request.source_user_id,
             session_id=request.session_id,
@@ -119,4 +123,13 @@ class TracingServicer(tracing_service_pb2_grpc.TracingServiceServicer):
         self, request: tracing_service_pb2.GetTraceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tracing_service_pb2.GetTraceResponse:
         trace = await self._core.get_trace(request.trace_id)
+        if not current_principal().reaches(trace.instance_name):
+            # Exactly what an unknown id answers: a scoped key cannot tell another tenant's trace exists.
+            raise NotFoundError(f"trace {trace.trace_id} not found", metadata={"trace_id": trace.trace_id})
         return tracing_service_pb2.GetTraceResponse(trace=trace_to_proto(trace))
+
+    async def PurgeInstance(
+        self, request: tracing_service_pb2.PurgeInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tracing_service_pb2.PurgeInstanceResponse:
+        deleted = await self._core.purge_instance(request.instance_name)
+        return tracing_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)

@@ -385,6 +385,24 @@ class TraceStore:
         }
         return _trace_from_row(row, payloads=payloads, spans=[_span_from_row(r) for r in span_rows])
 
+    async def delete_instance(self, instance_name: str, chunk: int = 1000) -> int:
+        """Delete the traces of an instance with their spans (payloads live in both), `chunk` traces per transaction;
+        returns the number of traces deleted."""
+        deleted = 0
+        while True:
+            async with self._db.transaction() as tx:
+                rows = await tx.fetch(
+                    "SELECT trace_id FROM traces WHERE instance_name = $1 LIMIT $2", instance_name, chunk
+                )
+                ids = [row["trace_id"] for row in rows]
+                if ids:
+                    param = self._bulk.id_param(ids)
+                    await tx.execute(f"DELETE FROM spans WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+                    await tx.execute(f"DELETE FROM traces WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+            deleted += len(ids)
+            if len(ids) < chunk:
+                return deleted
+
     async def delete_older_than(self, cutoff: float, chunk: int = 1000) -> int:
         """Delete traces created before `cutoff` (epoch seconds) and their spans, `chunk` traces per transaction
         so a large backlog never holds one huge transaction; returns the number of traces deleted."""

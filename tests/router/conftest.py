@@ -22,9 +22,11 @@ from servicekit.database import Database, migrate, open_database
 from servicekit.errors import InvalidArgumentError, OmniError
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import bind, new_server
+from services.router.api_key_store import ApiKeyRepository
 from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender
 from services.router.config import Settings
 from services.router.core.agent_client import AgentClient
+from services.router.core.api_keys import ApiKeyService
 from services.router.core.api_sends import ApiSender
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.instances import InstanceService
@@ -32,9 +34,13 @@ from services.router.core.router import MessageRouter
 from services.router.secret_box import SecretBox
 from services.router.server import create_server
 from services.router.storage import MIGRATIONS, SCHEMA, IdentityRepository, InstanceRepository, RouteRepository
+from tests.helpers.mesh_auth import mesh_as
 
 AGENT_KEY = "agent-secret-key-1FAB"
 EVOLUTION_KEY = "evo-secret-key-9C3D"
+
+PUBLIC_URL = "https://hub.example.com"
+"""The harness router's AUTOMAGIK_OMNI_PUBLIC_URL: webhooks are registered under it."""
 
 TYPING_DELAY = 0.2
 """The harness router shows \"typing...\" when the agent takes longer than this."""
@@ -47,6 +53,7 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
         self.requests: list[channels_service_pb2.SendMessageRequest] = []
         self.presences: list[channels_service_pb2.SendPresenceRequest] = []
         self.checks: list[channels_service_pb2.CheckAccountRequest] = []
+        self.webhooks: list[channels_service_pb2.RegisterWebhookRequest] = []
         self.sent: dict[tuple[str, int], str] = {}
         self._failures: list[OmniError] = []
 
@@ -104,6 +111,29 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
             return channels_service_pb2.CheckAccountResponse(account_id="7001", account_name="omni-bot")
         return channels_service_pb2.CheckAccountResponse()
 
+    async def RegisterWebhook(
+        self, request: channels_service_pb2.RegisterWebhookRequest, context: Any
+    ) -> channels_service_pb2.RegisterWebhookResponse:
+        """Records the registration; an Evolution URL containing "refuse" is refused as Evolution's 401 would be."""
+        self.webhooks.append(request)
+        if "refuse" in request.instance.whatsapp.evolution_url:
+            raise InvalidArgumentError(
+                "whatsapp refused the webhook registration: Unauthorized", reason="ACCOUNT_REJECTED"
+            )
+        return channels_service_pb2.RegisterWebhookResponse(registered=True)
+
+
+class RecordingPurger:
+    """The harness's `InstancePurger`: no other service runs here, so it records which instances were purged (the
+    real gRPC purger runs against real services in test_purge.py)."""
+
+    def __init__(self) -> None:
+        self.purged: list[str] = []
+
+    async def purge(self, instance_name: str) -> int:
+        self.purged.append(instance_name)
+        return 0
+
 
 @dataclass
 class Harness:
@@ -117,6 +147,9 @@ class Harness:
     broadcaster: InstanceBroadcaster
     router: MessageRouter
     closers: list[Any] = field(default_factory=list)
+    purger: RecordingPurger = field(default_factory=RecordingPurger)
+    port: int = 0
+    """The router server's port, for clients with other credentials than the harness stub's."""
 
     def spans(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.exporter.get_finished_spans() if s.name == name]
@@ -195,6 +228,7 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     identities = IdentityRepository(db)
     instances_repo = InstanceRepository(db, box, cache_seconds=2.0, on_delete=identities.forget_instance)
     broadcaster = InstanceBroadcaster(queue_size=50)
+    purger = RecordingPurger()
     router = MessageRouter(
         instances=instances_repo,
         identities=identities,
@@ -210,17 +244,21 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
             instances_repo,
             broadcaster,
             GrpcAccountChecker(channels_service_pb2_grpc.ChannelsServiceStub(channels_channel)),
+            webhook_base_url=PUBLIC_URL,
+            purger=purger,
         ),
         router=router,
         api_sender=ApiSender(instances=instances_repo, channels=sender, tracer=tracer),
+        api_keys=ApiKeyService(ApiKeyRepository(db), instances_repo),
         port=0,
         tracing=False,
     )
     await server.start()
-    channel = open_channel(f"127.0.0.1:{port}", tracing=False)
+    # As ingress, the router's main caller: it receives the channel and webhook secrets in clear, never the agent's.
+    channel = open_channel(f"127.0.0.1:{port}", tracing=False, mesh=mesh_as("ingress"))
     stub = router_service_pb2_grpc.RouterServiceStub(channel)
     try:
-        yield Harness(stub, agent, channels, exporter, db, broadcaster, router)
+        yield Harness(stub, agent, channels, exporter, db, broadcaster, router, purger=purger, port=port)
     finally:
         await channel.close(None)
         await server.stop(None)

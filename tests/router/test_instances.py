@@ -17,7 +17,7 @@ from omni.router.v1 import instance_pb2, router_service_pb2
 from servicekit.errors import UnavailableError
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.models import InstanceChange
-from tests.router.conftest import AGENT_KEY, EVOLUTION_KEY, Harness, wait_for, whatsapp_instance
+from tests.router.conftest import EVOLUTION_KEY, Harness, wait_for, whatsapp_instance
 
 WITH_SECRETS = instance_pb2.INSTANCE_VIEW_WITH_SECRETS
 
@@ -58,8 +58,9 @@ async def test_create_get_list_update_delete(harness: Harness) -> None:
     clear = (
         await harness.stub.GetInstance(router_service_pb2.GetInstanceRequest(name="acme", view=WITH_SECRETS))
     ).instance
-    assert clear.agent_api_key.value == AGENT_KEY
-    assert clear.whatsapp.evolution_key.value == EVOLUTION_KEY
+    assert clear.agent_api_key.value == ""  # the agent's key never leaves the router
+    assert clear.agent_api_key.is_set
+    assert clear.whatsapp.evolution_key.value == EVOLUTION_KEY  # the harness calls as ingress, which uses it
 
     await create(harness, name="beta", agent_timeout_seconds=0)
     await harness.stub.CreateInstance(
@@ -201,7 +202,8 @@ async def test_watch_snapshot_then_changes(harness: Harness) -> None:
     first, second, done = await next_change(), await next_change(), await next_change()
     assert [first.kind, second.kind] == [instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT] * 2
     assert {first.instance.name, second.instance.name} == {"acme", "beta"}
-    assert first.instance.agent_api_key.value == AGENT_KEY  # watchers get secrets
+    assert first.instance.whatsapp.evolution_key.value == EVOLUTION_KEY  # watchers get the secrets they use...
+    assert first.instance.agent_api_key.value == ""  # ...and never the agent's
     assert done.kind == instance_pb2.INSTANCE_CHANGE_KIND_SNAPSHOT_DONE
 
     await create(harness, name="gamma")

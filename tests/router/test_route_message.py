@@ -325,7 +325,9 @@ async def test_updated_agent_key_is_used(harness: Harness) -> None:
     assert harness.agent.headers[-1]["x-api-key"] == "rotated-key-0001"
 
 
-async def test_a_recreated_instance_gets_its_users_and_sessions_back(harness: Harness) -> None:
+async def test_a_recreated_instance_starts_with_new_users_and_sessions(harness: Harness) -> None:
+    """Ids derive from the instance id: a new instance of the same name is another tenant, and no router replica's
+    memory of the old ids applies to it."""
     await setup_instance(harness)
     first = await route(harness, inbound(text="before", message_id="before-1"))
     await harness.stub.DeleteInstance(router_service_pb2.DeleteInstanceRequest(name="acme"))
@@ -333,7 +335,8 @@ async def test_a_recreated_instance_gets_its_users_and_sessions_back(harness: Ha
     await setup_instance(harness)
     again = await route(harness, inbound(text="after", message_id="after-1"))
     assert again.outcome == SENT
-    assert again.user_id == first.user_id
+    assert again.user_id != first.user_id
+    assert again.session_id != first.session_id
     user = await harness.db.fetchrow("SELECT message_count FROM users WHERE id = $1", again.user_id)
     assert user is not None
     assert user["message_count"] == 1

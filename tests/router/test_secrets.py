@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omni.router.v1 import router_service_pb2
 
-from services.router.secret_box import KEY_FILE_NAME, SecretBox
+from services.router.secret_box import SecretBox
 from tests.router.conftest import AGENT_KEY, EVOLUTION_KEY, Harness, whatsapp_instance
 
 
@@ -36,19 +36,21 @@ async def test_secrets_are_encrypted_in_the_database(
         assert EVOLUTION_KEY.encode() not in raw
 
 
-def test_development_key_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
-    box = SecretBox.from_settings("", tmp_path / "data", production=False)
-    key_file = tmp_path / "data" / KEY_FILE_NAME
+def test_development_key_is_generated_once_with_mode_0600_apart_from_the_data(tmp_path: Path) -> None:
+    key_file = tmp_path / ".secrets" / "master.key"
+    box = SecretBox.from_settings("", tmp_path / "data", production=False, key_file=key_file)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
     token = box.encrypt("s3cret")
-    again = SecretBox.from_settings("", tmp_path / "data", production=False)
+    again = SecretBox.from_settings("", tmp_path / "data", production=False, key_file=key_file)
     assert again.decrypt(token) == "s3cret"
 
 
 def test_production_requires_a_key(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="AUTOMAGIK_OMNI_SECRET_KEY"):
-        SecretBox.from_settings("", tmp_path, production=True)
-    assert not (tmp_path / KEY_FILE_NAME).exists()
+        SecretBox.from_settings("", tmp_path, production=True, key_file=tmp_path / "master.key")
+    assert not (tmp_path / "master.key").exists()
     with pytest.raises(ValueError, match="Fernet"):
         SecretBox.from_settings("not-a-key", tmp_path, production=True)
 

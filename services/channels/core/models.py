@@ -114,6 +114,8 @@ class OutboxRow:
     error_reason: str
     sending_started_at: float | None
     sending_owner: str
+    body_hash: str = ""
+    """Hash of the whole message (chat and every part) the key was first used for; "" for rows stored before."""
 
     @classmethod
     def from_row(cls, row: Row) -> OutboxRow:
@@ -131,4 +133,5 @@ class OutboxRow:
             error_reason=row["error_reason"] or "",
             sending_started_at=float(started) if started is not None else None,
             sending_owner=row["sending_owner"] or "",
+            body_hash=row["body_hash"] or "",
         )

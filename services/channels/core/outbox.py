@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -20,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from servicekit.channels import Channel
-from servicekit.errors import FailedPreconditionError, UnavailableError
+from servicekit.errors import AlreadyExistsError, FailedPreconditionError, UnavailableError
 from servicekit.instances import Instance
 from services.channels.core.models import OutboundPart, OutboxRow, PartResult, PartState
 from services.channels.core.ports import OutboxRepository
@@ -34,6 +36,18 @@ from services.channels.core.senders.base import (
 )
 
 log = logging.getLogger(__name__)
+
+REASON_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+"""ErrorInfo reason of a key already used for another message."""
+
+
+def body_hash(chat_id: str, parts: list[OutboundPart]) -> str:
+    """A digest of the whole message a key stands for (its chat and every part), stored with the parts: a repeat
+    with the same key must be the same message, and a different one is refused rather than answered with the
+    results of the first."""
+    body = {"chat_id": chat_id, "parts": [part.to_json() for part in parts]}
+    encoded = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -105,13 +119,16 @@ class OutboxSender:
         Raises FailedPreconditionError when a part was refused for good (now or earlier) and UnavailableError
         when the channel failed transiently (the caller retries later with the same key).
         """
+        digest = body_hash(chat_id, parts)
         async with self.locks.hold(key):
             rows = await self._store.insert_parts(
-                key, instance.name, chat_id, parts, self._clock(), owner=self._worker_id
+                key, instance.name, chat_id, parts, self._clock(), owner=self._worker_id, body_hash=digest
             )
             fresh = len(rows) == len(parts)  # a new key: part 0 is already claimed by this call
             if not fresh:
+                inserted = [row.part_index for row in rows]
                 rows = await self._store.parts(key)
+                await self._refuse_reuse(key, instance, digest, rows, inserted)
             results: list[PartResult] = []
             sent_in_this_call = False
             for row in rows:
@@ -130,6 +147,27 @@ class OutboxSender:
                 sent_in_this_call = sent_now or sent_in_this_call
                 results.append(PartResult(index=row.part_index, state=PartState.SENT, channel_message_id=message_id))
             return results
+
+    async def _refuse_reuse(
+        self, key: str, instance: Instance, digest: str, rows: list[OutboxRow], inserted: list[int]
+    ) -> None:
+        """Raise ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED) when `key` was first used for another message or by another
+        instance, after removing the parts this call added to it (a longer message than the first)."""
+        reused = any(row.instance_name != instance.name for row in rows) or any(
+            row.body_hash and row.body_hash != digest for row in rows
+        )
+        if not reused:
+            return
+        if inserted:
+            await self._store.discard_parts(key, inserted)
+        raise AlreadyExistsError(
+            "this Idempotency-Key was already used for a different message; use a new key for a new message",
+            reason=REASON_KEY_REUSED,
+        )
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every outbox part of a deleted instance; returns how many."""
+        return await self._store.purge_instance(instance_name)
 
     async def results(self, key: str) -> list[PartResult]:
         """The stored results of `key` (empty when unknown)."""

@@ -13,9 +13,25 @@ class OutboxRepository(Protocol):
     """The outbox table as the sender uses it."""
 
     async def insert_parts(
-        self, key: str, instance_name: str, chat_id: str, parts: Sequence[OutboundPart], now: float, *, owner: str
+        self,
+        key: str,
+        instance_name: str,
+        chat_id: str,
+        parts: Sequence[OutboundPart],
+        now: float,
+        *,
+        owner: str,
+        body_hash: str = "",
     ) -> list[OutboxRow]:
         """Store the parts of `key` not stored yet, in one statement; returns the rows this call inserted."""
+        ...
+
+    async def discard_parts(self, key: str, indexes: Sequence[int]) -> None:
+        """Delete the named parts of `key`."""
+        ...
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every part of the instance; returns how many."""
         ...
 
     async def parts(self, key: str) -> list[OutboxRow]:

@@ -118,6 +118,20 @@ class ChannelsCore:
         except ChannelError as exc:
             raise UnavailableError(f"{instance.channel} could not check the account: {exc.message}") from None
 
+    async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
+        """Point the channel's webhook at the hub (the instance may not be stored yet)."""
+        sender = self._sender(instance)
+        try:
+            return await sender.register_webhook(instance, webhook_url)
+        except ChannelRejectedError as exc:
+            raise InvalidArgumentError(
+                f"{instance.channel} refused the webhook registration: {exc.message}",
+                reason=REASON_ACCOUNT_REJECTED,
+                violations=[FieldViolation(f"{instance.channel.value}.credentials", exc.message)],
+            ) from None
+        except ChannelError as exc:
+            raise UnavailableError(f"{instance.channel} could not register the webhook: {exc.message}") from None
+
     async def list_channels(self, instance_name: str) -> list[ChatChannel]:
         """The channels the instance's account sees."""
         instance, sender = await self._instance(instance_name)
@@ -125,6 +139,15 @@ class ChannelsCore:
             return await sender.list_channels(instance)
         except ChannelError as exc:
             raise UnavailableError(f"{instance.channel} did not list the channels: {exc.message}") from None
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every outbox row of a deleted instance (its idempotency keys with them), so a new instance of the
+        same name inherits nothing; returns how many. Idempotent, and needs no instance: it is gone already."""
+        if not instance_name:
+            raise InvalidArgumentError(
+                "instance_name is required", violations=[FieldViolation("instance_name", "required")]
+            )
+        return await self._outbox.purge_instance(instance_name)
 
     async def _instance(self, name: str) -> tuple[Instance, ChannelSender]:
         if not name:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,9 +27,10 @@ from servicekit.instances import Instance, InstanceDirectory
 from servicekit.messages import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
 from servicekit.telemetry import payload_json
 from services.ingress.core.inbox import IGNORED, RECEIVED, InboxRow, conversation_key
-from services.ingress.core.ports import Inbox
+from services.ingress.core.ports import Inbox, InstanceData
 from services.ingress.core.receivers.base import Received
 from services.ingress.core.receivers.registry import webhook_receiver
+from services.ingress.core.receivers.webhook_auth import webhook_unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ class IngressCore:
         on_accept: Callable[[], None] | None = None,
         tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.time,
+        also_purged: Sequence[InstanceData] = (),
     ) -> None:
         self._store = store
+        self._also_purged = tuple(also_purged)  # other per-instance stores (bot leases) a purge empties too
         self._instances = instances
         self._on_accept = on_accept or (lambda: None)
         self._tracer = tracer or trace.get_tracer(__name__)
@@ -95,15 +98,17 @@ class IngressCore:
     async def receive_webhook(
         self, instance_name: str, channel: Channel | None, body: bytes, headers: Mapping[str, str]
     ) -> WebhookResult:
-        """Store the message a raw webhook carries; raises NotFound, InvalidArgument or PermissionDenied.
+        """Store the message a raw webhook carries; raises Unauthenticated or InvalidArgument.
 
-        `channel` is the channel whose webhook route the request came in on (None: the instance's own)."""
-        instance = await self._instances.get(instance_name)
+        `channel` is the channel whose webhook route the request came in on (None: the instance's own). An unknown
+        instance, or one of another channel, fails exactly like a wrong secret, before anything is parsed: a
+        stranger learns nothing about which instances exist."""
+        try:
+            instance = await self._instances.get(instance_name)
+        except errors.NotFoundError:
+            raise webhook_unauthenticated() from None
         if channel is not None and channel != instance.channel:
-            raise errors.InvalidArgumentError(
-                f"instance {instance.name!r} is a {instance.channel} instance, not {channel}",
-                violations=[errors.FieldViolation("channel", f"post {instance.channel} events for this instance")],
-            )
+            raise webhook_unauthenticated()
         receiver = webhook_receiver(instance.channel)
         receiver.authenticate(instance, headers, body)
         received, payload = receiver.parse(body)
@@ -192,9 +197,22 @@ class IngressCore:
         rows, total = await self._store.list_dead(instance_name, page_size, (page - 1) * page_size)
         return [_dead_letter(row) for row in rows], total
 
-    async def redeliver_dead_letter(self, message_id: str) -> str:
-        """Put a dead message back in the inbox with attempts reset; raises NotFound or FailedPrecondition."""
-        state = await self._store.redeliver(message_id, self._clock())
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete everything ingress keeps for a deleted instance (inbox rows, dead letters, bot lease and cursors),
+        so a new instance of the same name inherits nothing; returns how many rows went. Idempotent."""
+        if not instance_name:
+            raise errors.InvalidArgumentError(
+                "instance_name is required", violations=[errors.FieldViolation("instance_name", "required")]
+            )
+        deleted = await self._store.purge_instance(instance_name)
+        for store in self._also_purged:
+            deleted += await store.purge_instance(instance_name)
+        return deleted
+
+    async def redeliver_dead_letter(self, message_id: str, instance_name: str = "") -> str:
+        """Put a dead message back in the inbox with attempts reset; raises NotFound (also for a letter of another
+        instance than a non-empty `instance_name`: a scoped caller cannot tell it exists) or FailedPrecondition."""
+        state = await self._store.redeliver(message_id, self._clock(), instance_name)
         if state == "":
             raise errors.NotFoundError(f"no dead letter with id {message_id!r}")
         if state is not None:

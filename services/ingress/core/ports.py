@@ -20,8 +20,9 @@ class Inbox(Protocol):
         """One page of dead rows, newest first, and how many there are."""
         ...
 
-    async def redeliver(self, message_id: str, now: float) -> str | None:
-        """Dead → received with a fresh attempt budget. Returns None on success, else the row's state ("" if none)."""
+    async def redeliver(self, message_id: str, now: float, instance_name: str = "") -> str | None:
+        """Dead → received with a fresh attempt budget. Returns None on success, else the row's state ("" if none,
+        or if it belongs to another instance than a non-empty `instance_name`)."""
         ...
 
     async def claim(self, replica_id: str, limit: int, now: float, lease_seconds: float) -> list[InboxRow]:
@@ -43,6 +44,18 @@ class Inbox(Protocol):
     ) -> bool: ...
 
     async def mark_dead(self, message_id: str, replica_id: str, error: str, now: float) -> bool: ...
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every row of the instance (dead letters included); returns how many."""
+        ...
+
+
+class InstanceData(Protocol):
+    """Any store that keeps rows per instance, all of which go when the instance is deleted."""
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete what is kept for the instance; returns how many rows went. Idempotent."""
+        ...
 
 
 class BotLeases(Protocol):

@@ -21,6 +21,15 @@ from services.router.core.recipients import normalize_recipient
 from services.router.core.reply_splitter import split_reply
 
 
+def scoped_key(instance: Instance, idempotency_key: str) -> str:
+    """The outbox key of an API send: the caller's `Idempotency-Key` scoped by the instance's immutable id, so two
+    tenants using the same key never share a send, and a deleted-and-recreated instance of the same name starts
+    clean. Without a key, a fresh one (every call is then a new message)."""
+    if not idempotency_key:
+        return str(uuid.uuid4())
+    return f"api:{instance.id or instance.name}:{idempotency_key}"
+
+
 class ApiSender:
     """Sends API-written texts and files."""
 
@@ -49,7 +58,7 @@ class ApiSender:
             instance_name=instance.name,
             chat_id=chat_id,
             parts=tuple(OutboundPart(text=t) for t in texts),
-            idempotency_key=idempotency_key or str(uuid.uuid4()),
+            idempotency_key=scoped_key(instance, idempotency_key),
         )
         return await self._send("api.send_text", outgoing, session_id)
 
@@ -67,7 +76,7 @@ class ApiSender:
             instance_name=instance.name,
             chat_id=chat_id,
             parts=(OutboundPart(text=media.caption, media=media),),
-            idempotency_key=idempotency_key or str(uuid.uuid4()),
+            idempotency_key=scoped_key(instance, idempotency_key),
         )
         return await self._send("api.send_media", outgoing, session_id)
 

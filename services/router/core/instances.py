@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import secrets
 import time
+import uuid
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from servicekit.address_guard import url_refusal
 from servicekit.channels import Channel
-from servicekit.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError, NotFoundError
+from servicekit.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError, NotFoundError, OmniError
 from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
-from servicekit.instances import ChannelConfig, DiscordConfig, Instance, WhatsAppConfig
+from servicekit.instances import (
+    WEBHOOK_AUTH_MODES,
+    WEBHOOK_AUTH_NONE,
+    WEBHOOK_AUTH_SECRET,
+    ChannelConfig,
+    DiscordConfig,
+    Instance,
+    WhatsAppConfig,
+)
+from servicekit.standard_webhooks import new_signing_secret
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.models import INSTANCE_FIELDS, InstanceChange
-from services.router.core.ports import AccountChecker, Clock, InstanceStore
+from services.router.core.ports import AccountChecker, Clock, InstancePurger, InstanceStore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_AGENT_TIMEOUT = 60
 MAX_AGENT_TIMEOUT = 600
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
+WEBHOOK_SECRET_GRACE_SECONDS = 24 * 3600.0
+"""How long a rotated-out webhook secret is still accepted (CONTRACT.md: 24 hours)."""
+
+
+def new_instance_id() -> str:
+    """A fresh immutable instance id."""
+    return str(uuid.uuid4())
 
 
 def _is_http_url(value: str) -> bool:
@@ -55,7 +77,19 @@ def _channel_violations(config: ChannelConfig) -> list[FieldViolation]:
     return violations
 
 
-def validate(instance: Instance) -> Instance:
+def _address_violations(instance: Instance, *, allow_link_local: bool) -> list[FieldViolation]:
+    """Link-local and cloud-metadata hosts (`servicekit.address_guard`) the operator has not allowed."""
+    urls = {"agent_api_url": instance.agent_api_url}
+    if isinstance(instance.config, WhatsAppConfig):
+        urls["whatsapp.evolution_url"] = instance.config.evolution_url
+    return [
+        FieldViolation(path, f"refused address: {reason}")
+        for path, url in urls.items()
+        if url and (reason := url_refusal(url, allow_link_local=allow_link_local))
+    ]
+
+
+def validate(instance: Instance, *, allow_link_local: bool = False) -> Instance:
     """The instance with defaults applied; raises `InvalidArgumentError` listing every bad field."""
     violations: list[FieldViolation] = []
     if not NAME_PATTERN.fullmatch(instance.name):
@@ -64,13 +98,31 @@ def validate(instance: Instance) -> Instance:
         violations.append(FieldViolation("name", f"{instance.name!r} is reserved (it collides with an API route)"))
     if instance.agent_api_url and not _is_http_url(instance.agent_api_url):
         violations.append(FieldViolation("agent_api_url", "must be an http(s) URL"))
+    violations.extend(_address_violations(instance, allow_link_local=allow_link_local))
     violations.extend(_channel_violations(instance.config))
     timeout = instance.agent_timeout_seconds or DEFAULT_AGENT_TIMEOUT
     if not 1 <= timeout <= MAX_AGENT_TIMEOUT:
         violations.append(FieldViolation("agent_timeout_seconds", f"must be between 1 and {MAX_AGENT_TIMEOUT}"))
+    violations.extend(_webhook_auth_violations(instance))
     if violations:
         raise InvalidArgumentError("invalid instance", violations=violations)
     return dataclasses.replace(instance, agent_timeout_seconds=timeout)
+
+
+MIN_WEBHOOK_SECRET_LENGTH = 16
+
+
+def _webhook_auth_violations(instance: Instance) -> list[FieldViolation]:
+    if instance.webhook_auth not in WEBHOOK_AUTH_MODES:
+        return [FieldViolation("webhook_auth", f"must be one of {', '.join(WEBHOOK_AUTH_MODES)}")]
+    if instance.webhook_secret and len(instance.webhook_secret) < MIN_WEBHOOK_SECRET_LENGTH:
+        return [FieldViolation("webhook_secret", f"must be at least {MIN_WEBHOOK_SECRET_LENGTH} characters")]
+    return []
+
+
+def new_webhook_secret() -> str:
+    """A fresh webhook secret: 32 random bytes, URL-safe, so it fits a header and a query string alike."""
+    return secrets.token_urlsafe(32)
 
 
 def _apply(current: Instance, changes: Instance, paths: list[str]) -> Instance:
@@ -113,20 +165,46 @@ class InstanceService:
         broadcaster: InstanceBroadcaster,
         accounts: AccountChecker,
         *,
+        purger: InstancePurger,
         clock: Clock = time.time,
+        webhook_base_url: str = "",
+        production: bool = False,
+        webhook_secret_grace_seconds: float = WEBHOOK_SECRET_GRACE_SECONDS,
+        allow_link_local_urls: bool = False,
     ) -> None:
         self._repository = repository
         self._broadcaster = broadcaster
         self._accounts = accounts
+        self._purger = purger
         self._clock = clock
+        self._webhook_base_url = webhook_base_url.rstrip("/")
+        self._production = production
+        self._grace = webhook_secret_grace_seconds
+        self._allow_link_local_urls = allow_link_local_urls
 
     async def create(self, instance: Instance) -> Instance:
-        """Validate, ask the channel whether the account works (a token it refuses leaves no instance), store."""
+        """Validate, ask the channel whether the account works (a token it refuses leaves no instance), register the
+        webhook with its secret where the channel is configured by API, store.
+
+        The instance gets a fresh id, a webhook secret unless one is given (or webhook_auth is "none") and an agent
+        signing secret; the caller shows both secrets once."""
         now = self._clock()
-        stored = dataclasses.replace(validate(instance), created_at=now, updated_at=now)
+        stored = dataclasses.replace(
+            validate(instance, allow_link_local=self._allow_link_local_urls),
+            id=new_instance_id(),
+            created_at=now,
+            updated_at=now,
+            agent_signing_secret=new_signing_secret(),
+            previous_webhook_secret="",
+            previous_webhook_secret_expires_at=0.0,
+        )
+        if stored.webhook_auth == WEBHOOK_AUTH_SECRET and not stored.webhook_secret:
+            stored = dataclasses.replace(stored, webhook_secret=new_webhook_secret())
+        self._refuse_open_webhooks_in_production(stored)
         if await self._repository.get(stored.name) is not None:
             raise AlreadyExistsError(f"instance {stored.name!r} already exists", reason="INSTANCE_EXISTS")
         await self._accounts.check(stored)
+        await self._register_webhook(stored)
         await self._repository.create(stored)
         self._broadcaster.publish(InstanceChange("upserted", stored, stored.name))
         return stored
@@ -154,19 +232,85 @@ class InstanceService:
                 "update_mask is required", violations=[FieldViolation("update_mask", "name the fields to change")]
             )
         current = await self.get(changes.name)
-        updated = validate(_apply(current, changes, paths))
+        updated = validate(_apply(current, changes, paths), allow_link_local=self._allow_link_local_urls)
         updated = dataclasses.replace(updated, updated_at=max(self._clock(), current.updated_at))
+        if updated.webhook_auth == WEBHOOK_AUTH_SECRET and not updated.webhook_secret:
+            updated = dataclasses.replace(updated, webhook_secret=new_webhook_secret())
+        self._refuse_open_webhooks_in_production(updated)
         if updated.config != current.config:
             await self._accounts.check(updated)
+        if (updated.config, updated.webhook_secret, updated.webhook_auth) != (
+            current.config,
+            current.webhook_secret,
+            current.webhook_auth,
+        ):
+            await self._register_webhook(updated)
         if not await self._repository.update(updated):
             raise NotFoundError(f"instance {changes.name!r} not found", reason="INSTANCE_NOT_FOUND")
         self._broadcaster.publish(InstanceChange("upserted", updated, updated.name))
         return updated
 
+    async def rotate_webhook_secret(self, name: str) -> tuple[str, float]:
+        """Give the instance a new webhook secret, registered with the channel, and keep the replaced one valid for
+        the grace period (24 h by default) so deliveries already configured with it keep working. Returns the new
+        secret and when the old one stops being accepted."""
+        current = await self.get(name)
+        now = self._clock()
+        rotated = dataclasses.replace(
+            current,
+            webhook_secret=new_webhook_secret(),
+            previous_webhook_secret=current.webhook_secret,
+            previous_webhook_secret_expires_at=now + self._grace if current.webhook_secret else 0.0,
+            updated_at=max(now, current.updated_at),
+        )
+        await self._register_webhook(rotated)
+        await self._store_change(rotated)
+        return rotated.webhook_secret, rotated.previous_webhook_secret_expires_at
+
+    async def rotate_agent_signing_secret(self, name: str) -> str:
+        """Give the instance a new agent signing secret; agent calls are signed with it from now on."""
+        current = await self.get(name)
+        rotated = dataclasses.replace(
+            current, agent_signing_secret=new_signing_secret(), updated_at=max(self._clock(), current.updated_at)
+        )
+        await self._store_change(rotated)
+        return rotated.agent_signing_secret
+
+    async def _store_change(self, instance: Instance) -> None:
+        if not await self._repository.update(instance):
+            raise NotFoundError(f"instance {instance.name!r} not found", reason="INSTANCE_NOT_FOUND")
+        self._broadcaster.publish(InstanceChange("upserted", instance, instance.name))
+
+    def _refuse_open_webhooks_in_production(self, instance: Instance) -> None:
+        if self._production and instance.webhook_auth == WEBHOOK_AUTH_NONE:
+            raise InvalidArgumentError(
+                "unauthenticated webhooks are refused in production",
+                violations=[FieldViolation("webhook_auth", '"none" is for local trials only (ENVIRONMENT=production)')],
+            )
+
+    async def _register_webhook(self, instance: Instance) -> None:
+        """Tell the channel where to post and with which secret (Evolution's webhook/set), when the hub's public URL
+        is known and the channel has a webhook route."""
+        segment = instance.traits.webhook_segment
+        if self._webhook_base_url and segment:
+            url = f"{self._webhook_base_url}/api/v1/webhook/{segment}/{instance.name}"
+            await self._accounts.register_webhook(instance, url)
+
     async def delete(self, name: str) -> None:
+        """Delete the instance and everything every service keeps for it.
+
+        The other services purge first: when one cannot, this raises UNAVAILABLE and the instance stays, so the
+        delete can simply be retried (a purge is idempotent), never leaving data behind a name that is free again.
+        They purge once more after the row is gone, best effort, for a message accepted in between."""
+        await self.get(name)
+        await self._purger.purge(name)
         if not await self._repository.delete(name):
             raise NotFoundError(f"instance {name!r} not found", reason="INSTANCE_NOT_FOUND")
         self._broadcaster.publish(InstanceChange("deleted", None, name))
+        try:
+            await self._purger.purge(name)
+        except OmniError as exc:
+            log.warning("second purge of deleted instance %s failed: %s", name, exc.message)
 
     async def watch(self) -> AsyncGenerator[InstanceChange, None]:
         """Every instance (snapshot), then snapshot_done, then each change, until the caller stops iterating.

@@ -21,6 +21,7 @@ INSTANCE_FIELDS: frozenset[str] = frozenset(
         "automagik_instance_name",
         "fallback_text",
         "webhook_secret",
+        "webhook_auth",
     }
 )
 """Top-level FieldMask paths UpdateInstance accepts; channel fields are named "<channel>.<field>"."""
@@ -104,6 +105,8 @@ class Person:
     """Every id the sender is known by in this message (identity first)."""
     display_name: str = ""
     phone_number: str = ""
+    instance_id: str = ""
+    """The instance's immutable id: user ids derive from it, so a recreated instance of the same name gets new ones."""
 
 
 @dataclass(frozen=True)
@@ -121,3 +124,18 @@ class RouteRecord:
     error_message: str = ""
     sent_message_ids: tuple[str, ...] = ()
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key scoped to one instance, without its secret part (only a hash of it is ever stored)."""
+
+    id: str
+    instance_name: str
+    instance_id: str
+    """The id of the instance the key was issued for: a key never reaches a new instance that reuses the name."""
+    prefix: str
+    """The key's first characters, so an operator can tell keys apart."""
+    created_at: float
+    last_used_at: float = 0.0
+    """When the key last authenticated a request (0: never); written at most once a minute."""

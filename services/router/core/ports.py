@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from servicekit.instances import Instance
-from services.router.core.models import OutgoingMessage, Person, RouteRecord
+from services.router.core.models import ApiKey, OutgoingMessage, Person, RouteRecord
 
 Clock = Callable[[], float]
 """Returns the current time in epoch seconds."""
@@ -36,6 +36,21 @@ class AccountChecker(Protocol):
         """Return when the channel accepts the instance's credentials (or checks none); raise
         `InvalidArgumentError` with the channel's reason when it refuses them, `UnavailableError` when it cannot
         be asked."""
+        ...
+
+    async def register_webhook(self, instance: Instance, webhook_url: str) -> None:
+        """Point the channel's webhook at `webhook_url` with the instance's webhook secret, where the channel is
+        configured by API (Evolution); a channel that needs no registration does nothing. Raise as `check`."""
+        ...
+
+
+class InstancePurger(Protocol):
+    """The other services' PurgeInstance, as instance deletion uses it: every service that keeps rows per instance
+    (ingress, channels, tracing) deletes them, so a new instance of the same name inherits nothing."""
+
+    async def purge(self, instance_name: str) -> int:
+        """Delete the instance's data in every service; returns how many rows went. Raise `UnavailableError` naming
+        the services that could not do it (what the others deleted stays deleted; a retry is safe)."""
         ...
 
 
@@ -67,9 +82,18 @@ class IdentityStore(Protocol):
         ...
 
     async def resolve_session(
-        self, instance_name: str, channel: str, chat_id: str, session_name: str, user_id: str, now: float
+        self,
+        instance_name: str,
+        channel: str,
+        chat_id: str,
+        session_name: str,
+        user_id: str,
+        now: float,
+        *,
+        instance_id: str = "",
     ) -> str:
-        """The session id of the chat, creating the session on its first message."""
+        """The session id of the chat, creating the session on its first message (the id derives from `instance_id`
+        when given, else from the name)."""
         ...
 
     async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:
@@ -96,4 +120,26 @@ class RouteStore(Protocol):
         self, message_id: str, outcome: str, error_message: str, sent_message_ids: list[str], now: float
     ) -> None:
         """Record the final outcome; later attempts return it without doing anything."""
+        ...
+
+
+class ApiKeyStore(Protocol):
+    """Scoped API keys, stored by the SHA-256 of the key (never the key itself)."""
+
+    async def insert(self, key: ApiKey, key_hash: str) -> None: ...
+
+    async def by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key whose hash is `key_hash`, None when there is none."""
+        ...
+
+    async def list_for(self, instance_name: str) -> list[ApiKey]:
+        """The instance's keys, oldest first."""
+        ...
+
+    async def delete(self, instance_name: str, key_id: str) -> bool:
+        """Delete one of the instance's keys; False when it has no such key."""
+        ...
+
+    async def touch(self, key_id: str, now: float, *, older_than: float) -> None:
+        """Set last_used_at to `now` unless it is already at or after `older_than` (concurrent callers write once)."""
         ...

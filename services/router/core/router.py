@@ -111,7 +111,7 @@ class MessageRouter:
             return RouteResult("ignored", "instance inactive")
         if message.channel != instance.channel:
             message = dataclasses.replace(message, channel=instance.channel)
-        record = await self._record(message)
+        record = await self._record(message, instance.id)
         span.set_attribute(attrs.USER_ID, record.user_id)
         span.set_attribute(attrs.SESSION_ID, record.session_id)
         if record.outcome is not None:
@@ -139,15 +139,24 @@ class MessageRouter:
             return await self._finish(record, "error", f"channel does not know the instance: {exc.message}", [])
         return await self._finish(record, "sent", "", sent)
 
-    async def _record(self, message: InboundMessage) -> RouteRecord:
-        """The idempotency record of `message`, created (with user and session) on the first attempt."""
+    async def _record(self, message: InboundMessage, instance_id: str) -> RouteRecord:
+        """The idempotency record of `message`, created (with user and session) on the first attempt.
+
+        User and session ids derive from the instance's immutable id, so a deleted and recreated instance of the same
+        name starts with new ones, and no router replica's memory of the old ones applies to it."""
         # Claim first: a new message (the common case) costs one INSERT; only a redelivery reads the record back.
         # User and session ids come from memory after a person's first message, so resolving them first is cheap.
         now = self._clock()
-        person = person_of(message)
+        person = dataclasses.replace(person_of(message), instance_id=instance_id)
         user_id = await self._identities.resolve_user(person, now)
         session_id = await self._identities.resolve_session(
-            message.instance_name, message.channel, message.chat_id, session_name_of(message), user_id, now
+            message.instance_name,
+            message.channel,
+            message.chat_id,
+            session_name_of(message),
+            user_id,
+            now,
+            instance_id=instance_id,
         )
         record = RouteRecord(message.id, message.instance_name, user_id, session_id)
         if await self._routes.claim(record, now):
@@ -179,7 +188,12 @@ class MessageRouter:
         span.set_attribute(attrs.PAYLOAD_AGENT_REQUEST, payload_json(body))
         try:
             answer = await self._agent.chat(
-                instance.agent_api_url, instance.agent_api_key, body, budget=float(instance.agent_timeout_seconds)
+                instance.agent_api_url,
+                instance.agent_api_key,
+                body,
+                budget=float(instance.agent_timeout_seconds),
+                signing_secret=instance.agent_signing_secret,
+                webhook_id=f"msg_{message.id}" if message.id else "",
             )
         except AgentTransientError as exc:
             typing.cancel()

@@ -45,3 +45,7 @@ class TraceRepository(Protocol):
     async def delete_older_than(self, cutoff: float) -> int:
         """Delete traces created before `cutoff` (epoch seconds) with their spans."""
         ...
+
+    async def delete_instance(self, instance_name: str) -> int:
+        """Delete the traces of an instance with their spans; returns how many traces."""
+        ...

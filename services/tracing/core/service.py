@@ -87,6 +87,15 @@ class TracingCore:
             raise NotFoundError(f"trace {wanted} not found", metadata={"trace_id": wanted})
         return trace
 
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every trace of a deleted instance (spans and payloads with them), so a new instance of the same name
+        lists none of the old one's messages; returns how many traces went. Idempotent."""
+        if not instance_name:
+            raise InvalidArgumentError(
+                "instance_name is required", violations=[FieldViolation("instance_name", "required")]
+            )
+        return await self._store.delete_instance(instance_name)
+
     async def purge(self, retention_days: float) -> int:
         """Delete traces (with their spans) created more than `retention_days` ago; returns how many."""
         if retention_days <= 0:

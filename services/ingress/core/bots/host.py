@@ -212,8 +212,10 @@ class BotHost:
         await self._leases.release(name, self.owner, self._clock(), state, detail)
 
 
-def _config(instance: Instance) -> ChannelConfig:
-    return instance.config
+def _config(instance: Instance) -> tuple[str, ChannelConfig]:
+    """What a running bot depends on: a change restarts it. The id is part of it, so an instance deleted and
+    recreated under the same name gets a new bot (with no cursors of the old one), never the old one's."""
+    return instance.id, instance.config
 
 
 def _cursors(row: BotLeaseRow | None) -> Cursors:
