@@ -298,3 +298,12 @@ async def test_a_body_of_repeated_secret_words_is_handled_in_bounded_time(client
     assert time.perf_counter() - started < 2.0
     assert response.status_code < 500, response.text
     await _still_serving(client)
+
+
+async def test_strangers_cannot_spend_an_instances_allowance(small: httpx.AsyncClient, mesh: FakeMesh) -> None:
+    """Requests refused for authentication give their token back, so a flood without the instance's key or webhook
+    secret cannot get its real traffic throttled."""
+    body = {"recipient": "+5511999999999", "text": "hi"}
+    for _ in range(5):
+        assert (await small.post(SEND, json=body, headers={"x-api-key": "not-the-key"})).status_code == 401
+    assert [(await small.post(SEND, json=body)).status_code for _ in range(2)] == [200, 200]

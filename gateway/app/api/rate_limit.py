@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.app.api.errors import json_response
 
@@ -56,6 +56,12 @@ class TokenBuckets:
             bucket[0] -= 1.0
             return 0.0
         return (1.0 - bucket[0]) / self.rate
+
+    def give_back(self, key: str) -> None:
+        """Return the token a request took (it turned out not to be the instance's traffic)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket[0] = min(self.burst, bucket[0] + 1.0)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -102,7 +108,25 @@ class RateLimit:
                     }
                     await json_response(429, body, {"Retry-After": str(retry_after)})(scope, receive, send)
                     return
+                await self._app(scope, receive, _refunding(send, buckets, target[1]))
+                return
         await self._app(scope, receive, send)
+
+
+NOT_THE_INSTANCES_TRAFFIC = frozenset({401, 403, 404})
+"""Answers that mean the request was not the instance's: a stranger without its webhook secret or API key (or a key
+of another tenant) must not be able to spend the instance's allowance and get its real traffic throttled."""
+
+
+def _refunding(send: Send, buckets: TokenBuckets, key: str) -> Send:
+    """`send`, giving the request's token back when the answer shows it was not the instance's own traffic."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] in NOT_THE_INSTANCES_TRAFFIC:
+            buckets.give_back(key)
+        await send(message)
+
+    return wrapped
 
 
 def buckets_from(webhook: tuple[float, int], send: tuple[float, int]) -> dict[str, TokenBuckets]:
