@@ -7,9 +7,7 @@ at once). Keys are cached by their SHA-256, never in clear, and the cache is bou
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,6 +17,7 @@ from omni.router.v1 import router_service_pb2, router_service_pb2_grpc
 from servicekit.errors import UnauthenticatedError
 from servicekit.grpc_clients import call, open_channel
 from servicekit.mesh_auth import KeyResolver, MeshCredentials, ServerAuth
+from servicekit.principal_cache import Missing, PrincipalCache
 from servicekit.principals import Principal
 from servicekit.settings import MeshSettings
 
@@ -47,23 +46,16 @@ class RouterKeyResolver:
         self._open_stub = open_stub
         self._stub: RouterStub | None = None
         self._timeout = timeout
-        self._positive_ttl = positive_ttl
-        self._negative_ttl = negative_ttl
-        self._max_entries = max_entries
-        self._clock = clock
-        self._cache: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
+        self._cache = PrincipalCache(
+            hit_seconds=positive_ttl, miss_seconds=negative_ttl, max_entries=max_entries, clock=clock
+        )
 
     async def __call__(self, key: str) -> Principal | None:
-        digest = hashlib.sha256(key.encode()).digest()
-        now = self._clock()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        cached = self._cache.get(key)
+        if not isinstance(cached, Missing):
+            return cached
         principal = await self._ask_router(key)
-        self._cache[digest] = (now + (self._positive_ttl if principal else self._negative_ttl), principal)
-        self._cache.move_to_end(digest)
-        while len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
+        self._cache.put(key, principal)
         return principal
 
     async def _ask_router(self, key: str) -> Principal | None:

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from gateway.app.api.principal_cache import MISSING, PrincipalCache
 from gateway.app.config import WeakApiKeyError
 from gateway.app.main import create_app
 from servicekit.errors import UnavailableError
+from servicekit.principal_cache import MISSING, PrincipalCache
 from servicekit.principals import Principal
 from tests.gateway.conftest import FakeMesh, gateway_settings, whatsapp_instance
 

@@ -15,11 +15,11 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 from omni.router.v1 import router_service_pb2
 
-from gateway.app.api.principal_cache import MISSING, PrincipalCache
 from gateway.app.api.rpc import call
 from gateway.app.config import Settings
 from gateway.app.mesh import ChannelsStub, HealthStubMap, IngressStub, Mesh, RouterStub, TracingStub
 from servicekit.errors import OmniError, UnauthenticatedError, UnavailableError
+from servicekit.principal_cache import MISSING, PrincipalCache
 from servicekit.principals import ADMIN, SCOPED_KEY_PREFIX, Principal
 
 API_KEY_HEADER = "x-api-key"

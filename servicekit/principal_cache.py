@@ -21,11 +21,11 @@ MISS_SECONDS = 2.0
 MAX_ENTRIES = 10_000
 
 
-class _Missing:
+class Missing:
     """The cache holds nothing (or only a stale answer) for the key."""
 
 
-MISSING = _Missing()
+MISSING = Missing()
 
 
 def key_digest(key: str) -> bytes:
@@ -50,7 +50,7 @@ class PrincipalCache:
         self._clock = clock
         self._entries: OrderedDict[bytes, tuple[float, Principal | None]] = OrderedDict()
 
-    def get(self, key: str) -> Principal | _Missing | None:
+    def get(self, key: str) -> Principal | Missing | None:
         """The remembered answer for `key`, or `MISSING` when there is none still fresh."""
         digest = key_digest(key)
         entry = self._entries.get(digest)
