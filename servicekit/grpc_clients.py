@@ -11,7 +11,7 @@ from servicekit.grpc_errors import translate_rpc_error
 from servicekit.grpc_server import MAX_MESSAGE_BYTES
 from servicekit.keepalive import client_keepalive_options
 from servicekit.mesh_auth import MeshCredentials
-from servicekit.trace_propagation import context_propagating_interceptors
+from servicekit.trace_propagation import call_metadata_interceptors
 
 Resp = TypeVar("Resp")
 
@@ -32,10 +32,9 @@ def open_channel(address: str, *, tracing: bool = True, mesh: MeshCredentials | 
     With `mesh`, every call carries the mesh credential (token and caller name), over mutual TLS when it has
     certificates; without it the channel is plain and anonymous (health probes, tests of a bare servicer).
     """
-    interceptors = context_propagating_interceptors() if tracing else []
+    interceptors = call_metadata_interceptors(static=mesh.metadata() if mesh else (), propagate_context=tracing)
     if mesh is None:
         return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS, interceptors=interceptors)
-    interceptors = [*mesh.client_interceptors(), *interceptors]
     options = [*CHANNEL_OPTIONS, *mesh.channel_options()]
     tls = mesh.channel_credentials()
     if tls is None:

@@ -184,42 +184,6 @@ class MeshCredentials:
         cert, key, ca = self.tls.read()
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
-    def client_interceptors(self) -> list[Any]:
-        """Client interceptors adding `metadata()` to every call."""
-        return [_UnaryUnaryMetadata(self.metadata()), _UnaryStreamMetadata(self.metadata())]
-
-
-def _with_metadata(
-    details: grpc.aio.ClientCallDetails, extra: tuple[tuple[str, str], ...]
-) -> grpc.aio.ClientCallDetails:
-    metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    for key, value in extra:
-        if key not in metadata:
-            metadata.add(key, value)
-    return grpc.aio.ClientCallDetails(
-        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-    )
-
-
-class _UnaryUnaryMetadata(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
-        self._extra = extra
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(_with_metadata(client_call_details, self._extra), request)
-
-
-class _UnaryStreamMetadata(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
-    def __init__(self, extra: tuple[tuple[str, str], ...]) -> None:
-        self._extra = extra
-
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        return await continuation(_with_metadata(client_call_details, self._extra), request)
-
 
 KeyResolver = Callable[[str], Awaitable[Principal | None]]
 """Resolves a presented scoped API key to its principal (None: no such key). Raises `OmniError` when it cannot
@@ -233,6 +197,13 @@ class ServerAuth:
     credentials: MeshCredentials
     admin_key: str
     resolve_key: KeyResolver
+
+
+INTERNAL_ONLY = "this RPC is internal to the mesh"
+
+CALLER_AWARE_INTERNAL = frozenset({"/omni.router.v1.RouterService/WatchInstances"})
+"""Internal RPCs whose servicer reads the caller (which secrets a watcher may see); every other internal RPC is
+served without a per-call principal (the fast path of `MeshAuthInterceptor`)."""
 
 
 class _Refused(Exception):
@@ -262,6 +233,17 @@ class MeshAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or is_open(method):
+            return handler
+        if not self._mtls and method not in CALLER_AWARE_INTERNAL and not is_public(method):
+            # The message path (RouteMessage, ReceiveWebhook, SendMessage, ...): decided here from the call's
+            # metadata, and served unwrapped, because no internal servicer asks who called it.
+            metadata = _metadata_dict(handler_call_details.invocation_metadata)
+            try:
+                caller = self._mesh_caller(None, metadata)
+            except _Refused as refused:
+                return _aborting_handler(handler, refused)
+            if caller is None:
+                return _aborting_handler(handler, _Refused(grpc.StatusCode.UNAUTHENTICATED, INTERNAL_ONLY))
             return handler
         public = is_public(method)
         authenticate = self._authenticate
@@ -300,24 +282,22 @@ class MeshAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             raise AssertionError("unreachable") from None
 
     async def _principal(self, context: Any, public: bool) -> Principal:
-        metadata: dict[str, str] = {}
-        for key, value in context.invocation_metadata() or ():
-            if isinstance(value, str):
-                metadata.setdefault(key, value)
+        metadata = _metadata_dict(context.invocation_metadata())
         caller = self._mesh_caller(context, metadata)
         api_key = metadata.get(API_KEY_HEADER, "")
         if caller is not None and not (public and api_key):
             return Principal("mesh", service=caller)
         if not public:
-            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "this RPC is internal to the mesh")
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, INTERNAL_ONLY)
         if not api_key:
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, f"missing {API_KEY_HEADER}")
         # A mesh service may also act for a key holder it forwards: the key then decides what the call reaches.
         return await self._principal_for_key(api_key)
 
     def _mesh_caller(self, context: Any, metadata: Mapping[str, str]) -> str | None:
-        """The mesh service calling, None when the call carries no mesh credential; a wrong token is refused."""
-        if self._mtls:
+        """The mesh service calling, None when the call carries no mesh credential; a wrong token is refused.
+        `context` is only read under mTLS (the peer certificate)."""
+        if self._mtls and context is not None:
             names = (context.auth_context() or {}).get("x509_common_name") or []
             name = names[0].decode() if names else ""
             if name in MESH_SERVICES:
@@ -343,6 +323,32 @@ class MeshAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if principal is None or principal.kind == "mesh":
             raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "invalid API key")
         return principal
+
+
+def _metadata_dict(pairs: Any) -> dict[str, str]:
+    """The call's text metadata by key (the first value of a repeated key)."""
+    metadata: dict[str, str] = {}
+    for key, value in pairs or ():
+        if isinstance(value, str):
+            metadata.setdefault(key, value)
+    return metadata
+
+
+def _aborting_handler(handler: grpc.RpcMethodHandler[Any, Any], refused: _Refused) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as `handler` that refuses the call before any servicer (or span) code runs."""
+
+    async def refuse(request: Any, context: Any) -> Any:
+        await context.abort(refused.code, refused.message)
+
+    async def refuse_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        await context.abort(refused.code, refused.message)
+        yield  # pragma: no cover - abort raises
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(
+            refuse_stream, handler.request_deserializer, handler.response_serializer
+        )
+    return grpc.unary_unary_rpc_method_handler(refuse, handler.request_deserializer, handler.response_serializer)
 
 
 def _refusing_handler(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:

@@ -41,8 +41,10 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     chunks and the read stops once the cap is passed (the connection is then closed, not drained, by aiohttp).
     """
     declared = response.content_length
-    if declared is not None and declared > limit:
-        raise ResponseTooLargeError(limit, declared)
+    if declared is not None:
+        if declared > limit:
+            raise ResponseTooLargeError(limit, declared)
+        return await response.read()  # aiohttp reads exactly Content-Length bytes: the common, cheap case
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(READ_CHUNK):

@@ -18,36 +18,57 @@ from opentelemetry import propagate
 
 from servicekit.grpc_handlers import replace_unary_unary
 
+Pairs = tuple[tuple[str, str], ...]
 
-def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+
+def _with_metadata(
+    details: grpc.aio.ClientCallDetails, static: Pairs, propagate_context: bool
+) -> grpc.aio.ClientCallDetails:
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if not carrier:
+    if propagate_context:
+        propagate.inject(carrier)
+    if not carrier and not static:
         return details
-    metadata = list(details.metadata or ())
-    metadata.extend(carrier.items())
+    metadata = [*(details.metadata or ()), *static, *carrier.items()]
     return grpc.aio.ClientCallDetails(
         details.method, details.timeout, grpc.aio.Metadata(*metadata), details.credentials, details.wait_for_ready
     )
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, static: Pairs, propagate_context: bool) -> None:
+        self._static = static
+        self._propagate = propagate_context
+
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(_with_context(client_call_details), request)
+        return await continuation(_with_metadata(client_call_details, self._static, self._propagate), request)
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, static: Pairs, propagate_context: bool) -> None:
+        self._static = static
+        self._propagate = propagate_context
+
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
     ) -> Any:
-        return await continuation(_with_context(client_call_details), request)
+        return await continuation(_with_metadata(client_call_details, self._static, self._propagate), request)
+
+
+def call_metadata_interceptors(*, static: Pairs = (), propagate_context: bool = True) -> list[Any]:
+    """Client interceptors that add `static` metadata (the mesh credential) and, when `propagate_context`, the
+    current trace context to each call. One interceptor does both: every grpc.aio client interceptor wraps the call
+    in another task-backed call object, a measurable cost on the message path."""
+    if not static and not propagate_context:
+        return []
+    return [_UnaryUnary(static, propagate_context), _UnaryStream(static, propagate_context)]
 
 
 def context_propagating_interceptors() -> list[Any]:
     """Client interceptors that put the current trace context into each call's metadata."""
-    return [_UnaryUnary(), _UnaryStream()]
+    return call_metadata_interceptors()
 
 
 _PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})

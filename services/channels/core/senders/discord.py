@@ -49,7 +49,7 @@ from servicekit.address_guard import AddressRefusedError, guarded_session
 from servicekit.channels import Channel
 from servicekit.instances import DiscordConfig, Instance
 from servicekit.messages import Media, raw_base64
-from servicekit.outbound_http import is_redirect, redirect_message
+from servicekit.outbound_http import ResponseTooLargeError, is_redirect, read_capped, redirect_message
 from services.channels.core.models import ConnectionState, ConnectionStatus, OutboundPart
 from services.channels.core.senders.base import (
     REASON_MISCONFIGURED,
@@ -84,7 +84,6 @@ ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=Tr
 TYPING_PRESENCES = frozenset({"composing", "recording"})
 
 _KIND_EXTENSIONS = {"image": ".png", "audio": ".ogg", "video": ".mp4", "sticker": ".webp", "document": ".bin"}
-_DOWNLOAD_CHUNK = 64 * 1024
 
 
 _REST_INTENTS = discord.Intents(guilds=True)
@@ -414,16 +413,11 @@ class DiscordSender:
                     if response.status >= 500 or response.status == 429:
                         raise ChannelTransientError(message)
                     raise ChannelRejectedError(message, status=400)
-                if (response.content_length or 0) > self._media_max_bytes:
-                    raise self._too_big()
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_chunked(_DOWNLOAD_CHUNK):
-                    size += len(chunk)
-                    if size > self._media_max_bytes:
-                        raise self._too_big()
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("Content-Type", "")
+                try:
+                    data = await read_capped(response, self._media_max_bytes)
+                except ResponseTooLargeError:
+                    raise self._too_big() from None
+                return data, response.headers.get("Content-Type", "")
         except AddressRefusedError as exc:
             raise ChannelRejectedError(f"could not download the media: {exc}", status=400) from exc
         except (aiohttp.ClientError, OSError) as exc:

@@ -31,8 +31,10 @@ _EVOLUTION_STATES = {
 
 
 WEBHOOK_SECRET_HEADER = "x-omni-webhook-secret"
-WEBHOOK_EVENTS = ("MESSAGES_UPSERT", "SEND_MESSAGE", "MESSAGES_UPDATE", "CONNECTION_UPDATE", "QRCODE_UPDATED")
-"""What the hub subscribes to: messages in, its own sends (echo de-duplication), receipts and the connection."""
+WEBHOOK_EVENTS = ("MESSAGES_UPSERT", "CONNECTION_UPDATE", "QRCODE_UPDATED")
+"""What the hub subscribes to: messages in, and the connection's changes. Not SEND_MESSAGE: Evolution posts one per
+reply the hub sends, doubling the webhook traffic for an echo the hub already recognises (its own sends come back as
+fromMe upserts), and not MESSAGES_UPDATE until receipts are shown on traces (each reply would bring two more)."""
 
 
 class EvolutionSender:
