@@ -12,7 +12,7 @@ Signed calls: given the instance's `agent_signing_secret` (`--signing-secret whs
 `AGENT_SIGNING_SECRET` environment variable), the agent checks the Standard Webhooks headers of every call
 (`webhook-id`, `webhook-timestamp`, `webhook-signature`) over the raw body before it parses anything, and answers
 401 `{"detail": "invalid signature: <why>"}` when they do not prove the call came from the hub within five minutes.
-That check is the part of this file a real agent should copy (see `docs/agent-signatures.md`).
+That check is the part of this file a real agent should copy (see "Agent calls are signed" in the README).
 
 Run it with `python -m examples.agent_echo --host 127.0.0.1 --port 8000 [--api-key K] [--signing-secret S]`.
 """
