@@ -43,12 +43,11 @@ async def test_the_same_key_and_message_on_one_instance_sends_once(harness: Harn
 
 async def test_a_recreated_instance_starts_with_fresh_keys_users_and_sessions(harness: Harness) -> None:
     old = await create(harness, "acme")
-    assert harness.purger.purged == ["acme"]  # a created name starts clean, whatever a failed delete left
     await send(harness, "acme")
     routed = await harness.stub.RouteMessage(router_service_pb2.RouteMessageRequest(message=inbound("m-1")))
 
     await harness.stub.DeleteInstance(router_service_pb2.DeleteInstanceRequest(name="acme"))
-    assert harness.purger.purged == ["acme"] * 3  # before the row goes, and once more after
+    assert harness.purger.purged == ["acme", "acme"]  # before the row goes, and once more after
     new = await create(harness, "acme")
     assert new != old
 

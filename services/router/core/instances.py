@@ -203,8 +203,6 @@ class InstanceService:
         self._refuse_open_webhooks_in_production(stored)
         if await self._repository.get(stored.name) is not None:
             raise AlreadyExistsError(f"instance {stored.name!r} already exists", reason="INSTANCE_EXISTS")
-        # A name freed by a delete whose last purge failed may still have rows behind it: a new tenant inherits none.
-        await self._purger.purge(stored.name)
         await self._accounts.check(stored)
         await self._register_webhook(stored)
         await self._repository.create(stored)
