@@ -7,7 +7,6 @@ to the channels service for replies, and serves RouterService until SIGTERM/SIGI
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from omni.channels.v1 import channels_service_pb2_grpc
 from omni.ingress.v1 import ingress_service_pb2_grpc
@@ -51,13 +50,7 @@ async def main() -> None:
     configure_logging("router", settings.log_level)
     mesh = mesh_credentials_or_exit(settings, "router")
     try:
-        box = SecretBox.from_settings(
-            settings.secret_key,
-            settings.data_dir,
-            production=settings.is_production,
-            secret_keys=settings.secret_keys,
-            key_file=Path(settings.secret_key_file),
-        )
+        box = SecretBox.for_router(settings)
     except (RuntimeError, ValueError) as exc:
         log.critical("cannot start: %s", exc)
         raise SystemExit(2) from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 from servicekit.database import migrate, open_database
 from servicekit.logs import configure_logging
@@ -26,13 +25,7 @@ log = logging.getLogger("services.router.rotate_secrets")
 
 async def rotate(settings: Settings) -> RotationReport:
     """Open the router's database with the configured keys and rotate every stored secret."""
-    box = SecretBox.from_settings(
-        settings.secret_key,
-        settings.data_dir,
-        production=settings.is_production,
-        secret_keys=settings.secret_keys,
-        key_file=Path(settings.secret_key_file),
-    )
+    box = SecretBox.for_router(settings)
     db = await open_database(settings.database_url_for("router"), SCHEMA)
     try:
         await migrate(db, MIGRATIONS, lock_key=SCHEMA)

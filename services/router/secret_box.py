@@ -18,10 +18,14 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from servicekit.errors import InternalError
+
+if TYPE_CHECKING:
+    from services.router.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,17 @@ class SecretBox:
         path = key_file if key_file is not None else DEFAULT_KEY_FILE
         migrate_legacy_key_file(data_dir / LEGACY_KEY_FILE_NAME, path)
         return cls(load_or_create_key_file(path))
+
+    @classmethod
+    def for_router(cls, settings: Settings) -> SecretBox:
+        """The box the router's settings describe (the router and `rotate_secrets` open it the same way)."""
+        return cls.from_settings(
+            settings.secret_key,
+            settings.data_dir,
+            production=settings.is_production,
+            secret_keys=settings.secret_keys,
+            key_file=Path(settings.secret_key_file),
+        )
 
     def encrypt(self, value: str) -> str:
         if not value:

@@ -388,30 +388,19 @@ class TraceStore:
     async def delete_instance(self, instance_name: str, chunk: int = 1000) -> int:
         """Delete the traces of an instance with their spans (payloads live in both), `chunk` traces per transaction;
         returns the number of traces deleted."""
-        deleted = 0
-        while True:
-            async with self._db.transaction() as tx:
-                rows = await tx.fetch(
-                    "SELECT trace_id FROM traces WHERE instance_name = $1 LIMIT $2", instance_name, chunk
-                )
-                ids = [row["trace_id"] for row in rows]
-                if ids:
-                    param = self._bulk.id_param(ids)
-                    await tx.execute(f"DELETE FROM spans WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
-                    await tx.execute(f"DELETE FROM traces WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
-            deleted += len(ids)
-            if len(ids) < chunk:
-                return deleted
+        return await self._delete_traces("WHERE instance_name = $1", instance_name, chunk)
 
     async def delete_older_than(self, cutoff: float, chunk: int = 1000) -> int:
         """Delete traces created before `cutoff` (epoch seconds) and their spans, `chunk` traces per transaction
         so a large backlog never holds one huge transaction; returns the number of traces deleted."""
+        return await self._delete_traces("WHERE created_at < $1 ORDER BY created_at", cutoff, chunk)
+
+    async def _delete_traces(self, where: str, arg: object, chunk: int) -> int:
+        """Delete the traces `where` selects (one `$1` argument) and their spans, `chunk` traces per transaction."""
         deleted = 0
         while True:
             async with self._db.transaction() as tx:
-                rows = await tx.fetch(
-                    "SELECT trace_id FROM traces WHERE created_at < $1 ORDER BY created_at LIMIT $2", cutoff, chunk
-                )
+                rows = await tx.fetch(f"SELECT trace_id FROM traces {where} LIMIT $2", arg, chunk)
                 ids = [row["trace_id"] for row in rows]
                 if ids:
                     param = self._bulk.id_param(ids)

@@ -21,6 +21,7 @@ from services.channels.core.senders.whatsapp import EvolutionSender
 from services.channels.core.service import ChannelsCore
 from services.channels.storage import MIGRATION_LOCK, MIGRATIONS, SCHEMA, OutboxStore
 from simulators.evolution import EvolutionSimulator
+from tests.helpers.http_servers import servers  # noqa: F401 (a fixture for the tests of this folder)
 from tests.helpers.instances import DictDirectory
 
 GLOBAL_KEY = "global-test-key"

@@ -7,7 +7,7 @@ redirects; the clients use the guarded session the service itself runs with.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -26,51 +26,7 @@ from services.channels.core.senders.base import (
 )
 from services.channels.core.senders.discord import DiscordSender
 from simulators.discord import DiscordSimulator
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Server:
-    """A real HTTP server with one catch-all handler, recording the paths it was asked for."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.paths: list[str] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            self.paths.append(request.path)
-            return await self.handler(request)
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Handler], Awaitable[Server]]]:
-    started: list[Server] = []
-
-    async def start(handler: Handler) -> Server:
-        server = Server(handler)
-        await server.start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            await server.stop()
+from tests.helpers.http_servers import FakeServer, ServerFactory
 
 
 @pytest.fixture
@@ -83,24 +39,24 @@ def whatsapp(url: str) -> Instance:
     return Instance(name="acme", config=WhatsAppConfig(evolution_url=url, evolution_key="k", whatsapp_instance="wa"))
 
 
-async def redirect_pair(serve: Callable[[Handler], Awaitable[Server]]) -> tuple[Server, Server]:
+async def redirect_pair(servers: ServerFactory) -> tuple[FakeServer, FakeServer]:
     """A server answering 307 to everything, pointing at a second one that must never be asked."""
 
     async def collect(request: web.Request) -> web.StreamResponse:
         return web.json_response({"key": {"id": "stolen"}})
 
-    target = await serve(collect)
+    target = await servers(collect)
 
     async def redirect(request: web.Request) -> web.StreamResponse:
         raise web.HTTPTemporaryRedirect(target.url + "/collect")
 
-    return await serve(redirect), target
+    return await servers(redirect), target
 
 
 async def test_an_evolution_redirect_is_refused_and_not_followed(
-    session: aiohttp.ClientSession, serve: Callable[[Handler], Awaitable[Server]]
+    session: aiohttp.ClientSession, servers: ServerFactory
 ) -> None:
-    evolution, target = await redirect_pair(serve)
+    evolution, target = await redirect_pair(servers)
     client = EvolutionClient(session, timeout_seconds=5)
 
     with pytest.raises(ChannelRejectedError) as err:
@@ -115,7 +71,7 @@ async def test_an_evolution_redirect_is_refused_and_not_followed(
 
 
 async def test_an_oversized_evolution_answer_is_not_read_to_the_end(
-    session: aiohttp.ClientSession, serve: Callable[[Handler], Awaitable[Server]]
+    session: aiohttp.ClientSession, servers: ServerFactory
 ) -> None:
     total = MAX_RESPONSE_BYTES * 8
     written: list[int] = []
@@ -133,7 +89,7 @@ async def test_an_oversized_evolution_answer_is_not_read_to_the_end(
         written.append(sent)
         return stream
 
-    evolution = await serve(flood)
+    evolution = await servers(flood)
     client = EvolutionClient(session, timeout_seconds=10)
 
     with pytest.raises(ChannelTransientError, match=f"larger than {MAX_RESPONSE_BYTES} bytes") as err:
@@ -161,12 +117,12 @@ class NoBots:
 
 
 async def test_a_redirecting_media_url_is_refused_before_anything_is_sent(
-    discord_sim: DiscordSimulator, serve: Callable[[Handler], Awaitable[Server]]
+    discord_sim: DiscordSimulator, servers: ServerFactory
 ) -> None:
     bot = discord_sim.add_bot(name="omni-bot")
     guild = discord_sim.add_guild("Acme", bots=[bot.id], channels=("general",))
     instance = Instance(name="acme", config=DiscordConfig(bot_token=bot.token))
-    media_host, target = await redirect_pair(serve)
+    media_host, target = await redirect_pair(servers)
     sender = DiscordSender(NoBots(), send_timeout_seconds=5.0)
     try:
         with pytest.raises(ChannelRejectedError, match="redirects are not followed"):

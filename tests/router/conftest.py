@@ -34,6 +34,7 @@ from services.router.core.router import MessageRouter
 from services.router.secret_box import SecretBox
 from services.router.server import create_server
 from services.router.storage import MIGRATIONS, SCHEMA, IdentityRepository, InstanceRepository, RouteRepository
+from tests.helpers.http_servers import servers  # noqa: F401 (a fixture for the tests of this folder)
 from tests.helpers.mesh_auth import mesh_as
 
 AGENT_KEY = "agent-secret-key-1FAB"

@@ -7,8 +7,6 @@ which verifies Standard Webhooks signatures itself when given the instance's sec
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -21,56 +19,12 @@ from omni.router.v1 import instance_pb2, router_service_pb2
 
 from servicekit import standard_webhooks
 from services.router.core.agent_client import DEFAULT_MAX_RESPONSE_BYTES
+from tests.helpers.http_servers import ServerFactory
 from tests.router.conftest import Harness, inbound, wait_for, whatsapp_instance
 from tests.router.test_instances import violations
 
 SENT = channel_pb2.MESSAGE_OUTCOME_SENT
 ERROR = channel_pb2.MESSAGE_OUTCOME_ERROR
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class FakeServer:
-    """One real HTTP server with a single catch-all handler; records the paths it was asked for."""
-
-    handler: Handler
-    url: str = ""
-    paths: list[str] = field(default_factory=list)
-    runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        async def handle(request: web.Request) -> web.StreamResponse:
-            self.paths.append(request.path)
-            return await self.handler(request)
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[Callable[[Handler], Awaitable[FakeServer]]]:
-    started: list[FakeServer] = []
-
-    async def start(handler: Handler) -> FakeServer:
-        server = FakeServer(handler)
-        await server.start()
-        started.append(server)
-        return server
-
-    try:
-        yield start
-    finally:
-        for server in started:
-            await server.stop()
 
 
 async def create(h: Harness, agent_url: str, **overrides: Any) -> router_service_pb2.CreateInstanceResponse:
@@ -131,9 +85,7 @@ async def test_a_wrong_secret_is_refused_by_the_agent(harness: Harness) -> None:
     assert "invalid signature: no matching signature" in response.error_message
 
 
-async def test_a_redirect_is_an_agent_error_and_is_not_followed(
-    harness: Harness, servers: Callable[[Handler], Awaitable[FakeServer]]
-) -> None:
+async def test_a_redirect_is_an_agent_error_and_is_not_followed(harness: Harness, servers: ServerFactory) -> None:
     async def steal(request: web.Request) -> web.StreamResponse:
         return web.json_response({"text": "stolen"})
 
@@ -158,7 +110,7 @@ async def test_a_redirect_is_an_agent_error_and_is_not_followed(
 
 
 async def test_an_oversized_reply_is_an_agent_error_without_reading_it_all(
-    harness: Harness, servers: Callable[[Handler], Awaitable[FakeServer]]
+    harness: Harness, servers: ServerFactory
 ) -> None:
     """A body streamed without Content-Length, far bigger than the cap: the router stops reading at the cap."""
     chunk = b"x" * (256 * 1024)
@@ -192,9 +144,7 @@ async def test_an_oversized_reply_is_an_agent_error_without_reading_it_all(
     assert written[0] < total // 4
 
 
-async def test_a_declared_oversized_reply_is_refused_before_reading(
-    harness: Harness, servers: Callable[[Handler], Awaitable[FakeServer]]
-) -> None:
+async def test_a_declared_oversized_reply_is_refused_before_reading(harness: Harness, servers: ServerFactory) -> None:
     async def big(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"{" + b" " * (DEFAULT_MAX_RESPONSE_BYTES + 10) + b"}", content_type="text/plain")
 
