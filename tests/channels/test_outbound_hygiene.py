@@ -26,7 +26,7 @@ from services.channels.core.senders.base import (
 )
 from services.channels.core.senders.discord import DiscordSender
 from simulators.discord import DiscordSimulator
-from tests.helpers.http_servers import FakeServer, ServerFactory
+from tests.helpers.http_servers import FakeServer, ServerFactory, flooding
 
 
 @pytest.fixture
@@ -75,21 +75,7 @@ async def test_an_oversized_evolution_answer_is_not_read_to_the_end(
 ) -> None:
     total = MAX_RESPONSE_BYTES * 8
     written: list[int] = []
-
-    async def flood(request: web.Request) -> web.StreamResponse:
-        stream = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await stream.prepare(request)
-        sent = 0
-        try:
-            while sent < total:
-                await stream.write(b" " * 65536)
-                sent += 65536
-        except (ConnectionError, RuntimeError):
-            pass
-        written.append(sent)
-        return stream
-
-    evolution = await servers(flood)
+    evolution = await servers(flooding(total, written, chunk=65536))
     client = EvolutionClient(session, timeout_seconds=10)
 
     with pytest.raises(ChannelTransientError, match=f"larger than {MAX_RESPONSE_BYTES} bytes") as err:

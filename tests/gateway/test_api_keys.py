@@ -3,9 +3,6 @@ admin key a production gateway refuses to start with."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,8 +15,7 @@ from servicekit.errors import UnavailableError
 from servicekit.principal_cache import MISSING, PrincipalCache
 from servicekit.principals import Principal
 from tests.gateway.conftest import FakeMesh, gateway_settings, whatsapp_instance
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.gateway.process import gateway_exit
 
 
 async def test_issue_list_use_and_revoke_a_key(client: httpx.AsyncClient, anon: httpx.AsyncClient) -> None:
@@ -127,23 +123,6 @@ def test_production_accepts_a_long_random_admin_key_and_development_any() -> Non
 
 
 async def test_production_process_refuses_the_example_key(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOMAGIK_OMNI_")}
-    env.update(
-        {
-            "AUTOMAGIK_OMNI_API_KEY": "change-me",
-            "ENVIRONMENT": "production",
-            "PYTHONPATH": f"{REPO}:{REPO / 'gen' / 'python'}",
-        }
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 2
+    code, stderr = await gateway_exit(tmp_path, {"AUTOMAGIK_OMNI_API_KEY": "change-me", "ENVIRONMENT": "production"})
+    assert code == 2
     assert b"AUTOMAGIK_OMNI_API_KEY is an example value" in stderr

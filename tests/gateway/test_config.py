@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 import httpx
@@ -13,8 +10,7 @@ import pytest
 from gateway.app.config import MissingApiKeyError
 from gateway.app.main import create_app
 from tests.gateway.conftest import gateway_settings
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.gateway.process import gateway_exit
 
 
 @pytest.mark.parametrize("key", ["", "   "])
@@ -42,17 +38,6 @@ async def test_cors_headers_for_an_allowed_origin() -> None:
 
 
 async def test_process_exits_with_a_clear_message_without_a_key(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOMAGIK_OMNI_")}
-    env.update({"AUTOMAGIK_OMNI_API_KEY": "", "PYTHONPATH": f"{REPO}:{REPO / 'gen' / 'python'}"})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode == 2
+    code, stderr = await gateway_exit(tmp_path, {"AUTOMAGIK_OMNI_API_KEY": ""})
+    assert code == 2
     assert b"AUTOMAGIK_OMNI_API_KEY is not set" in stderr

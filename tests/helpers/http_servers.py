@@ -56,3 +56,24 @@ async def servers() -> AsyncIterator[ServerFactory]:
     finally:
         for server in started:
             await server.stop()
+
+
+def flooding(total: int, written: list[int], *, chunk: int = 256 * 1024) -> Handler:
+    """A handler streaming `total` bytes without Content-Length, appending to `written` how many it managed before
+    the client hung up (a client that caps its reads stops it far short of `total`)."""
+    piece = b" " * chunk
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await stream.prepare(request)
+        sent = 0
+        try:
+            while sent < total:
+                await stream.write(piece)
+                sent += chunk
+        except (ConnectionError, RuntimeError):
+            pass
+        written.append(sent)
+        return stream
+
+    return flood

@@ -19,7 +19,7 @@ from omni.router.v1 import instance_pb2, router_service_pb2
 
 from servicekit import standard_webhooks
 from services.router.core.agent_client import DEFAULT_MAX_RESPONSE_BYTES
-from tests.helpers.http_servers import ServerFactory
+from tests.helpers.http_servers import ServerFactory, flooding
 from tests.router.conftest import Harness, inbound, wait_for, whatsapp_instance
 from tests.router.test_instances import violations
 
@@ -113,24 +113,9 @@ async def test_an_oversized_reply_is_an_agent_error_without_reading_it_all(
     harness: Harness, servers: ServerFactory
 ) -> None:
     """A body streamed without Content-Length, far bigger than the cap: the router stops reading at the cap."""
-    chunk = b"x" * (256 * 1024)
     total = 256 * 1024 * 1024
     written: list[int] = []
-
-    async def flood(request: web.Request) -> web.StreamResponse:
-        stream = web.StreamResponse(headers={"Content-Type": "application/json"})
-        await stream.prepare(request)
-        sent = 0
-        try:
-            while sent < total:
-                await stream.write(chunk)
-                sent += len(chunk)
-        except (ConnectionError, RuntimeError):
-            pass
-        written.append(sent)
-        return stream
-
-    agent = await servers(flood)
+    agent = await servers(flooding(total, written))
     await create(harness, agent.url)
 
     response = await route(harness)
