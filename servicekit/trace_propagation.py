@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from servicekit.grpc_handlers import replace_unary_unary
+from servicekit.principals import current_principal
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -75,7 +76,10 @@ _PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
 
 
 class TraceContextServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Makes the caller's trace context current while a unary handler runs, so its spans join the caller's trace."""
+    """Makes the caller's trace context current while a unary handler runs, so its spans join the caller's trace.
+
+    Only mesh callers' contexts are continued (the auth interceptor, outside this one, has set the principal): like
+    the public HTTP edge, a direct gRPC client's `traceparent` does not choose a trace."""
 
     async def intercept_service(
         self,
@@ -91,6 +95,9 @@ class TraceContextServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore
         inner: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: Any) -> Any:
+            if current_principal().kind != "mesh":
+                # A direct client (an API key on a public RPC) does not choose the trace its call joins.
+                return await inner(request, context)
             token = otel_context.attach(remote)
             try:
                 return await inner(request, context)
