@@ -68,7 +68,9 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
         self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
     ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
         caller = current_principal()
-        scope = caller.instance_name if caller.is_scoped else ""
+        if request.instance_name:
+            caller.require_instance(request.instance_name)
+        scope = caller.instance_name if caller.is_scoped else request.instance_name
         redelivered = await self._core.redeliver_dead_letter(request.id, scope)
         return ingress_service_pb2.RedeliverDeadLetterResponse(id=redelivered)
 

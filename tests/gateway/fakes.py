@@ -333,7 +333,8 @@ class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
         self, request: ingress_service_pb2.RedeliverDeadLetterRequest, context: Context
     ) -> ingress_service_pb2.RedeliverDeadLetterResponse:
         self.script.record("RedeliverDeadLetter", request, context)
-        if request.id not in self.dead:
+        owner = {x.id: x.message.instance_name for x in self.letters}.get(request.id)
+        if request.id not in self.dead or (request.instance_name and owner != request.instance_name):
             raise NotFoundError(f"no dead letter {request.id}")
         return ingress_service_pb2.RedeliverDeadLetterResponse(id=request.id)
 

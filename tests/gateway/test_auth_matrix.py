@@ -218,9 +218,11 @@ async def test_scoped_key_on_another_instances_route_is_404(
     if route.kind == "instance":
         assert not made
     else:
-        assert made <= {"GetTrace", "ListDeadLetters"}
-        listed = tenants.mesh.script.calls.get("ListDeadLetters", [])[before.get("ListDeadLetters", 0) :]
-        assert all(request.instance_name == OWN for request in listed)
+        assert made <= {"GetTrace", "ListDeadLetters", "RedeliverDeadLetter"}
+        # Whatever reaches ingress is limited to the key's own instance (ingress answers 404 for another's letter).
+        for method in ("ListDeadLetters", "RedeliverDeadLetter"):
+            sent = tenants.mesh.script.calls.get(method, [])[before.get(method, 0) :]
+            assert all(request.instance_name == OWN for request in sent)
 
 
 @pytest.mark.parametrize("route", REACHABLE, ids=str)
@@ -253,4 +255,8 @@ async def test_a_scoped_key_may_redeliver_its_own_dead_letter_only(http: httpx.A
     assert own.status_code == 200
     other_url = f"/api/v1/dead-letters/{LETTER_OF[OTHER]}/redeliver"
     assert (await http.post(other_url, headers={"x-api-key": tenants.own_key})).status_code == 404
-    assert [r.id for r in tenants.mesh.script.calls["RedeliverDeadLetter"]] == [LETTER_OF[OWN]]
+    # Both asks name the key's own instance, so ingress itself refuses the other instance's letter.
+    assert [(r.id, r.instance_name) for r in tenants.mesh.script.calls["RedeliverDeadLetter"]] == [
+        (LETTER_OF[OWN], OWN),
+        (LETTER_OF[OTHER], OWN),
+    ]

@@ -197,7 +197,14 @@ async def test_router_unavailable_is_retried_then_dead_letter_redelivered(mesh: 
     assert [r.final_attempt for r in mesh.router.requests] == [False] * 7 + [True]
 
     mesh.router.failures = []
-    redelivered = await mesh.ingress.RedeliverDeadLetter(Ingress.RedeliverDeadLetterRequest(id=letter.id), timeout=5)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:  # limited to another instance: as if it did not exist
+        await mesh.ingress.RedeliverDeadLetter(
+            Ingress.RedeliverDeadLetterRequest(id=letter.id, instance_name="disco"), timeout=5
+        )
+    assert failure.value.code() is grpc.StatusCode.NOT_FOUND
+    redelivered = await mesh.ingress.RedeliverDeadLetter(
+        Ingress.RedeliverDeadLetterRequest(id=letter.id, instance_name="acme"), timeout=5
+    )
     assert redelivered.id == letter.id
     await eventually(lambda: _routed(mesh, 9))
     with pytest.raises(grpc.aio.AioRpcError) as failure:

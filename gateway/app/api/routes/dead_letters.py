@@ -12,31 +12,8 @@ from gateway.app.api.rpc import call
 from gateway.app.mappers.dead_letters import dead_letter_out
 from gateway.app.schemas.common import PAGE_MAX
 from gateway.app.schemas.dead_letters import DeadLetterList, RedeliverOut
-from servicekit.errors import NotFoundError
 
 router = APIRouter(prefix="/dead-letters", tags=["dead-letters"])
-
-_SCAN_PAGE_SIZE = 500
-"""Page size of the search for a scoped key's dead letter (the most ListDeadLetters gives at once)."""
-
-
-async def _is_dead_letter_of(stub: IngressStubDep, settings: SettingsDep, letter_id: str, instance_name: str) -> bool:
-    """Whether `letter_id` is one of the instance's dead letters. RedeliverDeadLetter takes an id only, so a scoped
-    key's redelivery is checked against its own instance's list first; dead letters are few, so a scan is cheap."""
-    page = 1
-    while True:
-        answer = await call(
-            stub.ListDeadLetters,
-            ingress_service_pb2.ListDeadLettersRequest(
-                instance_name=instance_name, page=page, page_size=_SCAN_PAGE_SIZE
-            ),
-            timeout=settings.api_rpc_timeout_seconds,
-        )
-        if any(letter.id == letter_id for letter in answer.dead_letters):
-            return True
-        if not answer.dead_letters or page * _SCAN_PAGE_SIZE >= answer.total_count:
-            return False
-        page += 1
 
 
 @router.get("", response_model=DeadLetterList)
@@ -70,11 +47,11 @@ async def redeliver_dead_letter(
 ) -> RedeliverOut:
     """Put a dead message back in the inbox with a fresh attempt budget. 404 unknown (or another instance's, for a
     scoped key), 409 not dead."""
-    if principal.is_scoped and not await _is_dead_letter_of(stub, settings, letter_id, principal.instance_name):
-        raise NotFoundError(f"no dead letter {letter_id}", reason="DEAD_LETTER_NOT_FOUND")
     answer = await call(
         stub.RedeliverDeadLetter,
-        ingress_service_pb2.RedeliverDeadLetterRequest(id=letter_id),
+        ingress_service_pb2.RedeliverDeadLetterRequest(
+            id=letter_id, instance_name=principal.instance_name if principal.is_scoped else ""
+        ),
         timeout=settings.api_rpc_timeout_seconds,
     )
     return RedeliverOut(id=answer.id or letter_id)

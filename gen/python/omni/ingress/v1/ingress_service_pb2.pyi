@@ -260,16 +260,22 @@ class RedeliverDeadLetterRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the dead letter's message id."""
+    instance_name: _builtins.str
+    """instance_name, when set, limits the redelivery to that instance's dead letters (NOT_FOUND otherwise): the
+    gateway sets it for a key scoped to one instance.
+    """
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
+        instance_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "instance_name", b"instance_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
