@@ -61,11 +61,18 @@ class SlackConfig:
         "bot_token": "slack_bot_token",
         "signing_secret": "slack_signing_secret",
         "app_token": "slack_app_token",
+        "bot_user_id": "slack_bot_user_id",
+        "team_id": "slack_team_id",
+        "team_name": "slack_team_name",
     }
 
     bot_token: str = ""
     signing_secret: str = ""
     app_token: str = ""
+    bot_user_id: str = ""
+    """The bot's own user id (auth.test at creation): its posts come back as events and must be ignored."""
+    team_id: str = ""
+    team_name: str = ""
 
 
 ChannelConfig = WhatsAppConfig | DiscordConfig | SlackConfig

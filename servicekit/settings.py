@@ -58,6 +58,9 @@ class MeshSettings(BaseSettings):
     """Discord REST base (AUTOMAGIK_OMNI_DISCORD_API_URL): a Discord-compatible server or a simulator may stand in."""
     discord_gateway_url: str = "wss://gateway.discord.gg/"
     """Discord gateway websocket (AUTOMAGIK_OMNI_DISCORD_GATEWAY_URL), likewise."""
+    slack_api_url: str = "https://slack.com/api/"
+    """Slack Web API base (AUTOMAGIK_OMNI_SLACK_API_URL, ending in "/"): a Slack-compatible server or the simulator
+    may stand in; Socket Mode's websocket URL comes from its apps.connections.open."""
     delivery_retention_interval_seconds: float = 3600.0
     """How often ingress, router and channels sweep their delivery records (also once at start-up)."""
     api_key: str = ""

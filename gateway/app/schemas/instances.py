@@ -159,6 +159,9 @@ class InstanceOut(BaseModel):
     has_slack_signing_secret: bool = False
     slack_app_token: str | None = None
     has_slack_app_token: bool = False
+    slack_bot_user_id: str | None = Field(default=None, description="The bot's user id (auth.test), read only.")
+    slack_team_id: str | None = Field(default=None, description="The workspace id (auth.test), read only.")
+    slack_team_name: str | None = Field(default=None, description="The workspace name (auth.test), read only.")
     agent_api_url: str | None = None
     agent_api_key: str | None = None
     has_agent_api_key: bool = False

@@ -28,7 +28,7 @@ from omni.common.v1 import message_pb2 as omni_dot_common_dot_v1_dot_message__pb
 from omni.router.v1 import instance_pb2 as omni_dot_router_dot_v1_dot_instance__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'omni/channels/v1/channels_service.proto\x12\x10omni.channels.v1\x1a\x1fomni/channels/v1/outbound.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1domni/router/v1/instance.proto\"\xb2\x01\n\x12SendMessageRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12-\n\x05parts\x18\x03 \x03(\x0b\x32\x1e.omni.channels.v1.OutboundPart\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x19\n\x11quoted_message_id\x18\x05 \x01(\t\x12\x11\n\tthread_id\x18\x06 \x01(\t\"D\n\x13SendMessageResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.omni.channels.v1.PartResult\"\x80\x01\n\x13SendPresenceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12,\n\x08presence\x18\x03 \x01(\x0e\x32\x1a.omni.channels.v1.Presence\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x05\"\x16\n\x14SendPresenceResponse\"L\n\x1aGetConnectionStatusRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x17\n\x0finclude_qr_code\x18\x02 \x01(\x08\"\x84\x02\n\x1bGetConnectionStatusResponse\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x1f.omni.common.v1.ConnectionState\x12\x11\n\traw_state\x18\x02 \x01(\t\x12\x0f\n\x07qr_code\x18\x03 \x01(\t\x12\x14\n\x0cpairing_code\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12-\n\nworkspaces\x18\x06 \x03(\x0b\x32\x19.omni.common.v1.Workspace\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\naccount_id\x18\x08 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\t \x01(\t\"A\n\x13\x43heckAccountRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"@\n\x14\x43heckAccountResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\",\n\x13ListChannelsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"G\n\x14ListChannelsResponse\x12/\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1d.omni.channels.v1.ChatChannel\"v\n\x0b\x43hatChannel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12,\n\tworkspace\x18\x04 \x01(\x0b\x32\x19.omni.common.v1.Workspace\x12\x11\n\tparent_id\x18\x05 \x01(\t\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03\"Y\n\x16RegisterWebhookRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\x12\x13\n\x0bwebhook_url\x18\x02 \x01(\t\"-\n\x17RegisterWebhookResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\x32\xe1\x05\n\x0f\x43hannelsService\x12Z\n\x0bSendMessage\x12$.omni.channels.v1.SendMessageRequest\x1a%.omni.channels.v1.SendMessageResponse\x12]\n\x0cSendPresence\x12%.omni.channels.v1.SendPresenceRequest\x1a&.omni.channels.v1.SendPresenceResponse\x12w\n\x13GetConnectionStatus\x12,.omni.channels.v1.GetConnectionStatusRequest\x1a-.omni.channels.v1.GetConnectionStatusResponse\"\x03\x90\x02\x01\x12\x62\n\x0c\x43heckAccount\x12%.omni.channels.v1.CheckAccountRequest\x1a&.omni.channels.v1.CheckAccountResponse\"\x03\x90\x02\x01\x12\x62\n\x0cListChannels\x12%.omni.channels.v1.ListChannelsRequest\x1a&.omni.channels.v1.ListChannelsResponse\"\x03\x90\x02\x01\x12k\n\x0fRegisterWebhook\x12(.omni.channels.v1.RegisterWebhookRequest\x1a).omni.channels.v1.RegisterWebhookResponse\"\x03\x90\x02\x02\x12\x65\n\rPurgeInstance\x12&.omni.channels.v1.PurgeInstanceRequest\x1a\'.omni.channels.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'omni/channels/v1/channels_service.proto\x12\x10omni.channels.v1\x1a\x1fomni/channels/v1/outbound.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1domni/router/v1/instance.proto\"\xb2\x01\n\x12SendMessageRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12-\n\x05parts\x18\x03 \x03(\x0b\x32\x1e.omni.channels.v1.OutboundPart\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x19\n\x11quoted_message_id\x18\x05 \x01(\t\x12\x11\n\tthread_id\x18\x06 \x01(\t\"D\n\x13SendMessageResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.omni.channels.v1.PartResult\"\x80\x01\n\x13SendPresenceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12,\n\x08presence\x18\x03 \x01(\x0e\x32\x1a.omni.channels.v1.Presence\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x05\"\x16\n\x14SendPresenceResponse\"L\n\x1aGetConnectionStatusRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x17\n\x0finclude_qr_code\x18\x02 \x01(\x08\"\x84\x02\n\x1bGetConnectionStatusResponse\x12.\n\x05state\x18\x01 \x01(\x0e\x32\x1f.omni.common.v1.ConnectionState\x12\x11\n\traw_state\x18\x02 \x01(\t\x12\x0f\n\x07qr_code\x18\x03 \x01(\t\x12\x14\n\x0cpairing_code\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12-\n\nworkspaces\x18\x06 \x03(\x0b\x32\x19.omni.common.v1.Workspace\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\naccount_id\x18\x08 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\t \x01(\t\"A\n\x13\x43heckAccountRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\"n\n\x14\x43heckAccountResponse\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x16\n\x0eworkspace_name\x18\x04 \x01(\t\",\n\x13ListChannelsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"G\n\x14ListChannelsResponse\x12/\n\x08\x63hannels\x18\x01 \x03(\x0b\x32\x1d.omni.channels.v1.ChatChannel\"v\n\x0b\x43hatChannel\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12,\n\tworkspace\x18\x04 \x01(\x0b\x32\x19.omni.common.v1.Workspace\x12\x11\n\tparent_id\x18\x05 \x01(\t\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03\"Y\n\x16RegisterWebhookRequest\x12*\n\x08instance\x18\x01 \x01(\x0b\x32\x18.omni.router.v1.Instance\x12\x13\n\x0bwebhook_url\x18\x02 \x01(\t\"-\n\x17RegisterWebhookResponse\x12\x12\n\nregistered\x18\x01 \x01(\x08\x32\xe1\x05\n\x0f\x43hannelsService\x12Z\n\x0bSendMessage\x12$.omni.channels.v1.SendMessageRequest\x1a%.omni.channels.v1.SendMessageResponse\x12]\n\x0cSendPresence\x12%.omni.channels.v1.SendPresenceRequest\x1a&.omni.channels.v1.SendPresenceResponse\x12w\n\x13GetConnectionStatus\x12,.omni.channels.v1.GetConnectionStatusRequest\x1a-.omni.channels.v1.GetConnectionStatusResponse\"\x03\x90\x02\x01\x12\x62\n\x0c\x43heckAccount\x12%.omni.channels.v1.CheckAccountRequest\x1a&.omni.channels.v1.CheckAccountResponse\"\x03\x90\x02\x01\x12\x62\n\x0cListChannels\x12%.omni.channels.v1.ListChannelsRequest\x1a&.omni.channels.v1.ListChannelsResponse\"\x03\x90\x02\x01\x12k\n\x0fRegisterWebhook\x12(.omni.channels.v1.RegisterWebhookRequest\x1a).omni.channels.v1.RegisterWebhookResponse\"\x03\x90\x02\x02\x12\x65\n\rPurgeInstance\x12&.omni.channels.v1.PurgeInstanceRequest\x1a\'.omni.channels.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,21 +60,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKACCOUNTREQUEST']._serialized_start=932
   _globals['_CHECKACCOUNTREQUEST']._serialized_end=997
   _globals['_CHECKACCOUNTRESPONSE']._serialized_start=999
-  _globals['_CHECKACCOUNTRESPONSE']._serialized_end=1063
-  _globals['_LISTCHANNELSREQUEST']._serialized_start=1065
-  _globals['_LISTCHANNELSREQUEST']._serialized_end=1109
-  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1111
-  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1182
-  _globals['_CHATCHANNEL']._serialized_start=1184
-  _globals['_CHATCHANNEL']._serialized_end=1302
-  _globals['_PURGEINSTANCEREQUEST']._serialized_start=1304
-  _globals['_PURGEINSTANCEREQUEST']._serialized_end=1349
-  _globals['_PURGEINSTANCERESPONSE']._serialized_start=1351
-  _globals['_PURGEINSTANCERESPONSE']._serialized_end=1396
-  _globals['_REGISTERWEBHOOKREQUEST']._serialized_start=1398
-  _globals['_REGISTERWEBHOOKREQUEST']._serialized_end=1487
-  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=1489
-  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=1534
-  _globals['_CHANNELSSERVICE']._serialized_start=1537
-  _globals['_CHANNELSSERVICE']._serialized_end=2274
+  _globals['_CHECKACCOUNTRESPONSE']._serialized_end=1109
+  _globals['_LISTCHANNELSREQUEST']._serialized_start=1111
+  _globals['_LISTCHANNELSREQUEST']._serialized_end=1155
+  _globals['_LISTCHANNELSRESPONSE']._serialized_start=1157
+  _globals['_LISTCHANNELSRESPONSE']._serialized_end=1228
+  _globals['_CHATCHANNEL']._serialized_start=1230
+  _globals['_CHATCHANNEL']._serialized_end=1348
+  _globals['_PURGEINSTANCEREQUEST']._serialized_start=1350
+  _globals['_PURGEINSTANCEREQUEST']._serialized_end=1395
+  _globals['_PURGEINSTANCERESPONSE']._serialized_start=1397
+  _globals['_PURGEINSTANCERESPONSE']._serialized_end=1442
+  _globals['_REGISTERWEBHOOKREQUEST']._serialized_start=1444
+  _globals['_REGISTERWEBHOOKREQUEST']._serialized_end=1533
+  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_start=1535
+  _globals['_REGISTERWEBHOOKRESPONSE']._serialized_end=1580
+  _globals['_CHANNELSSERVICE']._serialized_start=1583
+  _globals['_CHANNELSSERVICE']._serialized_end=2320
 # @@protoc_insertion_point(module_scope)

@@ -255,19 +255,27 @@ class CheckAccountResponse(_message.Message):
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    WORKSPACE_NAME_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """account_id is the channel's id of the account (the bot user id); empty when the channel checks nothing."""
     account_name: _builtins.str
     """account_name is the account's name on the channel."""
+    workspace_id: _builtins.str
+    """workspace_id is the account's workspace (the Slack team id); empty for channels without one."""
+    workspace_name: _builtins.str
+    """workspace_name is the workspace's name."""
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
         account_name: _builtins.str = ...,
+        workspace_id: _builtins.str = ...,
+        workspace_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_name", b"account_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_name", b"account_name", "workspace_id", b"workspace_id", "workspace_name", b"workspace_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from omni.common.v1 import message_pb2 as omni_dot_common_dot_v1_dot_message__pb
 from omni.ingress.v1 import inbox_pb2 as omni_dot_ingress_dot_v1_dot_inbox__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%omni/ingress/v1/ingress_service.proto\x12\x0fomni.ingress.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1bomni/ingress/v1/inbox.proto\"\xdc\x01\n\x15ReceiveWebhookRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x44\n\x07headers\x18\x04 \x03(\x0b\x32\x33.omni.ingress.v1.ReceiveWebhookRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\x16ReceiveWebhookResponse\x12\x38\n\x0b\x64isposition\x18\x01 \x01(\x0e\x32#.omni.ingress.v1.WebhookDisposition\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\r\n\x05\x65vent\x18\x05 \x01(\t\"G\n\x14IngestMessageRequest\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.omni.common.v1.InboundMessage\">\n\x15IngestMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"P\n\x16ListDeadLettersRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0c\n\x04page\x18\x03 \x01(\x05\"a\n\x17ListDeadLettersResponse\x12\x31\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1b.omni.ingress.v1.DeadLetter\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"?\n\x1aRedeliverDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\")\n\x1bRedeliverDeadLetterResponse\x12\n\n\x02id\x18\x01 \x01(\t\"(\n\x0fListBotsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"<\n\x10ListBotsResponse\x12(\n\x04\x62ots\x18\x01 \x03(\x0b\x32\x1a.omni.ingress.v1.BotStatus\"\xb8\x02\n\tBotStatus\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.omni.common.v1.ConnectionState\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\x12-\n\nworkspaces\x18\x06 \x03(\x0b\x32\x19.omni.common.v1.Workspace\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\naccount_id\x18\x08 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\t \x01(\t\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03*\x9f\x01\n\x12WebhookDisposition\x12#\n\x1fWEBHOOK_DISPOSITION_UNSPECIFIED\x10\x00\x12 \n\x1cWEBHOOK_DISPOSITION_ACCEPTED\x10\x01\x12!\n\x1dWEBHOOK_DISPOSITION_DUPLICATE\x10\x02\x12\x1f\n\x1bWEBHOOK_DISPOSITION_IGNORED\x10\x03\x32\xeb\x04\n\x0eIngressService\x12\x61\n\x0eReceiveWebhook\x12&.omni.ingress.v1.ReceiveWebhookRequest\x1a\'.omni.ingress.v1.ReceiveWebhookResponse\x12^\n\rIngestMessage\x12%.omni.ingress.v1.IngestMessageRequest\x1a&.omni.ingress.v1.IngestMessageResponse\x12i\n\x0fListDeadLetters\x12\'.omni.ingress.v1.ListDeadLettersRequest\x1a(.omni.ingress.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12p\n\x13RedeliverDeadLetter\x12+.omni.ingress.v1.RedeliverDeadLetterRequest\x1a,.omni.ingress.v1.RedeliverDeadLetterResponse\x12T\n\x08ListBots\x12 .omni.ingress.v1.ListBotsRequest\x1a!.omni.ingress.v1.ListBotsResponse\"\x03\x90\x02\x01\x12\x63\n\rPurgeInstance\x12%.omni.ingress.v1.PurgeInstanceRequest\x1a&.omni.ingress.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%omni/ingress/v1/ingress_service.proto\x12\x0fomni.ingress.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1comni/common/v1/channel.proto\x1a\x1comni/common/v1/message.proto\x1a\x1bomni/ingress/v1/inbox.proto\"\xdc\x01\n\x15ReceiveWebhookRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x44\n\x07headers\x18\x04 \x03(\x0b\x32\x33.omni.ingress.v1.ReceiveWebhookRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaa\x01\n\x16ReceiveWebhookResponse\x12\x38\n\x0b\x64isposition\x18\x01 \x01(\x0e\x32#.omni.ingress.v1.WebhookDisposition\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08trace_id\x18\x04 \x01(\t\x12\r\n\x05\x65vent\x18\x05 \x01(\t\x12\x11\n\tchallenge\x18\x06 \x01(\t\"G\n\x14IngestMessageRequest\x12/\n\x07message\x18\x01 \x01(\x0b\x32\x1e.omni.common.v1.InboundMessage\">\n\x15IngestMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"P\n\x16ListDeadLettersRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0c\n\x04page\x18\x03 \x01(\x05\"a\n\x17ListDeadLettersResponse\x12\x31\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1b.omni.ingress.v1.DeadLetter\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"?\n\x1aRedeliverDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rinstance_name\x18\x02 \x01(\t\")\n\x1bRedeliverDeadLetterResponse\x12\n\n\x02id\x18\x01 \x01(\t\"(\n\x0fListBotsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"<\n\x10ListBotsResponse\x12(\n\x04\x62ots\x18\x01 \x03(\x0b\x32\x1a.omni.ingress.v1.BotStatus\"\xb8\x02\n\tBotStatus\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12(\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x17.omni.common.v1.Channel\x12.\n\x05state\x18\x03 \x01(\x0e\x32\x1f.omni.common.v1.ConnectionState\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\r\n\x05owner\x18\x05 \x01(\t\x12-\n\nworkspaces\x18\x06 \x03(\x0b\x32\x19.omni.common.v1.Workspace\x12\x12\n\nlatency_ms\x18\x07 \x01(\x01\x12\x12\n\naccount_id\x18\x08 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\t \x01(\t\x12.\n\nupdated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03*\x9f\x01\n\x12WebhookDisposition\x12#\n\x1fWEBHOOK_DISPOSITION_UNSPECIFIED\x10\x00\x12 \n\x1cWEBHOOK_DISPOSITION_ACCEPTED\x10\x01\x12!\n\x1dWEBHOOK_DISPOSITION_DUPLICATE\x10\x02\x12\x1f\n\x1bWEBHOOK_DISPOSITION_IGNORED\x10\x03\x32\xeb\x04\n\x0eIngressService\x12\x61\n\x0eReceiveWebhook\x12&.omni.ingress.v1.ReceiveWebhookRequest\x1a\'.omni.ingress.v1.ReceiveWebhookResponse\x12^\n\rIngestMessage\x12%.omni.ingress.v1.IngestMessageRequest\x1a&.omni.ingress.v1.IngestMessageResponse\x12i\n\x0fListDeadLetters\x12\'.omni.ingress.v1.ListDeadLettersRequest\x1a(.omni.ingress.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12p\n\x13RedeliverDeadLetter\x12+.omni.ingress.v1.RedeliverDeadLetterRequest\x1a,.omni.ingress.v1.RedeliverDeadLetterResponse\x12T\n\x08ListBots\x12 .omni.ingress.v1.ListBotsRequest\x1a!.omni.ingress.v1.ListBotsResponse\"\x03\x90\x02\x01\x12\x63\n\rPurgeInstance\x12%.omni.ingress.v1.PurgeInstanceRequest\x1a&.omni.ingress.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,36 +43,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGRESSSERVICE'].methods_by_name['ListBots']._serialized_options = b'\220\002\001'
   _globals['_INGRESSSERVICE'].methods_by_name['PurgeInstance']._loaded_options = None
   _globals['_INGRESSSERVICE'].methods_by_name['PurgeInstance']._serialized_options = b'\220\002\002'
-  _globals['_WEBHOOKDISPOSITION']._serialized_start=1497
-  _globals['_WEBHOOKDISPOSITION']._serialized_end=1656
+  _globals['_WEBHOOKDISPOSITION']._serialized_start=1516
+  _globals['_WEBHOOKDISPOSITION']._serialized_end=1675
   _globals['_RECEIVEWEBHOOKREQUEST']._serialized_start=181
   _globals['_RECEIVEWEBHOOKREQUEST']._serialized_end=401
   _globals['_RECEIVEWEBHOOKREQUEST_HEADERSENTRY']._serialized_start=355
   _globals['_RECEIVEWEBHOOKREQUEST_HEADERSENTRY']._serialized_end=401
   _globals['_RECEIVEWEBHOOKRESPONSE']._serialized_start=404
-  _globals['_RECEIVEWEBHOOKRESPONSE']._serialized_end=555
-  _globals['_INGESTMESSAGEREQUEST']._serialized_start=557
-  _globals['_INGESTMESSAGEREQUEST']._serialized_end=628
-  _globals['_INGESTMESSAGERESPONSE']._serialized_start=630
-  _globals['_INGESTMESSAGERESPONSE']._serialized_end=692
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=694
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=774
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=776
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=873
-  _globals['_REDELIVERDEADLETTERREQUEST']._serialized_start=875
-  _globals['_REDELIVERDEADLETTERREQUEST']._serialized_end=938
-  _globals['_REDELIVERDEADLETTERRESPONSE']._serialized_start=940
-  _globals['_REDELIVERDEADLETTERRESPONSE']._serialized_end=981
-  _globals['_LISTBOTSREQUEST']._serialized_start=983
-  _globals['_LISTBOTSREQUEST']._serialized_end=1023
-  _globals['_LISTBOTSRESPONSE']._serialized_start=1025
-  _globals['_LISTBOTSRESPONSE']._serialized_end=1085
-  _globals['_BOTSTATUS']._serialized_start=1088
-  _globals['_BOTSTATUS']._serialized_end=1400
-  _globals['_PURGEINSTANCEREQUEST']._serialized_start=1402
-  _globals['_PURGEINSTANCEREQUEST']._serialized_end=1447
-  _globals['_PURGEINSTANCERESPONSE']._serialized_start=1449
-  _globals['_PURGEINSTANCERESPONSE']._serialized_end=1494
-  _globals['_INGRESSSERVICE']._serialized_start=1659
-  _globals['_INGRESSSERVICE']._serialized_end=2278
+  _globals['_RECEIVEWEBHOOKRESPONSE']._serialized_end=574
+  _globals['_INGESTMESSAGEREQUEST']._serialized_start=576
+  _globals['_INGESTMESSAGEREQUEST']._serialized_end=647
+  _globals['_INGESTMESSAGERESPONSE']._serialized_start=649
+  _globals['_INGESTMESSAGERESPONSE']._serialized_end=711
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=713
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=793
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=795
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=892
+  _globals['_REDELIVERDEADLETTERREQUEST']._serialized_start=894
+  _globals['_REDELIVERDEADLETTERREQUEST']._serialized_end=957
+  _globals['_REDELIVERDEADLETTERRESPONSE']._serialized_start=959
+  _globals['_REDELIVERDEADLETTERRESPONSE']._serialized_end=1000
+  _globals['_LISTBOTSREQUEST']._serialized_start=1002
+  _globals['_LISTBOTSREQUEST']._serialized_end=1042
+  _globals['_LISTBOTSRESPONSE']._serialized_start=1044
+  _globals['_LISTBOTSRESPONSE']._serialized_end=1104
+  _globals['_BOTSTATUS']._serialized_start=1107
+  _globals['_BOTSTATUS']._serialized_end=1419
+  _globals['_PURGEINSTANCEREQUEST']._serialized_start=1421
+  _globals['_PURGEINSTANCEREQUEST']._serialized_end=1466
+  _globals['_PURGEINSTANCERESPONSE']._serialized_start=1468
+  _globals['_PURGEINSTANCERESPONSE']._serialized_end=1513
+  _globals['_INGRESSSERVICE']._serialized_start=1678
+  _globals['_INGRESSSERVICE']._serialized_end=2297
 # @@protoc_insertion_point(module_scope)

@@ -118,6 +118,7 @@ class ReceiveWebhookResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    CHALLENGE_FIELD_NUMBER: _builtins.int
     disposition: Global___WebhookDisposition.ValueType
     """disposition is what ingress did."""
     message_id: _builtins.str
@@ -128,6 +129,8 @@ class ReceiveWebhookResponse(_message.Message):
     """trace_id is the trace of the message, when one was started."""
     event: _builtins.str
     """event is the channel's event name, normalised (for example "messages.upsert")."""
+    challenge: _builtins.str
+    """challenge, when set, is what the channel's URL verification expects back (Slack's url_verification)."""
     def __init__(
         self,
         *,
@@ -136,10 +139,11 @@ class ReceiveWebhookResponse(_message.Message):
         reason: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         event: _builtins.str = ...,
+        challenge: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disposition", b"disposition", "event", b"event", "message_id", b"message_id", "reason", b"reason", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["challenge", b"challenge", "disposition", b"disposition", "event", b"event", "message_id", b"message_id", "reason", b"reason", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -304,6 +304,15 @@ class SlackConfig(_message.Message):
     BOT_TOKEN_FIELD_NUMBER: _builtins.int
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     APP_TOKEN_FIELD_NUMBER: _builtins.int
+    BOT_USER_ID_FIELD_NUMBER: _builtins.int
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    TEAM_NAME_FIELD_NUMBER: _builtins.int
+    bot_user_id: _builtins.str
+    """bot_user_id is the bot's Slack user id, from auth.test when the instance is created (read only)."""
+    team_id: _builtins.str
+    """team_id is the workspace the bot token belongs to, from auth.test (read only)."""
+    team_name: _builtins.str
+    """team_name is the workspace's name, from auth.test (read only)."""
     @_builtins.property
     def bot_token(self) -> Global___SecretValue:
         """bot_token is the bot token, xoxb-... (public field slack_bot_token)."""
@@ -322,10 +331,13 @@ class SlackConfig(_message.Message):
         bot_token: Global___SecretValue | None = ...,
         signing_secret: Global___SecretValue | None = ...,
         app_token: Global___SecretValue | None = ...,
+        bot_user_id: _builtins.str = ...,
+        team_id: _builtins.str = ...,
+        team_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["app_token", b"app_token", "bot_token", b"bot_token", "signing_secret", b"signing_secret"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_token", b"app_token", "bot_token", b"bot_token", "signing_secret", b"signing_secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_token", b"app_token", "bot_token", b"bot_token", "bot_user_id", b"bot_user_id", "signing_secret", b"signing_secret", "team_id", b"team_id", "team_name", b"team_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
