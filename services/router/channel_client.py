@@ -12,7 +12,7 @@ from servicekit.errors import FailedPreconditionError, OmniError, UnavailableErr
 from servicekit.grpc_clients import call
 from servicekit.instances import Instance
 from servicekit.secret_grants import CHANNEL_CREDENTIALS, WEBHOOK_REGISTRATION
-from services.router.core.models import OutgoingMessage
+from services.router.core.models import ChannelAccount, OutgoingMessage
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,12 @@ class GrpcAccountChecker:
         self._stub = stub
         self._timeout = timeout
 
-    async def check(self, instance: Instance) -> None:
+    async def check(self, instance: Instance) -> ChannelAccount:
         request = channels_service_pb2.CheckAccountRequest(
             instance=instance_to_proto(instance, with_secrets=CHANNEL_CREDENTIALS)
         )
-        await call(self._stub.CheckAccount, request, timeout=self._timeout)
+        answer = await call(self._stub.CheckAccount, request, timeout=self._timeout)
+        return ChannelAccount(answer.account_id, answer.account_name, answer.workspace_id, answer.workspace_name)
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> None:
         request = channels_service_pb2.RegisterWebhookRequest(

@@ -298,6 +298,13 @@ class FakeIngress(ingress_service_pb2_grpc.IngressServiceServicer):
             is_object = False
         if not is_object:
             raise InvalidArgumentError("the webhook body is not a JSON object", reason="BODY_NOT_JSON")
+        decoded = orjson.loads(request.body)
+        if decoded.get("type") == "url_verification":
+            return ingress_service_pb2.ReceiveWebhookResponse(
+                disposition=ingress_service_pb2.WEBHOOK_DISPOSITION_IGNORED,
+                reason="url_verification",
+                challenge=str(decoded.get("challenge", "")),
+            )
         return ingress_service_pb2.ReceiveWebhookResponse(
             disposition=ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED,
             message_id="msg-1",

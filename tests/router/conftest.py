@@ -110,6 +110,12 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
             if request.instance.discord.bot_token.value.startswith("bad"):
                 raise InvalidArgumentError("Discord refused the bot token: 401 Unauthorized", reason="ACCOUNT_REJECTED")
             return channels_service_pb2.CheckAccountResponse(account_id="7001", account_name="omni-bot")
+        if request.instance.WhichOneof("channel_config") == "slack":
+            if request.instance.slack.bot_token.value.startswith("xoxb-bad"):
+                raise InvalidArgumentError("Slack refused the bot token: invalid_auth", reason="ACCOUNT_REJECTED")
+            return channels_service_pb2.CheckAccountResponse(
+                account_id="U0BOT1", account_name="omni", workspace_id="T0ACME", workspace_name="Acme"
+            )
         return channels_service_pb2.CheckAccountResponse()
 
     async def RegisterWebhook(

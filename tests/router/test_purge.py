@@ -36,6 +36,7 @@ from services.ingress.storage import SCHEMA as INGRESS_SCHEMA
 from services.ingress.storage import BotLeaseStore, InboxStore
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.instances import InstanceService
+from services.router.core.models import ChannelAccount
 from services.router.purge_client import GrpcInstancePurger
 from services.router.secret_box import SecretBox
 from services.router.storage import MIGRATIONS as ROUTER_MIGRATIONS
@@ -64,7 +65,7 @@ def acme(instance_id: str) -> Instance:
 class NoChannelChecks:
     """The router's AccountChecker; deletion never calls it."""
 
-    async def check(self, instance: Instance) -> None:
+    async def check(self, instance: Instance) -> ChannelAccount:
         raise AssertionError("not called by delete")
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> None:

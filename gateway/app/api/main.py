@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 
 from gateway.app.api.deps import require_api_key
 from gateway.app.api.routes import api_keys, dead_letters, instance_secrets, instances, messages, omni_api, traces
-from gateway.app.api.webhooks import evolution
+from gateway.app.api.webhooks import evolution, slack
 
 API_PREFIX = "/api/v1"
 
@@ -18,6 +18,7 @@ api_router.include_router(api_keys.router, dependencies=_protected)
 api_router.include_router(traces.router, dependencies=_protected)
 api_router.include_router(dead_letters.router, dependencies=_protected)
 api_router.include_router(evolution.router)
+api_router.include_router(slack.router)
 # Last: their "/{instance}/..." paths must not shadow the literal prefixes above.
 api_router.include_router(messages.router, dependencies=_protected)
 api_router.include_router(omni_api.router, dependencies=_protected)

@@ -16,7 +16,7 @@ from omni.router.v1 import instance_pb2
 
 from gateway.app.mappers.timestamps import to_datetime
 from gateway.app.schemas.instances import SECRET_FIELDS, InstanceCreate, InstanceOut, InstanceUpdate
-from servicekit.channels import Channel
+from servicekit.channels import TRAITS, Channel
 from servicekit.instances import CONFIG_TYPES, public_fields
 
 CHANNEL_BY_NAME = {
@@ -41,8 +41,9 @@ _PLAIN_STRINGS = (
 )
 
 WEBHOOK_PATHS = {
-    "whatsapp": "/api/v1/webhook/evolution/{name}",
-    "slack": "/api/v1/webhook/slack/{name}",
+    channel.value: f"/api/v1/webhook/{traits.webhook_segment}/{{name}}"
+    for channel, traits in TRAITS.items()
+    if traits.webhook_segment
 }
 """Where each webhook channel posts its events (Discord's bot receives them itself)."""
 

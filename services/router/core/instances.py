@@ -22,11 +22,12 @@ from servicekit.instances import (
     ChannelConfig,
     DiscordConfig,
     Instance,
+    SlackConfig,
     WhatsAppConfig,
 )
 from servicekit.standard_webhooks import new_signing_secret
 from services.router.core.broadcaster import InstanceBroadcaster
-from services.router.core.models import INSTANCE_FIELDS, InstanceChange
+from services.router.core.models import INSTANCE_FIELDS, ChannelAccount, InstanceChange
 from services.router.core.ports import AccountChecker, Clock, InstancePurger, InstanceStore
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,17 @@ def _webhook_auth_violations(instance: Instance) -> list[FieldViolation]:
     return []
 
 
+def _with_account(instance: Instance, account: ChannelAccount) -> Instance:
+    """The instance with what its channel said about the account: a Slack bot's own user id (its posts come back as
+    events and must be ignored) and its workspace."""
+    if isinstance(instance.config, SlackConfig) and account.id:
+        config = dataclasses.replace(
+            instance.config, bot_user_id=account.id, team_id=account.workspace_id, team_name=account.workspace_name
+        )
+        return dataclasses.replace(instance, config=config)
+    return instance
+
+
 def new_webhook_secret() -> str:
     """A fresh webhook secret: 32 random bytes, URL-safe, so it fits a header and a query string alike."""
     return secrets.token_urlsafe(32)
@@ -203,7 +215,7 @@ class InstanceService:
         self._refuse_open_webhooks_in_production(stored)
         if await self._repository.get(stored.name) is not None:
             raise AlreadyExistsError(f"instance {stored.name!r} already exists", reason="INSTANCE_EXISTS")
-        await self._accounts.check(stored)
+        stored = _with_account(stored, await self._accounts.check(stored))
         await self._register_webhook(stored)
         await self._repository.create(stored)
         self._broadcaster.publish(InstanceChange("upserted", stored, stored.name))
@@ -238,7 +250,7 @@ class InstanceService:
             updated = dataclasses.replace(updated, webhook_secret=new_webhook_secret())
         self._refuse_open_webhooks_in_production(updated)
         if updated.config != current.config:
-            await self._accounts.check(updated)
+            updated = _with_account(updated, await self._accounts.check(updated))
         if (updated.config, updated.webhook_secret, updated.webhook_auth) != (
             current.config,
             current.webhook_secret,

@@ -139,3 +139,14 @@ class ApiKey:
     created_at: float
     last_used_at: float = 0.0
     """When the key last authenticated a request (0: never); written at most once a minute."""
+
+
+@dataclass(frozen=True)
+class ChannelAccount:
+    """Whom an instance's credentials belong to, as the channel answered the account check (empty when the
+    channel checks nothing)."""
+
+    id: str = ""
+    name: str = ""
+    workspace_id: str = ""
+    workspace_name: str = ""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from servicekit.instances import Instance
-from services.router.core.models import ApiKey, OutgoingMessage, Person, RouteRecord
+from services.router.core.models import ApiKey, ChannelAccount, OutgoingMessage, Person, RouteRecord
 
 Clock = Callable[[], float]
 """Returns the current time in epoch seconds."""
@@ -32,10 +32,10 @@ class ChannelSender(Protocol):
 class AccountChecker(Protocol):
     """The channels service's CheckAccount, as instance creation uses it."""
 
-    async def check(self, instance: Instance) -> None:
-        """Return when the channel accepts the instance's credentials (or checks none); raise
-        `InvalidArgumentError` with the channel's reason when it refuses them, `UnavailableError` when it cannot
-        be asked."""
+    async def check(self, instance: Instance) -> ChannelAccount:
+        """The account the credentials belong to, once the channel accepted them (empty when it checks none);
+        raise `InvalidArgumentError` with the channel's reason when it refuses them, `UnavailableError` when it
+        cannot be asked."""
         ...
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> None:

@@ -35,6 +35,7 @@ class WebhookChannel:
 
 WEBHOOK_CHANNELS: dict[str, WebhookChannel] = {
     "evolution": WebhookChannel("evolution", channel_pb2.CHANNEL_WHATSAPP, event_suffix=True),
+    "slack": WebhookChannel("slack", channel_pb2.CHANNEL_SLACK),
 }
 """Webhook channels by URL segment (Discord has none: its bots receive their messages themselves)."""
 
@@ -92,6 +93,9 @@ async def forward(
         "message_id": answer.message_id or None,
         "trace_id": answer.trace_id or None,
     }
+    if answer.challenge:
+        # Slack's url_verification: the Request URL is accepted when the challenge comes back.
+        return 200, orjson.dumps({"challenge": answer.challenge})
     if answer.reason:
         ack["reason"] = answer.reason
     return 200, orjson.dumps(ack)
