@@ -1,8 +1,8 @@
 """`python -m services.channels`: the outbox service.
 
 Opens its database (and migrates it), watches the router's instances, builds one sender per channel (Evolution
-with one shared aiohttp session, Discord's REST API through discord.py), and serves ChannelsService until
-SIGTERM/SIGINT.
+with one shared aiohttp session, Discord's REST API through discord.py, Slack's Web API through slack_sdk on the
+same session), and serves ChannelsService until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from services.channels.core.evolution import EvolutionClient
 from services.channels.core.outbox import OutboxSender, SendPolicy
 from services.channels.core.senders.base import ChannelSender
 from services.channels.core.senders.discord import DiscordSender
+from services.channels.core.senders.slack import SlackSender
 from services.channels.core.senders.whatsapp import EvolutionSender
 from services.channels.core.service import ChannelsCore
 from services.channels.server import SERVICE_NAME, create_server
@@ -72,6 +73,7 @@ async def main() -> None:
         max_ratelimit_wait_seconds=settings.channels_discord_max_ratelimit_wait_seconds,
         session=session,
     )
+    slack_sender = SlackSender(api_url=settings.slack_api_url, session=session)
     try:
         evolution = EvolutionClient(
             session,
@@ -81,6 +83,7 @@ async def main() -> None:
         senders: dict[Channel, ChannelSender] = {
             Channel.WHATSAPP: EvolutionSender(evolution, fallback_key=settings.evolution_api_key),
             Channel.DISCORD: discord_sender,
+            Channel.SLACK: slack_sender,
         }
         store = OutboxStore(db)
         outbox = OutboxSender(store, senders, policy=send_policy(settings), worker_id=settings.replica_id())
@@ -96,6 +99,7 @@ async def main() -> None:
     finally:
         await instances.stop()
         await discord_sender.aclose()
+        await slack_sender.aclose()
         await session.close()
         await ingress_channel.close(None)
         await router_channel.close(None)

@@ -101,7 +101,12 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         self, request: channels_service_pb2.CheckAccountRequest, context: Context
     ) -> channels_service_pb2.CheckAccountResponse:
         account = await self._core.check_account(instance_from_proto(request.instance))
-        return channels_service_pb2.CheckAccountResponse(account_id=account.id, account_name=account.name)
+        return channels_service_pb2.CheckAccountResponse(
+            account_id=account.id,
+            account_name=account.name,
+            workspace_id=account.workspace_id,
+            workspace_name=account.workspace_name,
+        )
 
     async def RegisterWebhook(
         self, request: channels_service_pb2.RegisterWebhookRequest, context: Context

@@ -64,6 +64,9 @@ class Account:
 
     id: str = ""
     name: str = ""
+    workspace_id: str = ""
+    """The workspace the account belongs to (the Slack team): the router stores it with the instance."""
+    workspace_name: str = ""
 
 
 @dataclass(frozen=True)
