@@ -24,6 +24,7 @@ from services.ingress.config import Settings
 from services.ingress.core.accept import IngressCore
 from services.ingress.core.bots.discord_bot import Cursors, DiscordBot
 from services.ingress.core.bots.host import BotHost, bot_statuses
+from services.ingress.core.bots.slack_socket import SlackSocketBot
 from services.ingress.core.bots.status import BotStatus
 from services.ingress.core.dispatcher import Dispatcher, DispatchPolicy
 from services.ingress.router_client import GrpcRouterPort
@@ -47,7 +48,8 @@ def dispatch_policy(settings: Settings) -> DispatchPolicy:
 
 
 def bot_host(settings: Settings, leases: BotLeaseStore, core: IngressCore) -> BotHost:
-    """The host of this replica's bots: one Discord bot per active Discord instance whose lease it holds."""
+    """The host of this replica's bots: one Discord bot per active Discord instance, and one Socket Mode connection
+    per active Slack instance with an app token, whose lease it holds."""
 
     def discord_bot(instance: Instance, cursors: Cursors, on_state_change: Callable[[], None]) -> DiscordBot:
         return DiscordBot(
@@ -58,9 +60,14 @@ def bot_host(settings: Settings, leases: BotLeaseStore, core: IngressCore) -> Bo
             guild_ready_timeout=settings.discord_guild_ready_timeout_seconds,
         )
 
+    def slack_socket(instance: Instance, cursors: Cursors, on_state_change: Callable[[], None]) -> SlackSocketBot:
+        return SlackSocketBot(
+            instance, core.accept, api_url=settings.slack_api_url, cursors=cursors, on_state_change=on_state_change
+        )
+
     return BotHost(
         leases,
-        {Channel.DISCORD: discord_bot},
+        {Channel.DISCORD: discord_bot, Channel.SLACK: slack_socket},
         owner=settings.replica_id(),
         lease_seconds=settings.ingress_bot_lease_seconds,
         renew_seconds=settings.ingress_bot_renew_seconds,

@@ -45,6 +45,7 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
             reason=result.reason,
             trace_id=result.trace_id,
             event=result.event,
+            challenge=result.challenge,
         )
 
     async def IngestMessage(

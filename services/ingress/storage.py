@@ -209,6 +209,19 @@ class InboxStore:
         )
         return str(existing) if existing is not None else ""
 
+    async def holds_any(self, instance_name: str, channel: str, channel_message_ids: Sequence[str]) -> bool:
+        """True when a row exists for one of the ids: one lookup on the unique key per id (a handful at most)."""
+        for channel_message_id in channel_message_ids:
+            found = await self._db.fetchval(
+                "SELECT 1 FROM inbox WHERE instance_name = $1 AND channel = $2 AND channel_message_id = $3",
+                instance_name,
+                channel,
+                channel_message_id,
+            )
+            if found is not None:
+                return True
+        return False
+
     async def get(self, message_id: str) -> InboxRow | None:
         row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM inbox WHERE id = $1", message_id)
         return InboxRow.from_row(row) if row else None

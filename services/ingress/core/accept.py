@@ -28,7 +28,7 @@ from servicekit.messages import InboundMessage, Sender, message_from_json, messa
 from servicekit.telemetry import payload_json
 from services.ingress.core.inbox import IGNORED, RECEIVED, InboxRow, conversation_key
 from services.ingress.core.ports import Inbox, InstanceData
-from services.ingress.core.receivers.base import Received
+from services.ingress.core.receivers.base import NOT_ADDRESSED, Received
 from services.ingress.core.receivers.registry import webhook_receiver
 from services.ingress.core.receivers.webhook_auth import webhook_unauthenticated
 
@@ -48,6 +48,8 @@ class WebhookResult:
     reason: str = ""
     trace_id: str = ""
     event: str = ""
+    challenge: str = ""
+    """The channel's handshake value the webhook answer must echo (Slack's url_verification), else ""."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class IngressCore:
             raise webhook_unauthenticated()
         receiver = webhook_receiver(instance.channel)
         receiver.authenticate(instance, headers, body)
-        received, payload = receiver.parse(body)
+        received, payload = receiver.parse(body, instance)
         return await self.accept(instance, received, payload)
 
     async def accept(self, instance: Instance, received: Received, payload: Mapping[str, Any]) -> WebhookResult:
@@ -123,10 +125,29 @@ class IngressCore:
             span.set_attribute("omni.event", received.event)
             span.set_attribute(attrs.PAYLOAD_INCOMING, payload_json(payload))
             trace_id = _trace_id(span)
+            if received.kind == "message" and received.answer_if_stored:
+                received = await self._in_known_context(instance, received)
             if received.message is not None or received.kind == "own_send":
                 return await self._record(instance, received, span, trace_id)
             span.set_attribute("omni.ignored_reason", received.reason)
-            return WebhookResult(disposition=IGNORED_DISPOSITION, reason=received.reason, event=received.event)
+            return WebhookResult(
+                disposition=IGNORED_DISPOSITION,
+                reason=received.reason,
+                event=received.event,
+                challenge=received.challenge,
+            )
+
+    async def _in_known_context(self, instance: Instance, received: Received) -> Received:
+        """The message as is when the inbox holds one of `answer_if_stored` (the bot is in that thread), else
+        ignored as not addressed, and not stored: other people's thread chatter is none of the hub's business."""
+        try:
+            known = await self._store.holds_any(instance.name, instance.channel.value, received.answer_if_stored)
+        except Exception as exc:
+            log.exception("inbox lookup failed")
+            raise errors.UnavailableError("the inbox is unavailable; retry later", retry_after=1.0) from exc
+        if known:
+            return received
+        return Received(event=received.event, kind="ignored", reason=NOT_ADDRESSED)
 
     async def _record(self, instance: Instance, received: Received, span: trace.Span, trace_id: str) -> WebhookResult:
         now = self._clock()

@@ -16,6 +16,10 @@ class Inbox(Protocol):
         """Store a new row; returns None when it was new, else the id of the row already stored for that message."""
         ...
 
+    async def holds_any(self, instance_name: str, channel: str, channel_message_ids: Sequence[str]) -> bool:
+        """True when the inbox has a row (any state) for one of these channel message ids of the instance."""
+        ...
+
     async def list_dead(self, instance_name: str, limit: int, offset: int) -> tuple[list[InboxRow], int]:
         """One page of dead rows, newest first, and how many there are."""
         ...

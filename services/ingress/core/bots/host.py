@@ -7,8 +7,10 @@ new bot catches up on the chats' history from the cursors the old one saved. A r
 replica id takes its own leases back at once.
 
 The host reconciles what runs with what the instance watch says (created, updated, deleted, paused instances) on
-every change and every renewal tick. A bot Discord refused for good stays down, in `error`, for
-`error_retry_seconds` (or until its config changes); one that crashed is restarted with a growing back-off.
+every change and every renewal tick. Slack instances are hosted only when they have an app token (their Socket
+Mode connection); without one their events come as webhooks and nothing runs here. A bot its channel refused for
+good stays down, in `error`, for `error_retry_seconds` (or until its config changes); one that crashed is restarted
+with a growing back-off.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Protocol
 import orjson
 
 from servicekit.channels import Channel
-from servicekit.instances import ChannelConfig, Instance
+from servicekit.instances import ChannelConfig, Instance, SlackConfig
 from services.ingress.core.bots.discord_bot import Cursors
 from services.ingress.core.bots.status import CONNECTING, DISCONNECTED, BotStatus
 from services.ingress.core.inbox import BotLeaseRow
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class Bot(Protocol):
-    """One hosted connection (a `DiscordBot`)."""
+    """One hosted connection (a `DiscordBot`, a `SlackSocketBot`)."""
 
     instance: Instance
     cursors: Cursors
@@ -56,6 +58,13 @@ BotFactory = Callable[[Instance, Cursors, Callable[[], None]], Bot]
 state changes (so the host stores the new status at once rather than at the next renewal)."""
 
 
+def needs_connection(instance: Instance) -> bool:
+    """Whether the instance's channel needs a connection hosted here: a Slack app only in Socket Mode (app token)."""
+    if isinstance(instance.config, SlackConfig):
+        return bool(instance.config.app_token)
+    return True
+
+
 class BotHost:
     """Starts, renews, restarts and stops the bots this replica owns."""
 
@@ -70,8 +79,10 @@ class BotHost:
         error_retry_seconds: float = 300.0,
         crash_backoff_seconds: float = 5.0,
         clock: Callable[[], float] = time.time,
+        hosted: Callable[[Instance], bool] = needs_connection,
     ) -> None:
         self._leases = leases
+        self._hosted = hosted
         self._factories = factories
         self.owner = owner
         self._lease_seconds = lease_seconds
@@ -98,7 +109,7 @@ class BotHost:
         self._desired = {
             name: instance
             for name, instance in instances.items()
-            if instance.channel in self._factories and instance.is_active
+            if instance.channel in self._factories and instance.is_active and self._hosted(instance)
         }
         self._wake.set()
 

@@ -15,6 +15,9 @@ from servicekit.messages import InboundMessage
 
 ReceivedKind = Literal["message", "own_send", "ignored"]
 
+NOT_ADDRESSED = "not_addressed"
+"""Reason of a message in a group chat that is not for the bot (no mention, not in a thread the bot is in)."""
+
 
 @dataclass(frozen=True)
 class Received:
@@ -30,6 +33,13 @@ class Received:
     reason: str = ""
     channel_message_id: str = ""
     message: InboundMessage | None = None
+    challenge: str = ""
+    """The channel's handshake value to echo back (Slack's `url_verification`); the event itself is ignored."""
+    answer_if_stored: tuple[str, ...] = ()
+    """For a "message" answered only in a known context (a Slack thread reply without a mention): channel message
+    ids of which one must already be in the inbox (the thread's root, the bot's post in the thread); otherwise the
+    accept path ignores it as `NOT_ADDRESSED` and stores nothing. The parser cannot decide this alone: it does no
+    I/O, and the inbox is the one place every replica shares."""
 
     @property
     def is_message_event(self) -> bool:
@@ -48,9 +58,10 @@ class WebhookReceiver(Protocol):
         Header names may come in any case."""
         ...
 
-    def parse(self, body: bytes) -> tuple[Received, dict[str, Any]]:
+    def parse(self, body: bytes, instance: Instance) -> tuple[Received, dict[str, Any]]:
         """The event the body carries and the decoded body (for the trace); raise `InvalidArgumentError` for
-        a body that is not what the channel sends."""
+        a body that is not what the channel sends. `instance` (already authenticated) tells whose bot the event
+        reached, for channels that must tell the bot's own posts and mentions apart (Slack)."""
         ...
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from servicekit import errors
 from servicekit.channels import Channel
 from services.ingress.core.receivers.base import WebhookReceiver
+from services.ingress.core.receivers.slack import SlackReceiver
 from services.ingress.core.receivers.whatsapp import EvolutionReceiver
 
-WEBHOOK_RECEIVERS: dict[Channel, WebhookReceiver] = {Channel.WHATSAPP: EvolutionReceiver()}
+WEBHOOK_RECEIVERS: dict[Channel, WebhookReceiver] = {
+    Channel.WHATSAPP: EvolutionReceiver(),
+    Channel.SLACK: SlackReceiver(),
+}
 """Channels whose events arrive as webhooks through the gateway (Discord's arrive through the bots ingress runs)."""
 
 

@@ -20,6 +20,6 @@ class EvolutionReceiver:
     def authenticate(self, instance: Instance, headers: Mapping[str, str], body: bytes) -> None:
         check_webhook_secret(instance, headers)
 
-    def parse(self, body: bytes) -> tuple[Received, dict[str, Any]]:
+    def parse(self, body: bytes, instance: Instance) -> tuple[Received, dict[str, Any]]:
         envelope = decode_object(body)
         return parse_envelope(envelope), envelope
