@@ -74,10 +74,10 @@ run: ## start the whole mesh in the foreground (SQLite under ./data unless AUTOM
 rotate-secrets: ## re-encrypt every stored secret with the newest key of AUTOMAGIK_OMNI_SECRET_KEYS
 	$(PY) -m services.router.rotate_secrets
 
-demo: ## mesh + echo agent + Evolution and Discord simulators: a WhatsApp message, a Discord DM and mention, with traces
+demo: ## mesh + echo agent + Evolution, Discord and Slack simulators: a WhatsApp message, Discord and Slack DMs and mentions, with traces
 	$(PY) -m examples.demo
 
-bench: ## WhatsApp webhooks and Discord bot messages through the mesh vs. the direct pipeline; 100 bots in one ingress
+bench: ## WhatsApp webhooks, Discord bot messages and Slack events through the mesh vs. the direct pipeline; 100 bots in one ingress
 	$(PY) -m bench
 
 ci: check-generated proto-lint proto-format-check lint typecheck test ## everything CI runs

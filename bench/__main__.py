@@ -37,10 +37,12 @@ import aiohttp
 from bench.discord_phase import Options, WhatsAppFigures, mesh_env, run_discord
 from bench.helpers import start_helper, stop_helper
 from bench.procstat import cpu_seconds, cpu_seconds_of_command, own_cpu_seconds
+from bench.slack_phase import run_slack
 from bench.stats import percentile
 from launcher.local_mesh import REPO_ROOT, LocalMesh, free_port
 from servicekit.runner import run
 from simulators.evolution import text_upsert
+from simulators.slack import SlackSimulator
 
 EVOLUTION_KEY = "bench-evolution-key"
 AGENT_KEY = "bench-agent-key"
@@ -259,7 +261,10 @@ async def main() -> None:
     parser.add_argument("--discord-messages", type=int, default=1000, help="messages in each Discord phase")
     parser.add_argument("--discord-instances", type=int, default=4, help="bots the Discord messages spread over")
     parser.add_argument("--bots", type=int, default=100, help="Discord bots connected at once in one ingress")
-    parser.add_argument("--skip-discord", action="store_true", help="only the WhatsApp phases")
+    parser.add_argument("--skip-discord", action="store_true", help="no Discord phases")
+    parser.add_argument("--skip-slack", action="store_true", help="no Slack phase")
+    parser.add_argument("--slack-messages", type=int, default=500, help="DMs in the Slack phase")
+    parser.add_argument("--slack-workspaces", type=int, default=4, help="workspaces the Slack DMs spread over")
     args = parser.parse_args()
 
     evolution = await start_helper(
@@ -272,11 +277,16 @@ async def main() -> None:
     if not args.skip_discord:
         discord = await start_helper("discord-sim", "simulators.discord", "--port", str(free_port()))
         helpers.append(discord)
+    slack = None
+    if not args.skip_slack:
+        slack = SlackSimulator(retry_delays=(60.0, 300.0, 300.0))  # Slack's schedule: a retry would be a miss
+        await slack.start()
     data_dir = REPO_ROOT / "data" / "bench"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), database_url=args.database_url, prefix_output=False,
-                     extra_env=await mesh_env(discord.url) if discord else None)  # fmt: skip
+                     extra_env={**(await mesh_env(discord.url) if discord else {}),
+                                **({"AUTOMAGIK_OMNI_SLACK_API_URL": slack.api_url} if slack else {})})  # fmt: skip
     try:
         await mesh.start()
         await mesh.create_instance(
@@ -321,12 +331,19 @@ async def main() -> None:
             discord_pids = {name: pid for name, pid in pids.items() if pid and name != "evolution-sim"}
             discord_pids["discord-sim"] = discord.process.pid
             failed |= not await run_discord(mesh, discord.url, agent.url, AGENT_KEY, discord_pids, options, whatsapp)
+        if slack is not None:
+            failed |= not await run_slack(
+                mesh, slack, agent.url, AGENT_KEY, messages=args.slack_messages, workspaces=args.slack_workspaces,
+                concurrency=args.concurrency, timeout=args.timeout,
+            )  # fmt: skip
         if failed:
             raise SystemExit(1)  # a throughput miss is a figure; a lost or doubled reply is a failure
     finally:
         await mesh.stop()
         for helper in helpers:
             await stop_helper(helper)
+        if slack is not None:
+            await slack.stop()
 
 
 if __name__ == "__main__":

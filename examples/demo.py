@@ -1,4 +1,4 @@
-"""`make demo`: a WhatsApp message and a Discord message through the whole mesh, printed with replies and traces.
+"""`make demo`: a WhatsApp, a Discord and a Slack message through the whole mesh, printed with replies and traces.
 
 Starts the echo agent, the Evolution API simulator and the Discord simulator in this process, the mesh (four
 services + gateway) as child processes on free ports with a throw-away SQLite directory, then:
@@ -8,7 +8,11 @@ services + gateway) as child processes on free ports with a throw-away SQLite di
   Discord), a user sends the bot a direct message and then mentions it in a guild channel; it prints the bot's
   replies as the simulator recorded them and the DM's trace.
 
-`python -m examples.demo --channel whatsapp` (or `discord`) runs one of the two.
+- Slack: creates an instance with a bot token and signing secret (checked with auth.test), points the simulated
+  app's Events API Request URL at it; a user sends a DM and then mentions the app in a channel; it prints the
+  replies posted in the user's thread and the trace.
+
+`python -m examples.demo --channel whatsapp` (or `discord`, `slack`) runs one of them.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from launcher.local_mesh import REPO_ROOT, LocalMesh
 from servicekit.runner import run
 from simulators.discord import DiscordSimulator
 from simulators.evolution import EvolutionSimulator, post_webhook, text_upsert
+from simulators.slack import SlackSimulator
 
 CHAT = "5521991234567@s.whatsapp.net"
 AGENT_KEY = "demo-agent-key"
@@ -51,8 +56,9 @@ async def show_trace(mesh: LocalMesh, instance: str, traces: int = 1) -> None:
     trace: dict[str, Any] = {}
     for _ in range(100):
         code, listing = await mesh.get_json("/api/v1/traces", instance_name=instance)
-        found = listing["traces"] if code == 200 else []
-        if len(found) >= traces and all(t["status"] == "sent" for t in found):
+        # Only answered messages: Slack also delivers the app's own replies back as events, traced as ignored.
+        found = [t for t in listing["traces"] if t["status"] == "sent"] if code == 200 else []
+        if len(found) >= traces:
             code, trace = await mesh.get_json(f"/api/v1/traces/{found[-1]['trace_id']}")
             if {"ingress.accept", "channels.send"} <= {s["name"] for s in trace.get("spans", [])}:
                 break
@@ -149,39 +155,89 @@ async def discord_demo(mesh: LocalMesh, discord: DiscordSimulator, agent: EchoAg
     await show_trace(mesh, "demo-discord", traces=2)
 
 
+async def slack_demo(mesh: LocalMesh, slack: SlackSimulator, agent: EchoAgent) -> None:
+    team = slack.add_team(name="Demo Workspace")
+    bot = slack.add_bot(team.id, "omni-demo-app")
+    alice = slack.add_user(team.id, "alice")
+    general = slack.add_channel(team.id, "general")
+    instance = await mesh.create_instance(
+        name="demo-slack",
+        channel_type="slack",
+        slack_bot_token=bot.token,
+        slack_signing_secret=bot.signing_secret,
+        agent_api_url=agent.url,
+        agent_api_key=AGENT_KEY,
+        default_agent="echo",
+    )
+    slack.set_request_url(bot, instance["webhook_url"])
+    show(
+        "instance demo-slack created; its token checked with auth.test, the Events API Request URL to paste in Slack",
+        {k: instance.get(k) for k in ("slack_bot_user_id", "slack_team_id", "slack_team_name", "webhook_url")},
+    )
+
+    async def exchange(title: str, channel: str, text: str) -> None:
+        started = time.perf_counter()
+        message, deliveries = await slack.post_user_message(channel, alice.id, text)
+        acks = ", ".join(f"{d.event_type} HTTP {d.status}" for d in deliveries)
+        show(f"{title} (Slack signed and POSTed: {acks})", {"channel": channel, "ts": message["ts"], "text": text})
+        for _ in range(200):
+            replies = [p for p in slack.posts if p.thread_ts == message["ts"]]
+            if replies:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            fail("no reply within 20 s")
+        reply_ms = (time.perf_counter() - started) * 1000
+        show(
+            f"the app's reply in the user's thread (chat.postMessage), {reply_ms:.1f} ms later",
+            {"channel": replies[0].channel, "thread_ts": replies[0].thread_ts, "text": replies[0].text},
+        )
+
+    await exchange("alice sends the app a direct message", slack.open_dm(bot, alice.id).id, "Hi! Open tomorrow?")
+    await exchange("alice mentions the app in #general", general.id, f"<@{bot.user_id}> what's on the menu?")
+    await show_trace(mesh, "demo-slack", traces=2)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--channel", choices=("both", "whatsapp", "discord"), default="both")
+    parser.add_argument("--channel", choices=("all", "whatsapp", "discord", "slack"), default="all")
     args = parser.parse_args()
     data_dir = REPO_ROOT / "data" / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     evolution = EvolutionSimulator()
     discord = DiscordSimulator()
+    slack = SlackSimulator()
     agent = EchoAgent(api_key=AGENT_KEY)
     await evolution.start()
     await discord.start()
+    await slack.start()
     await agent.start()
     discord_env = {
         "AUTOMAGIK_OMNI_DISCORD_API_URL": discord.api_url,
         "AUTOMAGIK_OMNI_DISCORD_GATEWAY_URL": discord.gateway_url,
         # A bot waits this long for its guilds after READY before it calls itself ready (2 s by default).
         "AUTOMAGIK_OMNI_DISCORD_GUILD_READY_TIMEOUT_SECONDS": "0.1",
+        "AUTOMAGIK_OMNI_SLACK_API_URL": slack.api_url,
     }
     mesh = LocalMesh(data_dir, api_key=secrets.token_urlsafe(16), log_level="WARNING", extra_env=discord_env)
     print("starting the mesh (tracing, router, channels, ingress, gateway)...")
     await mesh.start()
     try:
-        if args.channel in ("both", "whatsapp"):
+        if args.channel in ("all", "whatsapp"):
             print("\n######## WhatsApp (Evolution API simulator)")
             await whatsapp_demo(mesh, evolution, agent)
-        if args.channel in ("both", "discord"):
+        if args.channel in ("all", "discord"):
             print("\n######## Discord (Discord simulator: REST API + gateway)")
             await discord_demo(mesh, discord, agent)
+        if args.channel in ("all", "slack"):
+            print("\n######## Slack (Slack simulator: Events API + Web API)")
+            await slack_demo(mesh, slack, agent)
     finally:
         await mesh.stop()
         await agent.stop()
         await discord.stop()
+        await slack.stop()
         await evolution.stop()
 
 

@@ -8,6 +8,8 @@ from servicekit.errors import FieldViolation, InvalidArgumentError
 
 WHATSAPP_JID_SUFFIXES = ("@s.whatsapp.net", "@g.us", "@lid")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{4,30}$")
+_SLACK_ID = re.compile(r"^[CDGUW][A-Z0-9]{2,30}$")
+"""A Slack conversation (C public, G private, D direct) or user (U, W: a DM is opened) id."""
 
 
 def _invalid(description: str) -> InvalidArgumentError:
@@ -16,10 +18,14 @@ def _invalid(description: str) -> InvalidArgumentError:
 
 def normalize_recipient(recipient: str, channel: str) -> str:
     """WhatsApp: a phone ("+5511...", digits, spaces and dashes allowed) becomes digits, JIDs are kept.
-    Discord and Slack: the channel-native id, unchanged."""
+    Slack: a conversation or user id, checked for its shape. Discord: the channel-native id, unchanged."""
     value = recipient.strip()
     if not value:
         raise _invalid("is required")
+    if channel == "slack":
+        if not _SLACK_ID.match(value):
+            raise _invalid("must be a Slack channel id (C..., G..., D...) or user id (U..., W...)")
+        return value
     if channel != "whatsapp":
         return value
     if "@" in value:

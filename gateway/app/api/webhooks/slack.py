@@ -23,7 +23,7 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "model": WebhookAck,
         "description": "Stored, already stored (a Slack retry, or the same message as app_mention and message), "
-        "or nothing to do; for url_verification, {\"challenge\": ...}.",
+        'or nothing to do; for url_verification, {"challenge": ...}.',
     },
     400: {"description": "The body is not a JSON object."},
     401: {"description": "Bad, stale or missing Slack signature (also for an unknown instance)."},
