@@ -69,7 +69,7 @@ PUBLIC_RPCS: Mapping[str, frozenset[str]] = {
     ),
     "omni.tracing.v1.TracingService": frozenset({"ListTraces", "GetTrace"}),
     "omni.ingress.v1.IngressService": frozenset({"ListDeadLetters", "RedeliverDeadLetter", "ListBots"}),
-    "omni.channels.v1.ChannelsService": frozenset({"GetConnectionStatus", "ListChannels"}),
+    "omni.channels.v1.ChannelsService": frozenset({"GetConnectionStatus", "ListChannels", "ListContacts"}),
 }
 """The RPCs an API key may call (service full name -> method names): what the REST API offers, no more. Every
 other RPC of the mesh (RouteMessage, WatchInstances, AuthenticateApiKey, ReceiveWebhook, IngestMessage, SendMessage,

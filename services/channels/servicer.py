@@ -120,6 +120,23 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         deleted = await self._core.purge_instance(request.instance_name)
         return channels_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)
 
+    async def ListContacts(
+        self, request: channels_service_pb2.ListContactsRequest, context: Context
+    ) -> channels_service_pb2.ListContactsResponse:
+        current_principal().require_instance(request.instance_name)
+        contacts, total = await self._core.list_contacts(
+            request.instance_name, page=request.page, page_size=request.page_size, search=request.search
+        )
+        return channels_service_pb2.ListContactsResponse(
+            contacts=[
+                channels_service_pb2.Contact(
+                    id=c.id, name=c.name, phone_number=c.phone_number, avatar_url=c.avatar_url, email=c.email
+                )
+                for c in contacts
+            ],
+            total_count=total,
+        )
+
     async def ListChannels(
         self, request: channels_service_pb2.ListChannelsRequest, context: Context
     ) -> channels_service_pb2.ListChannelsResponse:

@@ -136,3 +136,12 @@ async def test_health_reports_the_service(channel: grpc.aio.Channel) -> None:
     response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
 
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_contacts_of_a_channel_without_a_list_are_failed_precondition(
+    stub: channels_service_pb2_grpc.ChannelsServiceAsyncStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListContacts(channels_service_pb2.ListContactsRequest(instance_name="acme"))
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "not listed yet" in (err.value.details() or "")

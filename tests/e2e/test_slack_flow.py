@@ -196,3 +196,20 @@ async def test_rest_sends_reach_a_user_by_dm_and_channels_are_listed(world: Slac
     code, listed = await world.mesh.get_json(f"/api/v1/{ws.instance}/channels")
     assert code == 200
     assert ws.channel.id in {c["id"] for c in listed["channels"]}
+
+
+async def test_contacts_are_the_workspaces_people_paged_by_name(world: SlackWorld) -> None:
+    ws = await world.new_workspace()
+    for name in ("zoe", "bruno", "carla"):
+        world.slack.add_user(ws.team.id, f"{name}-{ws.instance[-4:]}", real_name=name.title())
+    code, first = await world.mesh.get_json(f"/api/v1/{ws.instance}/contacts", page=1, page_size=2)
+    assert code == 200, first
+    assert first["total_count"] == 4  # three colleagues and the workspace's first user; never the bot
+    assert (first["page"], first["page_size"], first["has_more"]) == (1, 2, True)
+    code, second = await world.mesh.get_json(f"/api/v1/{ws.instance}/contacts", page=2, page_size=2)
+    assert second["has_more"] is False
+    ids = [c["id"] for c in first["contacts"] + second["contacts"]]
+    assert ws.bot.user_id not in ids
+    assert len(set(ids)) == 4
+    code, found = await world.mesh.get_json(f"/api/v1/{ws.instance}/contacts", search="carl")
+    assert [c["name"] for c in found["contacts"]] == ["Carla"]

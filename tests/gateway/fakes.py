@@ -382,6 +382,14 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
         canned = self.script.record("ListChannels", request, context)
         return canned or channels_service_pb2.ListChannelsResponse()
 
+    async def ListContacts(
+        self, request: channels_service_pb2.ListContactsRequest, context: Context
+    ) -> channels_service_pb2.ListContactsResponse:
+        canned = self.script.record("ListContacts", request, context)
+        return canned or channels_service_pb2.ListContactsResponse(
+            contacts=[channels_service_pb2.Contact(id="U0ALICE", name="Alice")], total_count=1
+        )
+
 
 def sample_trace(trace_id: str = "0af7651916cd43dd8448eb211c80319c") -> trace_pb2.Trace:
     """A finished trace with payloads and two spans, as the tracing service would derive it."""

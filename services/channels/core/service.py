@@ -27,6 +27,7 @@ from services.channels.core.senders.base import (
     ChannelRejectedError,
     ChannelSender,
     ChatChannel,
+    Contact,
 )
 
 CHAT_ID_ATTRIBUTE = "omni.chat_id"
@@ -139,6 +140,27 @@ class ChannelsCore:
             return await sender.list_channels(instance)
         except ChannelError as exc:
             raise UnavailableError(f"{instance.channel} did not list the channels: {exc.message}") from None
+
+    async def list_contacts(
+        self, instance_name: str, *, page: int, page_size: int, search: str = ""
+    ) -> tuple[list[Contact], int]:
+        """One page of the people the instance's account can message, and how many match in all."""
+        instance, sender = await self._instance(instance_name)
+        try:
+            contacts = await sender.list_contacts(instance)
+        except ChannelError as exc:
+            raise UnavailableError(f"{instance.channel} did not list the contacts: {exc.message}") from None
+        if contacts is None:
+            raise FailedPreconditionError(
+                f"contacts of a {instance.channel} instance are not listed yet", reason="CONTACTS_NOT_LISTED"
+            )
+        needle = search.strip().casefold()
+        if needle:
+            contacts = [c for c in contacts if needle in c.name.casefold() or needle in c.email.casefold()]
+        page = max(page, 1)
+        page_size = min(page_size if page_size > 0 else 50, 500)
+        start = (page - 1) * page_size
+        return contacts[start : start + page_size], len(contacts)
 
     async def purge_instance(self, instance_name: str) -> int:
         """Delete every outbox row of a deleted instance (its idempotency keys with them), so a new instance of the

@@ -83,6 +83,17 @@ class ChatChannel:
 
 
 @dataclass(frozen=True)
+class Contact:
+    """A person the account can message (a Slack workspace's user)."""
+
+    id: str
+    name: str
+    phone_number: str = ""
+    avatar_url: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
 class SendTarget:
     """Where one part goes: the chat, the message it answers (first part only) and the thread, when any."""
 
@@ -126,6 +137,11 @@ class ChannelSender(Protocol):
 
     async def list_channels(self, instance: Instance) -> list[ChatChannel]:
         """The channels the account sees (empty for a channel without such a list)."""
+        ...
+
+    async def list_contacts(self, instance: Instance) -> list[Contact] | None:
+        """Every person the account can message, ordered by name; None when the channel has no contact list here
+        (yet). The caller filters and pages."""
         ...
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:

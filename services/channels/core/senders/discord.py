@@ -61,6 +61,7 @@ from services.channels.core.senders.base import (
     ChannelRejectedError,
     ChannelTransientError,
     ChatChannel,
+    Contact,
     SendTarget,
 )
 
@@ -255,6 +256,10 @@ class DiscordSender:
         return await self._bounded(search, "the history request")
 
     # ------------------------------------------------------------------ account and channels
+
+    async def list_contacts(self, instance: Instance) -> list[Contact] | None:
+        """A bot's reachable people are guild members, which need the privileged members intent: not listed."""
+        return None
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
         """Discord has no webhook to register: ingress's bot receives the messages over the gateway."""

@@ -78,6 +78,7 @@ from services.channels.core.senders.base import (
     ChannelRejectedError,
     ChannelTransientError,
     ChatChannel,
+    Contact,
     SendTarget,
 )
 
@@ -120,6 +121,8 @@ LIST_MAX_PAGES = 200
 
 DM_CACHE_SIZE = 1024
 """Opened DMs remembered per token (a DM channel id never changes, so the cache only saves a call)."""
+CONTACTS_CACHE_SECONDS = 60.0
+"""How long a workspace's user list is reused for contact pages (a new colleague shows within a minute)."""
 
 _KIND_EXTENSIONS = {"image": ".png", "audio": ".ogg", "video": ".mp4", "sticker": ".webp", "document": ".bin"}
 
@@ -213,11 +216,13 @@ class _Identity:
 
 @dataclass
 class _Client:
-    """One token's Web API client and what it learnt: the DMs it opened, its own identity once asked."""
+    """One token's Web API client and what it learnt: the DMs it opened, its own identity once asked, and the
+    workspace's people (users.list) for a short while."""
 
     web: AsyncWebClient
     dm_channels: OrderedDict[str, str] = field(default_factory=OrderedDict)
     identity: _Identity | None = None
+    contacts: tuple[float, list[Contact]] | None = None
 
 
 @dataclass
@@ -488,6 +493,35 @@ class SlackSender:
             return found
 
         return await self._bounded(collect, "the channel list request")
+
+    async def list_contacts(self, instance: Instance) -> list[Contact] | None:
+        """The workspace's people (users.list across cursor pages; deleted users and bots left out), by name.
+
+        Slack has no count or offset: a page of the Omni API needs the whole list, so it is read once and kept
+        `CONTACTS_CACHE_SECONDS` per token rather than walked again for every page."""
+        client = self._client(instance)
+        now = time.monotonic()
+        if client.contacts is not None and now - client.contacts[0] < CONTACTS_CACHE_SECONDS:
+            return client.contacts[1]
+
+        async def collect(attempt: _Attempt) -> list[Contact]:
+            found: list[Contact] = []
+            cursor = ""
+            for _ in range(LIST_MAX_PAGES):
+                response = await client.web.users_list(limit=LIST_PAGE, cursor=cursor or None)
+                for member in response.get("members") or []:
+                    if isinstance(member, dict) and member.get("id") and not member.get("deleted"):
+                        if member.get("is_bot") or member.get("id") == "USLACKBOT":
+                            continue
+                        found.append(_contact(member))
+                cursor = _next_cursor(response)
+                if not cursor:
+                    break
+            return sorted(found, key=lambda c: (c.name.casefold(), c.id))
+
+        contacts = await self._bounded(collect, "the user list request")
+        client.contacts = (now, contacts)
+        return contacts
 
     # ------------------------------------------------------------------ clients
 
@@ -778,3 +812,19 @@ def _filename(media: Media, downloaded_type: str) -> str:
     kind = media.type or (major if major in ("image", "audio", "video") else "") or "file"
     extension = (mimetypes.guess_extension(mime) if mime else None) or _KIND_EXTENSIONS.get(kind, ".bin")
     return kind + extension
+
+
+def _contact(member: dict[str, Any]) -> Contact:
+    profile = member.get("profile") if isinstance(member.get("profile"), dict) else {}
+    assert isinstance(profile, dict)
+    # The person's full name first (what an operator searches for), then the handle.
+    name = str(
+        profile.get("real_name") or member.get("real_name") or profile.get("display_name") or member.get("name") or ""
+    )
+    return Contact(
+        id=str(member["id"]),
+        name=name,
+        phone_number=str(profile.get("phone") or ""),
+        avatar_url=str(profile.get("image_192") or profile.get("image_72") or ""),
+        email=str(profile.get("email") or ""),
+    )

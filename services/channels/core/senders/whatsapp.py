@@ -20,6 +20,7 @@ from services.channels.core.senders.base import (
     ChannelError,
     ChannelRejectedError,
     ChatChannel,
+    Contact,
     SendTarget,
 )
 
@@ -111,6 +112,10 @@ class EvolutionSender:
 
     async def list_channels(self, instance: Instance) -> list[ChatChannel]:
         return []
+
+    async def list_contacts(self, instance: Instance) -> list[Contact] | None:
+        """Evolution's contacts come with the WhatsApp Omni API (not here yet)."""
+        return None
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
         """Evolution's `webhook/set` with the secret as an instance webhook header, so the operator never copies it

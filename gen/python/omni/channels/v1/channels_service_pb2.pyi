@@ -460,3 +460,103 @@ class RegisterWebhookResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterWebhookResponse: _TypeAlias = RegisterWebhookResponse  # noqa: Y015
+
+@_typing.final
+class ListContactsRequest(_message.Message):
+    """ListContactsRequest pages and filters an instance's contacts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance whose contacts are listed."""
+    page: _builtins.int
+    """page is 1-based (default 1)."""
+    page_size: _builtins.int
+    """page_size is at most 500 (default 50)."""
+    search: _builtins.str
+    """search keeps contacts whose name, display name or email contains it (case-insensitive)."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        page: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        search: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name", "page", b"page", "page_size", b"page_size", "search", b"search"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContactsRequest: _TypeAlias = ListContactsRequest  # noqa: Y015
+
+@_typing.final
+class ListContactsResponse(_message.Message):
+    """ListContactsResponse is one page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    total_count: _builtins.int
+    """total_count is how many contacts match, across pages."""
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]:
+        """contacts are the page's contacts."""
+
+    def __init__(
+        self,
+        *,
+        contacts: _abc.Iterable[Global___Contact] | None = ...,
+        total_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContactsResponse: _TypeAlias = ListContactsResponse  # noqa: Y015
+
+@_typing.final
+class Contact(_message.Message):
+    """Contact is one person the account can message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the channel's id of the person; it is what send-text takes as recipient."""
+    name: _builtins.str
+    """name is the person's display name."""
+    phone_number: _builtins.str
+    """phone_number is the person's phone, when the channel shares it."""
+    avatar_url: _builtins.str
+    """avatar_url is the person's picture."""
+    email: _builtins.str
+    """email is the person's email, when the channel shares it."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+        avatar_url: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "email", b"email", "id", b"id", "name", b"name", "phone_number", b"phone_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contact: _TypeAlias = Contact  # noqa: Y015

@@ -60,6 +60,11 @@ class ChannelsServiceStub:
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.SerializeToString,
                 response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.FromString,
                 _registered_method=True)
+        self.ListContacts = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/ListContacts',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListContactsRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListContactsResponse.FromString,
+                _registered_method=True)
         self.RegisterWebhook = channel.unary_unary(
                 '/omni.channels.v1.ChannelsService/RegisterWebhook',
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.SerializeToString,
@@ -120,6 +125,15 @@ class ChannelsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListContacts(self, request, context):
+        """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
+        name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RegisterWebhook(self, request, context):
         """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
         is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
@@ -164,6 +178,11 @@ def add_ChannelsServiceServicer_to_server(servicer, server):
                     servicer.ListChannels,
                     request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.FromString,
                     response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.SerializeToString,
+            ),
+            'ListContacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContacts,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListContactsRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListContactsResponse.SerializeToString,
             ),
             'RegisterWebhook': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterWebhook,
@@ -312,6 +331,33 @@ class ChannelsService:
             '/omni.channels.v1.ChannelsService/ListChannels',
             omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsRequest.SerializeToString,
             omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChannelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/ListContacts',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ListContactsRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ListContactsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,11 @@ class ChannelsServiceStub:
     """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
     Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
     """
+    ListContacts: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ListContactsRequest, _channels_service_pb2.ListContactsResponse]
+    """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
+    name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+    UNAVAILABLE.
+    """
     RegisterWebhook: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.RegisterWebhookRequest, _channels_service_pb2.RegisterWebhookResponse]
     """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
     is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
@@ -95,6 +100,11 @@ class ChannelsServiceAsyncStub(ChannelsServiceStub):
     ListChannels: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListChannelsRequest, _channels_service_pb2.ListChannelsResponse]  # type: ignore[assignment]
     """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
     Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
+    """
+    ListContacts: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListContactsRequest, _channels_service_pb2.ListContactsResponse]  # type: ignore[assignment]
+    """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
+    name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+    UNAVAILABLE.
     """
     RegisterWebhook: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.RegisterWebhookRequest, _channels_service_pb2.RegisterWebhookResponse]  # type: ignore[assignment]
     """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
@@ -161,6 +171,17 @@ class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_channels_service_pb2.ListChannelsResponse, _abc.Awaitable[_channels_service_pb2.ListChannelsResponse]]:
         """ListChannels lists the channels the instance's account sees (the guild channels of a Discord bot).
         Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ListContacts(
+        self,
+        request: _channels_service_pb2.ListContactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.ListContactsResponse, _abc.Awaitable[_channels_service_pb2.ListContactsResponse]]:
+        """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
+        name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+        UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
