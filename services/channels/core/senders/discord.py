@@ -30,26 +30,20 @@ Error classification (what the outbox acts on, see `base`)
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import logging
-import mimetypes
-import posixpath
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import aiohttp
 import discord
 
-from servicekit.address_guard import AddressRefusedError, guarded_session
+from servicekit.address_guard import guarded_session
 from servicekit.channels import Channel
 from servicekit.instances import DiscordConfig, Instance
-from servicekit.messages import Media, raw_base64
-from servicekit.outbound_http import ResponseTooLargeError, is_redirect, read_capped, redirect_message
+from servicekit.messages import Media
 from services.channels.core.models import ConnectionState, ConnectionStatus, OutboundPart
 from services.channels.core.senders.base import (
     REASON_MISCONFIGURED,
@@ -64,6 +58,7 @@ from services.channels.core.senders.base import (
     Contact,
     SendTarget,
 )
+from services.channels.core.senders.media_files import MediaFiles
 
 _log = logging.getLogger(__name__)
 
@@ -83,8 +78,6 @@ ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=Tr
 """An agent may ping users (and the user it answers) but never @everyone or a role."""
 
 TYPING_PRESENCES = frozenset({"composing", "recording"})
-
-_KIND_EXTENSIONS = {"image": ".png", "audio": ".ogg", "video": ".mp4", "sticker": ".webp", "document": ".bin"}
 
 
 _REST_INTENTS = discord.Intents(guilds=True)
@@ -145,11 +138,18 @@ class DiscordSender:
         self._status_source = bots
         self._timeout = send_timeout_seconds
         self._max_ratelimit_wait = max_ratelimit_wait_seconds
-        self._media_max_bytes = media_max_bytes
+        self._media = MediaFiles(media_max_bytes, self._media_session)
         self._session = session
         self._owns_session = False
         self._bots: dict[str, _Bot] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+
+    def _media_session(self) -> aiohttp.ClientSession:
+        """The session media URLs are downloaded with (a guarded one of its own when none was given)."""
+        if self._session is None or self._session.closed:
+            self._session = guarded_session()
+            self._owns_session = True
+        return self._session
 
     async def aclose(self) -> None:
         """Close every cached client (and the download session when this sender created it)."""
@@ -177,7 +177,7 @@ class DiscordSender:
         """Send one file as an attachment, with the caption (or the media's own) as the message content."""
 
         async def send(attempt: _Attempt) -> str:
-            data, filename = await self._media_bytes(media)
+            data, filename = await self._media.read(media)
             bot = await self._bot(instance)
             channel_id = await self._resolve(bot, target.thread_id or target.chat_id)
             content = _caption(caption, media)
@@ -381,56 +381,6 @@ class DiscordSender:
 
     # ------------------------------------------------------------------ media
 
-    async def _media_bytes(self, media: Media) -> tuple[bytes, str]:
-        """The file's bytes (inline base64 or downloaded, capped) and the attachment's filename."""
-        if media.base64:
-            return self._decode(media.base64), _filename(media, "")
-        if not media.url:
-            raise ChannelRejectedError("the media has neither a URL nor base64 content", status=400)
-        data, content_type = await self._download(media.url)
-        return data, _filename(media, content_type)
-
-    def _decode(self, raw: str) -> bytes:
-        payload = "".join(raw_base64(raw).split())
-        if len(payload) * 3 // 4 > self._media_max_bytes + 2:
-            raise self._too_big()
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ChannelRejectedError(f"the media's base64 content is not valid base64: {exc}", status=400) from exc
-        if len(data) > self._media_max_bytes:
-            raise self._too_big()
-        return data
-
-    async def _download(self, url: str) -> tuple[bytes, str]:
-        """GET the media URL, refusing more than `media_max_bytes`; nothing was sent to Discord yet, so a failure
-        here is never `outcome_unknown`."""
-        if self._session is None:
-            self._session = guarded_session()
-            self._owns_session = True
-        try:
-            # The URL comes from an agent's reply: never let a redirect move the download somewhere unchecked.
-            async with self._session.get(url, allow_redirects=False) as response:
-                if is_redirect(response.status):
-                    raise ChannelRejectedError(redirect_message(response, "the media URL"), status=400)
-                if response.status >= 400:
-                    message = f"could not download the media ({response.status} {response.reason or ''})".strip()
-                    if response.status >= 500 or response.status == 429:
-                        raise ChannelTransientError(message)
-                    raise ChannelRejectedError(message, status=400)
-                try:
-                    data = await read_capped(response, self._media_max_bytes)
-                except ResponseTooLargeError:
-                    raise self._too_big() from None
-                return data, response.headers.get("Content-Type", "")
-        except AddressRefusedError as exc:
-            raise ChannelRejectedError(f"could not download the media: {exc}", status=400) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ChannelTransientError(f"could not download the media: {exc}") from exc
-
-    def _too_big(self) -> ChannelRejectedError:
-        return ChannelRejectedError(f"the media is larger than {self._media_max_bytes} bytes", status=413)
-
 
 # ---------------------------------------------------------------------- classification
 
@@ -527,22 +477,6 @@ def _snowflake(raw: str, chat_id: str) -> int:
 def _caption(caption: str, media: Media) -> str:
     """The content sent with a file; `find_sent` looks for the same one."""
     return caption or media.caption
-
-
-def _filename(media: Media, downloaded_type: str) -> str:
-    """The attachment's name: the media's own, the URL's last segment when it has an extension, or the kind plus
-    the MIME type's extension (Discord previews images and plays audio/video by extension)."""
-    if media.filename:
-        return posixpath.basename(media.filename.replace("\\", "/")) or "file"
-    if media.url:
-        segment = posixpath.basename(urlsplit(media.url).path)
-        if "." in segment.strip("."):
-            return segment
-    mime = (media.mime_type or downloaded_type).split(";")[0].strip().lower()
-    major = mime.split("/")[0] if mime else ""
-    kind = media.type or (major if major in ("image", "audio", "video") else "") or "file"
-    extension = (mimetypes.guess_extension(mime) if mime else None) or _KIND_EXTENSIONS.get(kind, ".bin")
-    return kind + extension
 
 
 def _channel_kind(kind: discord.ChannelType) -> str | None:

@@ -39,11 +39,7 @@ Error classification (Slack answers HTTP 200 with `{"ok": false, "error": "<word
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import html
-import mimetypes
-import posixpath
 import re
 import time
 from collections import OrderedDict
@@ -65,8 +61,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from servicekit.address_guard import AddressRefusedError, guarded_session
 from servicekit.channels import Channel
 from servicekit.instances import Instance, SlackConfig
-from servicekit.messages import Media, raw_base64
-from servicekit.outbound_http import ResponseTooLargeError, is_redirect, read_capped, redirect_message
+from servicekit.messages import Media
 from services.channels.core.models import ConnectionState, ConnectionStatus, OutboundPart
 from services.channels.core.senders.base import (
     REASON_MISCONFIGURED,
@@ -81,6 +76,7 @@ from services.channels.core.senders.base import (
     Contact,
     SendTarget,
 )
+from services.channels.core.senders.media_files import MediaFiles
 
 T = TypeVar("T")
 
@@ -123,8 +119,6 @@ DM_CACHE_SIZE = 1024
 """Opened DMs remembered per token (a DM channel id never changes, so the cache only saves a call)."""
 CONTACTS_CACHE_SECONDS = 60.0
 """How long a workspace's user list is reused for contact pages (a new colleague shows within a minute)."""
-
-_KIND_EXTENSIONS = {"image": ".png", "audio": ".ogg", "video": ".mp4", "sticker": ".webp", "document": ".bin"}
 
 
 # ---------------------------------------------------------------------- retry handlers
@@ -267,7 +261,7 @@ class SlackSender:
         self._timeout = send_timeout_seconds
         self._max_ratelimit_wait = max_ratelimit_wait_seconds
         self._max_ratelimit_retries = max_ratelimit_retries
-        self._media_max_bytes = media_max_bytes
+        self._media = MediaFiles(media_max_bytes, self._ensure_session)
         self._max_clients = max_clients
         self._session = session
         self._owns_session = False
@@ -310,7 +304,7 @@ class SlackSender:
         client = self._client(instance)
 
         async def send(attempt: _Attempt) -> str:
-            data, filename = await self._media_bytes(media)
+            data, filename = await self._media.read(media)
             channel_id = await self._resolve(client, target.chat_id)
             ticket = await client.web.files_getUploadURLExternal(filename=filename, length=len(data))
             upload_url, file_id = str(ticket.get("upload_url") or ""), str(ticket.get("file_id") or "")
@@ -610,53 +604,6 @@ class SlackSender:
 
     # ------------------------------------------------------------------ media
 
-    async def _media_bytes(self, media: Media) -> tuple[bytes, str]:
-        """The file's bytes (inline base64 or downloaded, capped) and its filename."""
-        if media.base64:
-            return self._decode(media.base64), _filename(media, "")
-        if not media.url:
-            raise ChannelRejectedError("the media has neither a URL nor base64 content", status=400)
-        data, content_type = await self._download(media.url)
-        return data, _filename(media, content_type)
-
-    def _decode(self, raw: str) -> bytes:
-        payload = "".join(raw_base64(raw).split())
-        if len(payload) * 3 // 4 > self._media_max_bytes + 2:
-            raise self._too_big()
-        try:
-            data = base64.b64decode(payload, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ChannelRejectedError(f"the media's base64 content is not valid base64: {exc}", status=400) from exc
-        if len(data) > self._media_max_bytes:
-            raise self._too_big()
-        return data
-
-    async def _download(self, url: str) -> tuple[bytes, str]:
-        """GET the media URL (an agent chose it: no redirects, capped, through the guarded session); nothing was
-        posted yet, so a failure here is never `outcome_unknown`."""
-        session = self._ensure_session()
-        try:
-            async with session.get(url, allow_redirects=False) as response:
-                if is_redirect(response.status):
-                    raise ChannelRejectedError(redirect_message(response, "the media URL"), status=400)
-                if response.status >= 400:
-                    message = f"could not download the media ({response.status} {response.reason or ''})".strip()
-                    if response.status >= 500 or response.status == 429:
-                        raise ChannelTransientError(message)
-                    raise ChannelRejectedError(message, status=400)
-                try:
-                    data = await read_capped(response, self._media_max_bytes)
-                except ResponseTooLargeError:
-                    raise self._too_big() from None
-                return data, response.headers.get("Content-Type", "")
-        except AddressRefusedError as exc:
-            raise ChannelRejectedError(f"could not download the media: {exc}", status=400) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ChannelTransientError(f"could not download the media: {exc}") from exc
-
-    def _too_big(self) -> ChannelRejectedError:
-        return ChannelRejectedError(f"the media is larger than {self._media_max_bytes} bytes", status=413)
-
 
 # ---------------------------------------------------------------------- classification
 
@@ -796,22 +743,6 @@ def _share_ts(files: Any, channel_id: str) -> str:
         if isinstance(entries, list) and entries and isinstance(entries[0], dict) and entries[0].get("ts"):
             return str(entries[0]["ts"])
     return ""
-
-
-def _filename(media: Media, downloaded_type: str) -> str:
-    """The file's name: the media's own, the URL's last segment when it has an extension, or the kind plus the
-    MIME type's extension (Slack picks its preview from the name)."""
-    if media.filename:
-        return posixpath.basename(media.filename.replace("\\", "/")) or "file"
-    if media.url:
-        segment = posixpath.basename(urlsplit(media.url).path)
-        if "." in segment.strip("."):
-            return segment
-    mime = (media.mime_type or downloaded_type).split(";")[0].strip().lower()
-    major = mime.split("/")[0] if mime else ""
-    kind = media.type or (major if major in ("image", "audio", "video") else "") or "file"
-    extension = (mimetypes.guess_extension(mime) if mime else None) or _KIND_EXTENSIONS.get(kind, ".bin")
-    return kind + extension
 
 
 def _contact(member: dict[str, Any]) -> Contact:
