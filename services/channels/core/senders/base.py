@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from servicekit.channels import Channel
-from servicekit.instances import Instance
+from servicekit.instances import DiscordConfig, Instance, SlackConfig
 from servicekit.messages import Media
 from services.channels.core.models import ConnectionStatus, OutboundPart
 
@@ -148,3 +148,28 @@ class ChannelSender(Protocol):
         """Point the channel's webhook at `webhook_url` with the instance's webhook secret; False when the channel
         is not configured by API (raises as `check_account`)."""
         ...
+
+
+def bot_token_of(instance: Instance, kind: type[DiscordConfig] | type[SlackConfig]) -> str:
+    """The instance's bot token; a missing one (or an instance of another channel) is a configuration error."""
+    config = instance.config
+    if not isinstance(config, kind):
+        raise ChannelRejectedError(
+            f"instance {instance.name!r} is a {instance.channel} instance, not {kind.CHANNEL}",
+            reason=REASON_MISCONFIGURED,
+            status=400,
+        )
+    token = config.bot_token.strip()
+    if not token:
+        raise ChannelRejectedError(
+            f"instance {instance.name!r} has no {kind.CHANNEL.value.title()} bot token",
+            reason=REASON_MISCONFIGURED,
+            status=400,
+        )
+    return token
+
+
+def describe_error(exc: BaseException) -> str:
+    """ "Type: message" of an exception whose message may be empty (timeouts often are)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -46,7 +46,6 @@ from servicekit.instances import DiscordConfig, Instance
 from servicekit.messages import Media
 from services.channels.core.models import ConnectionState, ConnectionStatus, OutboundPart
 from services.channels.core.senders.base import (
-    REASON_MISCONFIGURED,
     REASON_NOT_FOUND,
     REASON_REJECTED,
     REASON_UNAUTHORIZED,
@@ -57,6 +56,8 @@ from services.channels.core.senders.base import (
     ChatChannel,
     Contact,
     SendTarget,
+    bot_token_of,
+    describe_error,
 )
 from services.channels.core.senders.media_files import MediaFiles
 
@@ -398,7 +399,7 @@ def classify(exc: BaseException, what: str, *, sending: bool) -> ChannelError:
         return ChannelRejectedError(f"Discord refused the bot token: {exc}", reason=REASON_UNAUTHORIZED, status=401)
     if isinstance(exc, discord.HTTPException):
         return _classify_http(exc, what, sending=sending)
-    return ChannelTransientError(f"could not reach Discord for {what}: {_describe_error(exc)}", outcome_unknown=sending)
+    return ChannelTransientError(f"could not reach Discord for {what}: {describe_error(exc)}", outcome_unknown=sending)
 
 
 def _classify_http(exc: discord.HTTPException, what: str, *, sending: bool) -> ChannelError:
@@ -445,25 +446,11 @@ def _retry_after_header(exc: discord.HTTPException) -> float | None:
         return None
 
 
-def _describe_error(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # ---------------------------------------------------------------------- helpers
 
 
 def _token_of(instance: Instance) -> str:
-    """The instance's bot token; a missing one (or a non-Discord instance) is a configuration error."""
-    try:
-        token = instance.config_of(DiscordConfig).bot_token.strip()
-    except TypeError as exc:
-        raise ChannelRejectedError(str(exc), reason=REASON_MISCONFIGURED, status=400) from exc
-    if not token:
-        raise ChannelRejectedError(
-            f"instance {instance.name!r} has no Discord bot token", reason=REASON_MISCONFIGURED, status=400
-        )
-    return token
+    return bot_token_of(instance, DiscordConfig)
 
 
 def _snowflake(raw: str, chat_id: str) -> int:

@@ -75,6 +75,8 @@ from services.channels.core.senders.base import (
     ChatChannel,
     Contact,
     SendTarget,
+    bot_token_of,
+    describe_error,
 )
 from services.channels.core.senders.media_files import MediaFiles
 
@@ -618,8 +620,8 @@ def classify(exc: BaseException, what: str, *, sending: bool) -> ChannelError:
     if isinstance(exc, AddressRefusedError):
         return ChannelRejectedError(f"the Slack API address is refused: {exc}", reason=REASON_MISCONFIGURED, status=400)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ChannelTransientError(f"could not connect to Slack for {what}: {_describe_error(exc)}")
-    return ChannelTransientError(f"could not reach Slack for {what}: {_describe_error(exc)}", outcome_unknown=sending)
+        return ChannelTransientError(f"could not connect to Slack for {what}: {describe_error(exc)}")
+    return ChannelTransientError(f"could not reach Slack for {what}: {describe_error(exc)}", outcome_unknown=sending)
 
 
 def _classify_api(exc: SlackApiError, what: str, *, sending: bool) -> ChannelError:
@@ -686,25 +688,11 @@ def _retry_after(headers: Mapping[str, Any]) -> float | None:
         return None
 
 
-def _describe_error(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 # ---------------------------------------------------------------------- helpers
 
 
 def _token_of(instance: Instance) -> str:
-    """The instance's bot token; a missing one (or a non-Slack instance) is a configuration error."""
-    try:
-        token = instance.config_of(SlackConfig).bot_token.strip()
-    except TypeError as exc:
-        raise ChannelRejectedError(str(exc), reason=REASON_MISCONFIGURED, status=400) from exc
-    if not token:
-        raise ChannelRejectedError(
-            f"instance {instance.name!r} has no Slack bot token", reason=REASON_MISCONFIGURED, status=400
-        )
-    return token
+    return bot_token_of(instance, SlackConfig)
 
 
 def _thread_of(target: SendTarget) -> str:
