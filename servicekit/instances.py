@@ -20,17 +20,21 @@ class WhatsAppConfig:
     """A WhatsApp account behind an Evolution API server."""
 
     CHANNEL: ClassVar[Channel] = Channel.WHATSAPP
-    SECRETS: ClassVar[tuple[str, ...]] = ("evolution_key",)
+    SECRETS: ClassVar[tuple[str, ...]] = ("evolution_key", "instance_token")
     PUBLIC_NAMES: ClassVar[dict[str, str]] = {
         "evolution_url": "evolution_url",
         "evolution_key": "evolution_key",
         "whatsapp_instance": "whatsapp_instance",
+        "instance_token": "evolution_instance_token",
     }
     """Config field -> the public REST field (CONTRACT.md)."""
 
     evolution_url: str = ""
     evolution_key: str = ""
     whatsapp_instance: str = ""
+    instance_token: str = ""
+    """The Evolution instance's own token (instance/create's "hash"): it reaches this instance only, so calls on the
+    instance use it rather than the server's global key when Omni provisioned the instance."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ INSTANCE_SECRETS: tuple[str, ...] = (
     "webhook_secret",
     "previous_webhook_secret",
     "agent_signing_secret",
+    "transcription_api_key",
 )
 """Secrets of the instance itself (the channel configs name theirs in SECRETS)."""
 
@@ -92,6 +97,12 @@ WEBHOOK_AUTH_SECRET = "secret"
 WEBHOOK_AUTH_NONE = "none"
 """Webhooks are accepted unauthenticated: an explicit opt-out for local trials, refused in production."""
 WEBHOOK_AUTH_MODES: tuple[str, ...] = (WEBHOOK_AUTH_SECRET, WEBHOOK_AUTH_NONE)
+
+GROUP_REPLY_MENTION = "mention"
+"""Group messages reach the agent when the bot is mentioned or replied to: the default."""
+GROUP_REPLY_ALL = "all"
+GROUP_REPLY_NEVER = "never"
+GROUP_REPLY_MODES: tuple[str, ...] = (GROUP_REPLY_MENTION, GROUP_REPLY_ALL, GROUP_REPLY_NEVER)
 
 C = TypeVar("C", WhatsAppConfig, DiscordConfig, SlackConfig)
 
@@ -122,6 +133,12 @@ class Instance:
     previous_webhook_secret_expires_at: float = 0.0
     agent_signing_secret: str = ""
     """Keys the Standard Webhooks signature of agent calls ("whsec_" + base64 of the key bytes)."""
+    group_reply: str = GROUP_REPLY_MENTION
+    """Which group messages reach the agent (GROUP_REPLY_MODES)."""
+    transcription_url: str = ""
+    """OpenAI-compatible base URL voice notes are transcribed at; empty: the deployment's default, if any."""
+    transcription_api_key: str = ""
+    transcription_model: str = ""
 
     def __repr__(self) -> str:
         return f"Instance(name={self.name!r}, channel={self.channel.value!r})"

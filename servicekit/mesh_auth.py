@@ -55,6 +55,11 @@ PUBLIC_RPCS: Mapping[str, frozenset[str]] = {
         {
             "SendText",
             "SendMedia",
+            "SendReaction",
+            "SendLocation",
+            "SendContact",
+            "SendPresence",
+            "FetchProfile",
             "CreateInstance",
             "GetInstance",
             "ListInstances",
@@ -69,7 +74,18 @@ PUBLIC_RPCS: Mapping[str, frozenset[str]] = {
     ),
     "omni.tracing.v1.TracingService": frozenset({"ListTraces", "GetTrace"}),
     "omni.ingress.v1.IngressService": frozenset({"ListDeadLetters", "RedeliverDeadLetter", "ListBots"}),
-    "omni.channels.v1.ChannelsService": frozenset({"GetConnectionStatus", "ListChannels", "ListContacts"}),
+    "omni.channels.v1.ChannelsService": frozenset(
+        {
+            "GetConnectionStatus",
+            "ListChannels",
+            "ListContacts",
+            "GetContact",
+            "ListChats",
+            "GetChat",
+            "ManageConnection",
+            "DiscoverInstances",
+        }
+    ),
 }
 """The RPCs an API key may call (service full name -> method names): what the REST API offers, no more. Every
 other RPC of the mesh (RouteMessage, WatchInstances, AuthenticateApiKey, ReceiveWebhook, IngestMessage, SendMessage,

@@ -153,6 +153,16 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX api_keys_instance ON api_keys (instance_name, created_at)",
         ],
     ),
+    Migration(
+        5,
+        "group replies and voice-note transcription per instance",
+        [
+            "ALTER TABLE instances ADD COLUMN group_reply TEXT NOT NULL DEFAULT 'mention'",
+            "ALTER TABLE instances ADD COLUMN transcription_url TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE instances ADD COLUMN transcription_api_key_enc TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE instances ADD COLUMN transcription_model TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
 _LEGACY_PLAIN = ("evolution_url", "whatsapp_instance", "discord_client_id", "discord_guild_id")

@@ -38,6 +38,8 @@ _PLAIN_STRINGS = (
     "automagik_instance_id",
     "automagik_instance_name",
     "fallback_text",
+    "transcription_url",
+    "transcription_model",
 )
 
 WEBHOOK_PATHS = {
@@ -74,6 +76,8 @@ def _set_field(instance: instance_pb2.Instance, field: str, value: Any) -> str:
         instance.channel = CHANNEL_BY_NAME[value]
     elif field == "webhook_auth":
         instance.webhook_auth = WEBHOOK_AUTH_BY_NAME.get(value or "secret", instance_pb2.WEBHOOK_AUTH_SECRET)
+    elif field == "group_reply":
+        instance.group_reply = value or ""
     elif field in _PLAIN_STRINGS or field in CHANNEL_FIELD_PATHS:
         setattr(target, name, value or "")
     else:
@@ -108,7 +112,7 @@ def _hint(secret: instance_pb2.SecretValue) -> str | None:
 def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
     """The API view of an instance: masked secrets, has_<secret> flags, ISO times and the webhook URL."""
     values: dict[str, Any] = {field: getattr(instance, field) or None for field in _PLAIN_STRINGS}
-    for field in ("agent_api_key", "webhook_secret", "agent_signing_secret"):
+    for field in ("agent_api_key", "webhook_secret", "agent_signing_secret", "transcription_api_key"):
         values[field] = _hint(getattr(instance, field))
         values[f"has_{field}"] = getattr(instance, field).is_set
     arm = instance.WhichOneof("channel_config")
@@ -132,6 +136,7 @@ def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
         is_active=instance.is_active,
         webhook_url=base_url.rstrip("/") + path.format(name=instance.name) if path else None,
         webhook_auth="none" if instance.webhook_auth == instance_pb2.WEBHOOK_AUTH_NONE else "secret",
+        group_reply=instance.group_reply if instance.group_reply in ("all", "never") else "mention",
         id=instance.id or None,
         created_at=to_datetime(instance.created_at),
         updated_at=to_datetime(instance.updated_at),

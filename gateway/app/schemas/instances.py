@@ -12,6 +12,7 @@ from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 
 ChannelType = Literal["whatsapp", "discord", "slack"]
 WebhookAuth = Literal["secret", "none"]
+GroupReply = Literal["mention", "all", "never"]
 ConnectionStatus = Literal["connected", "connecting", "disconnected", "error"]
 
 
@@ -23,6 +24,7 @@ SECRET_FIELDS = (
     "slack_app_token",
     "agent_api_key",
     "webhook_secret",
+    "transcription_api_key",
 )
 """Instance fields that are secrets: written in clear, read back only as a masked hint."""
 
@@ -96,6 +98,20 @@ class InstanceFields(BaseModel):
         description='"secret" (default) or "none": accept unauthenticated webhooks, for local trials only '
         "(refused in production).",
     )
+    group_reply: GroupReply | None = Field(
+        default=None,
+        description='Which group messages reach the agent: "mention" (default: the bot is mentioned or replied to), '
+        '"all" or "never".',
+    )
+    transcription_url: OptionalUrl = Field(
+        default=None,
+        description="OpenAI-compatible base URL: voice notes are posted to {url}/v1/audio/transcriptions before the "
+        "agent turn (default: AUTOMAGIK_OMNI_TRANSCRIPTION_URL).",
+    )
+    transcription_api_key: SecretText | None = Field(
+        default=None, description="Bearer key of the transcription endpoint (write-only)."
+    )
+    transcription_model: ShortText | None = Field(default=None, description="Transcription model (default whisper-1).")
 
 
 class InstanceCreate(InstanceFields):
@@ -149,6 +165,10 @@ class InstanceOut(BaseModel):
     evolution_key: str | None = Field(default=None, description="Masked hint, e.g. ****1FAB.")
     has_evolution_key: bool = False
     whatsapp_instance: str | None = None
+    evolution_instance_token: str | None = Field(
+        default=None, description="Masked hint of the Evolution instance token Omni stored when it created the instance."
+    )
+    has_evolution_instance_token: bool = False
     discord_bot_token: str | None = None
     has_discord_bot_token: bool = False
     discord_client_id: str | None = None
@@ -183,6 +203,11 @@ class InstanceOut(BaseModel):
         "response.",
     )
     has_agent_signing_secret: bool = False
+    group_reply: GroupReply = "mention"
+    transcription_url: str | None = None
+    transcription_api_key: str | None = Field(default=None, description="Masked hint.")
+    has_transcription_api_key: bool = False
+    transcription_model: str | None = None
     id: str | None = Field(default=None, description="Immutable instance id.")
     webhook_url: str | None = Field(
         default=None,

@@ -16,6 +16,8 @@ from servicekit.channels import Channel
 from servicekit.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError, NotFoundError, OmniError
 from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 from servicekit.instances import (
+    GROUP_REPLY_MENTION,
+    GROUP_REPLY_MODES,
     WEBHOOK_AUTH_MODES,
     WEBHOOK_AUTH_NONE,
     WEBHOOK_AUTH_SECRET,
@@ -80,7 +82,7 @@ def _channel_violations(config: ChannelConfig) -> list[FieldViolation]:
 
 def _address_violations(instance: Instance, *, allow_link_local: bool) -> list[FieldViolation]:
     """Link-local and cloud-metadata hosts (`servicekit.address_guard`) the operator has not allowed."""
-    urls = {"agent_api_url": instance.agent_api_url}
+    urls = {"agent_api_url": instance.agent_api_url, "transcription_url": instance.transcription_url}
     if isinstance(instance.config, WhatsAppConfig):
         urls["whatsapp.evolution_url"] = instance.config.evolution_url
     return [
@@ -105,9 +107,14 @@ def validate(instance: Instance, *, allow_link_local: bool = False) -> Instance:
     if not 1 <= timeout <= MAX_AGENT_TIMEOUT:
         violations.append(FieldViolation("agent_timeout_seconds", f"must be between 1 and {MAX_AGENT_TIMEOUT}"))
     violations.extend(_webhook_auth_violations(instance))
+    group_reply = instance.group_reply or GROUP_REPLY_MENTION
+    if group_reply not in GROUP_REPLY_MODES:
+        violations.append(FieldViolation("group_reply", f"must be one of {', '.join(GROUP_REPLY_MODES)}"))
+    if instance.transcription_url and not _is_http_url(instance.transcription_url):
+        violations.append(FieldViolation("transcription_url", "must be an http(s) URL"))
     if violations:
         raise InvalidArgumentError("invalid instance", violations=violations)
-    return dataclasses.replace(instance, agent_timeout_seconds=timeout)
+    return dataclasses.replace(instance, agent_timeout_seconds=timeout, group_reply=group_reply)
 
 
 MIN_WEBHOOK_SECRET_LENGTH = 16

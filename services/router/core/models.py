@@ -22,6 +22,10 @@ INSTANCE_FIELDS: frozenset[str] = frozenset(
         "fallback_text",
         "webhook_secret",
         "webhook_auth",
+        "group_reply",
+        "transcription_url",
+        "transcription_api_key",
+        "transcription_model",
     }
 )
 """Top-level FieldMask paths UpdateInstance accepts; channel fields are named "<channel>.<field>"."""

@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from omni.channels.v1 import outbound_pb2 as _outbound_pb2
 from omni.common.v1 import channel_pb2 as _channel_pb2
 from omni.common.v1 import message_pb2 as _message_pb2
@@ -21,6 +23,38 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ConnectionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConnectionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConnectionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONNECTION_ACTION_UNSPECIFIED: _ConnectionAction.ValueType  # 0
+    """CONNECTION_ACTION_UNSPECIFIED is never valid."""
+    CONNECTION_ACTION_CONNECT: _ConnectionAction.ValueType  # 1
+    """CONNECTION_ACTION_CONNECT starts a login (a QR or pairing code) or reports that the account is connected."""
+    CONNECTION_ACTION_RESTART: _ConnectionAction.ValueType  # 2
+    """CONNECTION_ACTION_RESTART restarts the account's connection."""
+    CONNECTION_ACTION_LOGOUT: _ConnectionAction.ValueType  # 3
+    """CONNECTION_ACTION_LOGOUT logs the account out (a new QR scan is needed)."""
+    CONNECTION_ACTION_DISCONNECT: _ConnectionAction.ValueType  # 4
+    """CONNECTION_ACTION_DISCONNECT is a logout that keeps the gateway instance."""
+
+class ConnectionAction(_ConnectionAction, metaclass=_ConnectionActionEnumTypeWrapper):
+    """ConnectionAction is what ManageConnection does."""
+
+CONNECTION_ACTION_UNSPECIFIED: ConnectionAction.ValueType  # 0
+"""CONNECTION_ACTION_UNSPECIFIED is never valid."""
+CONNECTION_ACTION_CONNECT: ConnectionAction.ValueType  # 1
+"""CONNECTION_ACTION_CONNECT starts a login (a QR or pairing code) or reports that the account is connected."""
+CONNECTION_ACTION_RESTART: ConnectionAction.ValueType  # 2
+"""CONNECTION_ACTION_RESTART restarts the account's connection."""
+CONNECTION_ACTION_LOGOUT: ConnectionAction.ValueType  # 3
+"""CONNECTION_ACTION_LOGOUT logs the account out (a new QR scan is needed)."""
+CONNECTION_ACTION_DISCONNECT: ConnectionAction.ValueType  # 4
+"""CONNECTION_ACTION_DISCONNECT is a logout that keeps the gateway instance."""
+Global___ConnectionAction: _TypeAlias = ConnectionAction  # noqa: Y015
 
 @_typing.final
 class SendMessageRequest(_message.Message):
@@ -560,3 +594,674 @@ class Contact(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class ProvisionInstanceRequest(_message.Message):
+    """ProvisionInstanceRequest carries the instance (with its secrets) and where its webhooks should go."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    webhook_url: _builtins.str
+    """webhook_url is the hub's public URL for this instance's webhooks."""
+    @_builtins.property
+    def instance(self) -> _instance_pb2.Instance:
+        """instance is the instance, with its webhook secret and channel credentials."""
+
+    def __init__(
+        self,
+        *,
+        instance: _instance_pb2.Instance | None = ...,
+        webhook_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance", b"instance", "webhook_url", b"webhook_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisionInstanceRequest: _TypeAlias = ProvisionInstanceRequest  # noqa: Y015
+
+@_typing.final
+class ProvisionInstanceResponse(_message.Message):
+    """ProvisionInstanceResponse says what the channel gateway did."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVISIONED_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    INSTANCE_TOKEN_FIELD_NUMBER: _builtins.int
+    REMOTE_ID_FIELD_NUMBER: _builtins.int
+    QR_CODE_FIELD_NUMBER: _builtins.int
+    PAIRING_CODE_FIELD_NUMBER: _builtins.int
+    provisioned: _builtins.bool
+    """provisioned is false for channels that need no provisioning."""
+    created: _builtins.bool
+    """created is true when the gateway instance was created now (false: an existing one was adopted)."""
+    instance_token: _builtins.str
+    """instance_token is the gateway instance's own token, when it issued one (a secret: stored encrypted)."""
+    remote_id: _builtins.str
+    """remote_id is the gateway's id of the instance."""
+    qr_code: _builtins.str
+    """qr_code is a login QR (base64 PNG, no data: prefix) when the gateway returned one."""
+    pairing_code: _builtins.str
+    """pairing_code is the WhatsApp pairing code when returned."""
+    def __init__(
+        self,
+        *,
+        provisioned: _builtins.bool = ...,
+        created: _builtins.bool = ...,
+        instance_token: _builtins.str = ...,
+        remote_id: _builtins.str = ...,
+        qr_code: _builtins.str = ...,
+        pairing_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "instance_token", b"instance_token", "pairing_code", b"pairing_code", "provisioned", b"provisioned", "qr_code", b"qr_code", "remote_id", b"remote_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvisionInstanceResponse: _TypeAlias = ProvisionInstanceResponse  # noqa: Y015
+
+@_typing.final
+class DeleteRemoteInstanceRequest(_message.Message):
+    """DeleteRemoteInstanceRequest names the instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance whose gateway instance goes."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRemoteInstanceRequest: _TypeAlias = DeleteRemoteInstanceRequest  # noqa: Y015
+
+@_typing.final
+class DeleteRemoteInstanceResponse(_message.Message):
+    """DeleteRemoteInstanceResponse says whether something was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """deleted is false when the gateway had no such instance (or the channel has none)."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteRemoteInstanceResponse: _TypeAlias = DeleteRemoteInstanceResponse  # noqa: Y015
+
+@_typing.final
+class ManageConnectionRequest(_message.Message):
+    """ManageConnectionRequest names the instance and the action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    action: Global___ConnectionAction.ValueType
+    """action is what to do."""
+    phone_number: _builtins.str
+    """phone_number asks for a pairing code for this number instead of a QR (CONNECT only)."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        action: Global___ConnectionAction.ValueType = ...,
+        phone_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "instance_name", b"instance_name", "phone_number", b"phone_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManageConnectionRequest: _TypeAlias = ManageConnectionRequest  # noqa: Y015
+
+@_typing.final
+class ManageConnectionResponse(_message.Message):
+    """ManageConnectionResponse is the connection after the action."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """message is the gateway's own words about the action."""
+    @_builtins.property
+    def status(self) -> Global___GetConnectionStatusResponse:
+        """status is the connection state, QR and pairing code after the action."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___GetConnectionStatusResponse | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ManageConnectionResponse: _TypeAlias = ManageConnectionResponse  # noqa: Y015
+
+@_typing.final
+class DiscoverInstancesRequest(_message.Message):
+    """DiscoverInstancesRequest names the gateway to look at; empty fields mean every gateway Omni's instances use
+    (with their keys) plus the deployment's default.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVOLUTION_URL_FIELD_NUMBER: _builtins.int
+    EVOLUTION_KEY_FIELD_NUMBER: _builtins.int
+    evolution_url: _builtins.str
+    """evolution_url is an Evolution server to list."""
+    evolution_key: _builtins.str
+    """evolution_key is its global key."""
+    def __init__(
+        self,
+        *,
+        evolution_url: _builtins.str = ...,
+        evolution_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key", "evolution_url", b"evolution_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscoverInstancesRequest: _TypeAlias = DiscoverInstancesRequest  # noqa: Y015
+
+@_typing.final
+class DiscoverInstancesResponse(_message.Message):
+    """DiscoverInstancesResponse lists unmanaged gateway instances."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instances(self) -> _containers.RepeatedCompositeFieldContainer[Global___RemoteInstance]:
+        """instances are ordered by gateway URL, then name."""
+
+    def __init__(
+        self,
+        *,
+        instances: _abc.Iterable[Global___RemoteInstance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instances", b"instances"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscoverInstancesResponse: _TypeAlias = DiscoverInstancesResponse  # noqa: Y015
+
+@_typing.final
+class RemoteInstance(_message.Message):
+    """RemoteInstance is an instance on a channel gateway."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EVOLUTION_URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RAW_STATE_FIELD_NUMBER: _builtins.int
+    OWNER_JID_FIELD_NUMBER: _builtins.int
+    PROFILE_NAME_FIELD_NUMBER: _builtins.int
+    REMOTE_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the gateway's instance name (what whatsapp_instance takes)."""
+    evolution_url: _builtins.str
+    """evolution_url is the gateway it lives on."""
+    state: _channel_pb2.ConnectionState.ValueType
+    """state is its connection state."""
+    raw_state: _builtins.str
+    """raw_state is the gateway's word for it."""
+    owner_jid: _builtins.str
+    """owner_jid is the WhatsApp account linked to it, when connected."""
+    profile_name: _builtins.str
+    """profile_name is the account's profile name."""
+    remote_id: _builtins.str
+    """remote_id is the gateway's id of the instance."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        evolution_url: _builtins.str = ...,
+        state: _channel_pb2.ConnectionState.ValueType = ...,
+        raw_state: _builtins.str = ...,
+        owner_jid: _builtins.str = ...,
+        profile_name: _builtins.str = ...,
+        remote_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evolution_url", b"evolution_url", "name", b"name", "owner_jid", b"owner_jid", "profile_name", b"profile_name", "raw_state", b"raw_state", "remote_id", b"remote_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoteInstance: _TypeAlias = RemoteInstance  # noqa: Y015
+
+@_typing.final
+class RecordConnectionEventRequest(_message.Message):
+    """RecordConnectionEventRequest is one connection event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RAW_STATE_FIELD_NUMBER: _builtins.int
+    QR_CODE_FIELD_NUMBER: _builtins.int
+    PAIRING_CODE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the hub instance."""
+    state: _channel_pb2.ConnectionState.ValueType
+    """state is the new state; unspecified keeps the last one (a QR event)."""
+    raw_state: _builtins.str
+    """raw_state is the channel's word ("open", "close", "refused")."""
+    qr_code: _builtins.str
+    """qr_code is a fresh login QR (base64 PNG, no data: prefix)."""
+    pairing_code: _builtins.str
+    """pairing_code is a fresh pairing code."""
+    detail: _builtins.str
+    """detail explains the state (a close reason, the QR limit)."""
+    account_id: _builtins.str
+    """account_id is the linked account (the WhatsApp JID) when connected."""
+    account_name: _builtins.str
+    """account_name is the account's profile name."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """occurred_at is when the channel reported it; an older event than the last recorded is ignored."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        state: _channel_pb2.ConnectionState.ValueType = ...,
+        raw_state: _builtins.str = ...,
+        qr_code: _builtins.str = ...,
+        pairing_code: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        account_name: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_name", b"account_name", "detail", b"detail", "instance_name", b"instance_name", "occurred_at", b"occurred_at", "pairing_code", b"pairing_code", "qr_code", b"qr_code", "raw_state", b"raw_state", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConnectionEventRequest: _TypeAlias = RecordConnectionEventRequest  # noqa: Y015
+
+@_typing.final
+class RecordConnectionEventResponse(_message.Message):
+    """RecordConnectionEventResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordConnectionEventResponse: _TypeAlias = RecordConnectionEventResponse  # noqa: Y015
+
+@_typing.final
+class ListChatsRequest(_message.Message):
+    """ListChatsRequest pages and filters an instance's chats."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    PAGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
+    CHAT_TYPE_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    page: _builtins.int
+    """page is 1-based (default 1)."""
+    page_size: _builtins.int
+    """page_size is at most 500 (default 50)."""
+    search: _builtins.str
+    """search keeps chats whose name or id contains it (case-insensitive)."""
+    chat_type: _builtins.str
+    """chat_type keeps one type (direct, group or channel) when set."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        page: _builtins.int = ...,
+        page_size: _builtins.int = ...,
+        search: _builtins.str = ...,
+        chat_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_type", b"chat_type", "instance_name", b"instance_name", "page", b"page", "page_size", b"page_size", "search", b"search"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChatsRequest: _TypeAlias = ListChatsRequest  # noqa: Y015
+
+@_typing.final
+class ListChatsResponse(_message.Message):
+    """ListChatsResponse is one page."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHATS_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    total_count: _builtins.int
+    """total_count is how many chats match, across pages."""
+    @_builtins.property
+    def chats(self) -> _containers.RepeatedCompositeFieldContainer[Global___Chat]:
+        """chats are the page's chats."""
+
+    def __init__(
+        self,
+        *,
+        chats: _abc.Iterable[Global___Chat] | None = ...,
+        total_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chats", b"chats", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChatsResponse: _TypeAlias = ListChatsResponse  # noqa: Y015
+
+@_typing.final
+class Chat(_message.Message):
+    """Chat is one conversation of the instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CHAT_TYPE_FIELD_NUMBER: _builtins.int
+    UNREAD_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_AT_FIELD_NUMBER: _builtins.int
+    AVATAR_URL_FIELD_NUMBER: _builtins.int
+    LAST_MESSAGE_TEXT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the chat's id (a JID on WhatsApp); it is what send-text takes as recipient."""
+    name: _builtins.str
+    """name is the chat's name (the contact's or the group's)."""
+    chat_type: _builtins.str
+    """chat_type is direct, group or channel."""
+    unread_count: _builtins.int
+    """unread_count is how many messages are unread, when known."""
+    avatar_url: _builtins.str
+    """avatar_url is the chat's picture."""
+    last_message_text: _builtins.str
+    """last_message_text is the last message's text, when known."""
+    @_builtins.property
+    def last_message_at(self) -> _timestamp_pb2.Timestamp:
+        """last_message_at is when the last message was exchanged, when known."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        chat_type: _builtins.str = ...,
+        unread_count: _builtins.int = ...,
+        last_message_at: _timestamp_pb2.Timestamp | None = ...,
+        avatar_url: _builtins.str = ...,
+        last_message_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_message_at", b"last_message_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avatar_url", b"avatar_url", "chat_type", b"chat_type", "id", b"id", "last_message_at", b"last_message_at", "last_message_text", b"last_message_text", "name", b"name", "unread_count", b"unread_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Chat: _TypeAlias = Chat  # noqa: Y015
+
+@_typing.final
+class GetChatRequest(_message.Message):
+    """GetChatRequest names the chat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    id: _builtins.str
+    """id is the chat's id as listed."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatRequest: _TypeAlias = GetChatRequest  # noqa: Y015
+
+@_typing.final
+class GetChatResponse(_message.Message):
+    """GetChatResponse is the chat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chat(self) -> Global___Chat:
+        """chat is the chat."""
+
+    def __init__(
+        self,
+        *,
+        chat: Global___Chat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetChatResponse: _TypeAlias = GetChatResponse  # noqa: Y015
+
+@_typing.final
+class GetContactRequest(_message.Message):
+    """GetContactRequest names the contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    id: _builtins.str
+    """id is the contact's id as listed."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactRequest: _TypeAlias = GetContactRequest  # noqa: Y015
+
+@_typing.final
+class GetContactResponse(_message.Message):
+    """GetContactResponse is the contact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """contact is the contact."""
+
+    def __init__(
+        self,
+        *,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactResponse: _TypeAlias = GetContactResponse  # noqa: Y015
+
+@_typing.final
+class FetchProfileRequest(_message.Message):
+    """FetchProfileRequest names the person."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    chat_id: _builtins.str
+    """chat_id is the person (a normalized recipient: a JID on WhatsApp)."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        chat_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id", "instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchProfileRequest: _TypeAlias = FetchProfileRequest  # noqa: Y015
+
+@_typing.final
+class FetchProfileResponse(_message.Message):
+    """FetchProfileResponse is the person's profile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> _message_pb2.Profile:
+        """profile is what the channel shares."""
+
+    def __init__(
+        self,
+        *,
+        profile: _message_pb2.Profile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchProfileResponse: _TypeAlias = FetchProfileResponse  # noqa: Y015
+
+@_typing.final
+class FetchMediaRequest(_message.Message):
+    """FetchMediaRequest names a received message's media."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    CHANNEL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    channel_message_id: _builtins.str
+    """channel_message_id is the message (WhatsApp key.id)."""
+    chat_id: _builtins.str
+    """chat_id is the chat the message is in."""
+    max_bytes: _builtins.int
+    """max_bytes refuses files larger than this (0: the service's own cap)."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        channel_message_id: _builtins.str = ...,
+        chat_id: _builtins.str = ...,
+        max_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_message_id", b"channel_message_id", "chat_id", b"chat_id", "instance_name", b"instance_name", "max_bytes", b"max_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchMediaRequest: _TypeAlias = FetchMediaRequest  # noqa: Y015
+
+@_typing.final
+class FetchMediaResponse(_message.Message):
+    """FetchMediaResponse is the file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """data is the file's bytes."""
+    mime_type: _builtins.str
+    """mime_type is the file's MIME type."""
+    filename: _builtins.str
+    """filename is the file's name, when known."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        mime_type: _builtins.str = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "filename", b"filename", "mime_type", b"mime_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchMediaResponse: _TypeAlias = FetchMediaResponse  # noqa: Y015

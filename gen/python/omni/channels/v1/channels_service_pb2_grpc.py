@@ -70,6 +70,56 @@ class ChannelsServiceStub:
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.SerializeToString,
                 response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookResponse.FromString,
                 _registered_method=True)
+        self.ProvisionInstance = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/ProvisionInstance',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ProvisionInstanceRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ProvisionInstanceResponse.FromString,
+                _registered_method=True)
+        self.DeleteRemoteInstance = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/DeleteRemoteInstance',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DeleteRemoteInstanceRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DeleteRemoteInstanceResponse.FromString,
+                _registered_method=True)
+        self.ManageConnection = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/ManageConnection',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ManageConnectionRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ManageConnectionResponse.FromString,
+                _registered_method=True)
+        self.DiscoverInstances = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/DiscoverInstances',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DiscoverInstancesRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DiscoverInstancesResponse.FromString,
+                _registered_method=True)
+        self.RecordConnectionEvent = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/RecordConnectionEvent',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventResponse.FromString,
+                _registered_method=True)
+        self.ListChats = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/ListChats',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsResponse.FromString,
+                _registered_method=True)
+        self.GetChat = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/GetChat',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetChatRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetChatResponse.FromString,
+                _registered_method=True)
+        self.GetContact = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/GetContact',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetContactRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetContactResponse.FromString,
+                _registered_method=True)
+        self.FetchProfile = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/FetchProfile',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchProfileRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchProfileResponse.FromString,
+                _registered_method=True)
+        self.FetchMedia = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/FetchMedia',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchMediaRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchMediaResponse.FromString,
+                _registered_method=True)
         self.PurgeInstance = channel.unary_unary(
                 '/omni.channels.v1.ChannelsService/PurgeInstance',
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.PurgeInstanceRequest.SerializeToString,
@@ -143,6 +193,90 @@ class ChannelsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProvisionInstance(self, request, context):
+        """ProvisionInstance sets the instance up on its channel gateway where Omni can (Evolution: fetchInstances, then
+        instance/create with the webhook, or webhook/set + settings/set for an instance that already exists there) and
+        returns what the gateway issued. Channels that need no provisioning answer provisioned = false.
+        Errors: INVALID_ARGUMENT (the gateway refused; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRemoteInstance(self, request, context):
+        """DeleteRemoteInstance deletes the instance on its channel gateway (Evolution instance/delete); an instance already
+        gone there is not an error. Errors: NOT_FOUND (unknown instance), INVALID_ARGUMENT, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ManageConnection(self, request, context):
+        """ManageConnection connects, restarts, logs out or disconnects the instance's account and returns the state after.
+        Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no such action, or refused it; the
+        channel's words in the message), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiscoverInstances(self, request, context):
+        """DiscoverInstances lists the channel gateway's instances that no Omni instance manages yet.
+        Errors: INVALID_ARGUMENT (the gateway refused the key), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordConnectionEvent(self, request, context):
+        """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
+        qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChats(self, request, context):
+        """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
+        channel has no chat list), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetChat(self, request, context):
+        """GetChat reads one chat by the list's id. Errors: NOT_FOUND (unknown instance or chat), FAILED_PRECONDITION,
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContact(self, request, context):
+        """GetContact reads one contact by the list's id. Errors: NOT_FOUND (unknown instance or contact),
+        FAILED_PRECONDITION, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchProfile(self, request, context):
+        """FetchProfile reads a person's public profile on the channel (Evolution chat/fetchProfile).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchMedia(self, request, context):
+        """FetchMedia downloads the plaintext of a received message's media from the channel gateway (Evolution
+        chat/getBase64FromMediaMessage). Mesh only. Errors: NOT_FOUND, FAILED_PRECONDITION (gone, or over max_bytes),
+        UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PurgeInstance(self, request, context):
         """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
         deleted, so a new instance with the same name inherits nothing). Idempotent.
@@ -188,6 +322,56 @@ def add_ChannelsServiceServicer_to_server(servicer, server):
                     servicer.RegisterWebhook,
                     request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.FromString,
                     response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookResponse.SerializeToString,
+            ),
+            'ProvisionInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvisionInstance,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ProvisionInstanceRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ProvisionInstanceResponse.SerializeToString,
+            ),
+            'DeleteRemoteInstance': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRemoteInstance,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DeleteRemoteInstanceRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DeleteRemoteInstanceResponse.SerializeToString,
+            ),
+            'ManageConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.ManageConnection,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ManageConnectionRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ManageConnectionResponse.SerializeToString,
+            ),
+            'DiscoverInstances': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscoverInstances,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DiscoverInstancesRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.DiscoverInstancesResponse.SerializeToString,
+            ),
+            'RecordConnectionEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordConnectionEvent,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventResponse.SerializeToString,
+            ),
+            'ListChats': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChats,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsResponse.SerializeToString,
+            ),
+            'GetChat': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChat,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetChatRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetChatResponse.SerializeToString,
+            ),
+            'GetContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContact,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetContactRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.GetContactResponse.SerializeToString,
+            ),
+            'FetchProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchProfile,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchProfileRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchProfileResponse.SerializeToString,
+            ),
+            'FetchMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchMedia,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchMediaRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchMediaResponse.SerializeToString,
             ),
             'PurgeInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.PurgeInstance,
@@ -385,6 +569,276 @@ class ChannelsService:
             '/omni.channels.v1.ChannelsService/RegisterWebhook',
             omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookRequest.SerializeToString,
             omni_dot_channels_dot_v1_dot_channels__service__pb2.RegisterWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvisionInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/ProvisionInstance',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ProvisionInstanceRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ProvisionInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRemoteInstance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/DeleteRemoteInstance',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.DeleteRemoteInstanceRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.DeleteRemoteInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ManageConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/ManageConnection',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ManageConnectionRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ManageConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscoverInstances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/DiscoverInstances',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.DiscoverInstancesRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.DiscoverInstancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordConnectionEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/RecordConnectionEvent',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/ListChats',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/GetChat',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.GetChatRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.GetChatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/GetContact',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.GetContactRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.GetContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/FetchProfile',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchProfileRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/FetchMedia',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchMediaRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.FetchMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

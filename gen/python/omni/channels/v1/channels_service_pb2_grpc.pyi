@@ -67,6 +67,50 @@ class ChannelsServiceStub:
     is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
     Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
     """
+    ProvisionInstance: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ProvisionInstanceRequest, _channels_service_pb2.ProvisionInstanceResponse]
+    """ProvisionInstance sets the instance up on its channel gateway where Omni can (Evolution: fetchInstances, then
+    instance/create with the webhook, or webhook/set + settings/set for an instance that already exists there) and
+    returns what the gateway issued. Channels that need no provisioning answer provisioned = false.
+    Errors: INVALID_ARGUMENT (the gateway refused; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+    """
+    DeleteRemoteInstance: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.DeleteRemoteInstanceRequest, _channels_service_pb2.DeleteRemoteInstanceResponse]
+    """DeleteRemoteInstance deletes the instance on its channel gateway (Evolution instance/delete); an instance already
+    gone there is not an error. Errors: NOT_FOUND (unknown instance), INVALID_ARGUMENT, UNAVAILABLE.
+    """
+    ManageConnection: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ManageConnectionRequest, _channels_service_pb2.ManageConnectionResponse]
+    """ManageConnection connects, restarts, logs out or disconnects the instance's account and returns the state after.
+    Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no such action, or refused it; the
+    channel's words in the message), UNAVAILABLE.
+    """
+    DiscoverInstances: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.DiscoverInstancesRequest, _channels_service_pb2.DiscoverInstancesResponse]
+    """DiscoverInstances lists the channel gateway's instances that no Omni instance manages yet.
+    Errors: INVALID_ARGUMENT (the gateway refused the key), UNAVAILABLE.
+    """
+    RecordConnectionEvent: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.RecordConnectionEventRequest, _channels_service_pb2.RecordConnectionEventResponse]
+    """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
+    qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
+    """
+    ListChats: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ListChatsRequest, _channels_service_pb2.ListChatsResponse]
+    """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
+    channel has no chat list), UNAVAILABLE.
+    """
+    GetChat: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.GetChatRequest, _channels_service_pb2.GetChatResponse]
+    """GetChat reads one chat by the list's id. Errors: NOT_FOUND (unknown instance or chat), FAILED_PRECONDITION,
+    UNAVAILABLE.
+    """
+    GetContact: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.GetContactRequest, _channels_service_pb2.GetContactResponse]
+    """GetContact reads one contact by the list's id. Errors: NOT_FOUND (unknown instance or contact),
+    FAILED_PRECONDITION, UNAVAILABLE.
+    """
+    FetchProfile: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.FetchProfileRequest, _channels_service_pb2.FetchProfileResponse]
+    """FetchProfile reads a person's public profile on the channel (Evolution chat/fetchProfile).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
+    """
+    FetchMedia: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.FetchMediaRequest, _channels_service_pb2.FetchMediaResponse]
+    """FetchMedia downloads the plaintext of a received message's media from the channel gateway (Evolution
+    chat/getBase64FromMediaMessage). Mesh only. Errors: NOT_FOUND, FAILED_PRECONDITION (gone, or over max_bytes),
+    UNAVAILABLE.
+    """
     PurgeInstance: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.PurgeInstanceRequest, _channels_service_pb2.PurgeInstanceResponse]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
     deleted, so a new instance with the same name inherits nothing). Idempotent.
@@ -110,6 +154,50 @@ class ChannelsServiceAsyncStub(ChannelsServiceStub):
     """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
     is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
     Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+    """
+    ProvisionInstance: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ProvisionInstanceRequest, _channels_service_pb2.ProvisionInstanceResponse]  # type: ignore[assignment]
+    """ProvisionInstance sets the instance up on its channel gateway where Omni can (Evolution: fetchInstances, then
+    instance/create with the webhook, or webhook/set + settings/set for an instance that already exists there) and
+    returns what the gateway issued. Channels that need no provisioning answer provisioned = false.
+    Errors: INVALID_ARGUMENT (the gateway refused; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+    """
+    DeleteRemoteInstance: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.DeleteRemoteInstanceRequest, _channels_service_pb2.DeleteRemoteInstanceResponse]  # type: ignore[assignment]
+    """DeleteRemoteInstance deletes the instance on its channel gateway (Evolution instance/delete); an instance already
+    gone there is not an error. Errors: NOT_FOUND (unknown instance), INVALID_ARGUMENT, UNAVAILABLE.
+    """
+    ManageConnection: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ManageConnectionRequest, _channels_service_pb2.ManageConnectionResponse]  # type: ignore[assignment]
+    """ManageConnection connects, restarts, logs out or disconnects the instance's account and returns the state after.
+    Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no such action, or refused it; the
+    channel's words in the message), UNAVAILABLE.
+    """
+    DiscoverInstances: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.DiscoverInstancesRequest, _channels_service_pb2.DiscoverInstancesResponse]  # type: ignore[assignment]
+    """DiscoverInstances lists the channel gateway's instances that no Omni instance manages yet.
+    Errors: INVALID_ARGUMENT (the gateway refused the key), UNAVAILABLE.
+    """
+    RecordConnectionEvent: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.RecordConnectionEventRequest, _channels_service_pb2.RecordConnectionEventResponse]  # type: ignore[assignment]
+    """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
+    qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
+    """
+    ListChats: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListChatsRequest, _channels_service_pb2.ListChatsResponse]  # type: ignore[assignment]
+    """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
+    channel has no chat list), UNAVAILABLE.
+    """
+    GetChat: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.GetChatRequest, _channels_service_pb2.GetChatResponse]  # type: ignore[assignment]
+    """GetChat reads one chat by the list's id. Errors: NOT_FOUND (unknown instance or chat), FAILED_PRECONDITION,
+    UNAVAILABLE.
+    """
+    GetContact: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.GetContactRequest, _channels_service_pb2.GetContactResponse]  # type: ignore[assignment]
+    """GetContact reads one contact by the list's id. Errors: NOT_FOUND (unknown instance or contact),
+    FAILED_PRECONDITION, UNAVAILABLE.
+    """
+    FetchProfile: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.FetchProfileRequest, _channels_service_pb2.FetchProfileResponse]  # type: ignore[assignment]
+    """FetchProfile reads a person's public profile on the channel (Evolution chat/fetchProfile).
+    Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
+    """
+    FetchMedia: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.FetchMediaRequest, _channels_service_pb2.FetchMediaResponse]  # type: ignore[assignment]
+    """FetchMedia downloads the plaintext of a received message's media from the channel gateway (Evolution
+    chat/getBase64FromMediaMessage). Mesh only. Errors: NOT_FOUND, FAILED_PRECONDITION (gone, or over max_bytes),
+    UNAVAILABLE.
     """
     PurgeInstance: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.PurgeInstanceRequest, _channels_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
@@ -193,6 +281,110 @@ class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
         """RegisterWebhook points the channel's webhook at the hub with the instance's webhook secret, where the channel
         is configured by API (Evolution's webhook/set); channels that need no registration do nothing.
         Errors: INVALID_ARGUMENT (the channel refused it; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ProvisionInstance(
+        self,
+        request: _channels_service_pb2.ProvisionInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.ProvisionInstanceResponse, _abc.Awaitable[_channels_service_pb2.ProvisionInstanceResponse]]:
+        """ProvisionInstance sets the instance up on its channel gateway where Omni can (Evolution: fetchInstances, then
+        instance/create with the webhook, or webhook/set + settings/set for an instance that already exists there) and
+        returns what the gateway issued. Channels that need no provisioning answer provisioned = false.
+        Errors: INVALID_ARGUMENT (the gateway refused; ErrorInfo reason ACCOUNT_REJECTED), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteRemoteInstance(
+        self,
+        request: _channels_service_pb2.DeleteRemoteInstanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.DeleteRemoteInstanceResponse, _abc.Awaitable[_channels_service_pb2.DeleteRemoteInstanceResponse]]:
+        """DeleteRemoteInstance deletes the instance on its channel gateway (Evolution instance/delete); an instance already
+        gone there is not an error. Errors: NOT_FOUND (unknown instance), INVALID_ARGUMENT, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def ManageConnection(
+        self,
+        request: _channels_service_pb2.ManageConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.ManageConnectionResponse, _abc.Awaitable[_channels_service_pb2.ManageConnectionResponse]]:
+        """ManageConnection connects, restarts, logs out or disconnects the instance's account and returns the state after.
+        Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no such action, or refused it; the
+        channel's words in the message), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def DiscoverInstances(
+        self,
+        request: _channels_service_pb2.DiscoverInstancesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.DiscoverInstancesResponse, _abc.Awaitable[_channels_service_pb2.DiscoverInstancesResponse]]:
+        """DiscoverInstances lists the channel gateway's instances that no Omni instance manages yet.
+        Errors: INVALID_ARGUMENT (the gateway refused the key), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordConnectionEvent(
+        self,
+        request: _channels_service_pb2.RecordConnectionEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.RecordConnectionEventResponse, _abc.Awaitable[_channels_service_pb2.RecordConnectionEventResponse]]:
+        """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
+        qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListChats(
+        self,
+        request: _channels_service_pb2.ListChatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.ListChatsResponse, _abc.Awaitable[_channels_service_pb2.ListChatsResponse]]:
+        """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
+        channel has no chat list), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def GetChat(
+        self,
+        request: _channels_service_pb2.GetChatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.GetChatResponse, _abc.Awaitable[_channels_service_pb2.GetChatResponse]]:
+        """GetChat reads one chat by the list's id. Errors: NOT_FOUND (unknown instance or chat), FAILED_PRECONDITION,
+        UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContact(
+        self,
+        request: _channels_service_pb2.GetContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.GetContactResponse, _abc.Awaitable[_channels_service_pb2.GetContactResponse]]:
+        """GetContact reads one contact by the list's id. Errors: NOT_FOUND (unknown instance or contact),
+        FAILED_PRECONDITION, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def FetchProfile(
+        self,
+        request: _channels_service_pb2.FetchProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.FetchProfileResponse, _abc.Awaitable[_channels_service_pb2.FetchProfileResponse]]:
+        """FetchProfile reads a person's public profile on the channel (Evolution chat/fetchProfile).
+        Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def FetchMedia(
+        self,
+        request: _channels_service_pb2.FetchMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.FetchMediaResponse, _abc.Awaitable[_channels_service_pb2.FetchMediaResponse]]:
+        """FetchMedia downloads the plaintext of a received message's media from the channel gateway (Evolution
+        chat/getBase64FromMediaMessage). Mesh only. Errors: NOT_FOUND, FAILED_PRECONDITION (gone, or over max_bytes),
+        UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod

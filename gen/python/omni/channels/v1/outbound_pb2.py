@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from omni.common.v1 import message_pb2 as omni_dot_common_dot_v1_dot_message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fomni/channels/v1/outbound.proto\x12\x10omni.channels.v1\x1a\x1comni/common/v1/message.proto\"B\n\x0cOutboundPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12$\n\x05media\x18\x02 \x01(\x0b\x32\x15.omni.common.v1.Media\"z\n\nPartResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.omni.channels.v1.PartState\x12\x1a\n\x12\x63hannel_message_id\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t*\x83\x01\n\tPartState\x12\x1a\n\x16PART_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12PART_STATE_PENDING\x10\x01\x12\x13\n\x0fPART_STATE_SENT\x10\x02\x12\x15\n\x11PART_STATE_FAILED\x10\x03\x12\x16\n\x12PART_STATE_UNKNOWN\x10\x04*i\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PRESENCE_COMPOSING\x10\x01\x12\x16\n\x12PRESENCE_RECORDING\x10\x02\x12\x13\n\x0fPRESENCE_PAUSED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fomni/channels/v1/outbound.proto\x12\x10omni.channels.v1\x1a\x1comni/common/v1/message.proto\"\xc9\x01\n\x0cOutboundPart\x12\x0c\n\x04text\x18\x01 \x01(\t\x12$\n\x05media\x18\x02 \x01(\x0b\x32\x15.omni.common.v1.Media\x12*\n\x08reaction\x18\x03 \x01(\x0b\x32\x18.omni.common.v1.Reaction\x12*\n\x08location\x18\x04 \x01(\x0b\x32\x18.omni.common.v1.Location\x12-\n\x08\x63ontacts\x18\x05 \x03(\x0b\x32\x1b.omni.common.v1.ContactCard\"z\n\nPartResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.omni.channels.v1.PartState\x12\x1a\n\x12\x63hannel_message_id\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t*\x83\x01\n\tPartState\x12\x1a\n\x16PART_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12PART_STATE_PENDING\x10\x01\x12\x13\n\x0fPART_STATE_SENT\x10\x02\x12\x15\n\x11PART_STATE_FAILED\x10\x03\x12\x16\n\x12PART_STATE_UNKNOWN\x10\x04*\x81\x01\n\x08Presence\x12\x18\n\x14PRESENCE_UNSPECIFIED\x10\x00\x12\x16\n\x12PRESENCE_COMPOSING\x10\x01\x12\x16\n\x12PRESENCE_RECORDING\x10\x02\x12\x13\n\x0fPRESENCE_PAUSED\x10\x03\x12\x16\n\x12PRESENCE_AVAILABLE\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'omni.channels.v1.outbound_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PARTSTATE']._serialized_start=276
-  _globals['_PARTSTATE']._serialized_end=407
-  _globals['_PRESENCE']._serialized_start=409
-  _globals['_PRESENCE']._serialized_end=514
-  _globals['_OUTBOUNDPART']._serialized_start=83
-  _globals['_OUTBOUNDPART']._serialized_end=149
-  _globals['_PARTRESULT']._serialized_start=151
-  _globals['_PARTRESULT']._serialized_end=273
+  _globals['_PARTSTATE']._serialized_start=412
+  _globals['_PARTSTATE']._serialized_end=543
+  _globals['_PRESENCE']._serialized_start=546
+  _globals['_PRESENCE']._serialized_end=675
+  _globals['_OUTBOUNDPART']._serialized_start=84
+  _globals['_OUTBOUNDPART']._serialized_end=285
+  _globals['_PARTRESULT']._serialized_start=287
+  _globals['_PARTRESULT']._serialized_end=409
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from omni.common.v1 import message_pb2 as _message_pb2
 import builtins as _builtins
@@ -64,6 +66,8 @@ class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.Val
     """PRESENCE_RECORDING shows "recording audio..."."""
     PRESENCE_PAUSED: _Presence.ValueType  # 3
     """PRESENCE_PAUSED clears the indicator."""
+    PRESENCE_AVAILABLE: _Presence.ValueType  # 4
+    """PRESENCE_AVAILABLE shows the account online."""
 
 class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper):
     """Presence is a typing indicator state."""
@@ -76,31 +80,53 @@ PRESENCE_RECORDING: Presence.ValueType  # 2
 """PRESENCE_RECORDING shows "recording audio..."."""
 PRESENCE_PAUSED: Presence.ValueType  # 3
 """PRESENCE_PAUSED clears the indicator."""
+PRESENCE_AVAILABLE: Presence.ValueType  # 4
+"""PRESENCE_AVAILABLE shows the account online."""
 Global___Presence: _TypeAlias = Presence  # noqa: Y015
 
 @_typing.final
 class OutboundPart(_message.Message):
-    """OutboundPart is one message to send: text, or media with an optional caption."""
+    """OutboundPart is one message to send: text, media with an optional caption, a reaction, a location or contact cards.
+    At most one of media, reaction, location and contacts is set.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TEXT_FIELD_NUMBER: _builtins.int
     MEDIA_FIELD_NUMBER: _builtins.int
+    REACTION_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """text is the text of the part (the caption when media is set)."""
     @_builtins.property
     def media(self) -> _message_pb2.Media:
-        """media is a file to send instead of plain text."""
+        """media is a file to send instead of plain text (a voice note when media.voice_note, a sticker by its type)."""
+
+    @_builtins.property
+    def reaction(self) -> _message_pb2.Reaction:
+        """reaction reacts to a message of the chat instead of sending text."""
+
+    @_builtins.property
+    def location(self) -> _message_pb2.Location:
+        """location sends a map pin."""
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.ContactCard]:
+        """contacts sends contact cards."""
 
     def __init__(
         self,
         *,
         text: _builtins.str = ...,
         media: _message_pb2.Media | None = ...,
+        reaction: _message_pb2.Reaction | None = ...,
+        location: _message_pb2.Location | None = ...,
+        contacts: _abc.Iterable[_message_pb2.ContactCard] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["media", b"media"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location", "media", b"media", "reaction", b"reaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["media", b"media", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "location", b"location", "media", b"media", "reaction", b"reaction", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -186,6 +186,8 @@ class Media(_message.Message):
     FILENAME_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
+    BLOB_ID_FIELD_NUMBER: _builtins.int
+    VOICE_NOTE_FIELD_NUMBER: _builtins.int
     type: _channel_pb2.MessageType.ValueType
     """type is image, audio, video, document or sticker."""
     mime_type: _builtins.str
@@ -202,6 +204,12 @@ class Media(_message.Message):
     """size_bytes is the file size when known."""
     duration_seconds: _builtins.int
     """duration_seconds is the length of audio or video when known."""
+    blob_id: _builtins.str
+    """blob_id names the hub's stored copy of the bytes (ingress's media store) when they were moved out of the
+    message, so large files never sit in the inbox or outbox rows; base64 is then empty until resolved.
+    """
+    voice_note: _builtins.bool
+    """voice_note is true for a recorded voice message (WhatsApp ptt) rather than an audio file."""
     def __init__(
         self,
         *,
@@ -213,14 +221,114 @@ class Media(_message.Message):
         filename: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         duration_seconds: _builtins.int = ...,
+        blob_id: _builtins.str = ...,
+        voice_note: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base64", b"base64", "caption", b"caption", "duration_seconds", b"duration_seconds", "filename", b"filename", "mime_type", b"mime_type", "size_bytes", b"size_bytes", "type", b"type", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base64", b"base64", "blob_id", b"blob_id", "caption", b"caption", "duration_seconds", b"duration_seconds", "filename", b"filename", "mime_type", b"mime_type", "size_bytes", b"size_bytes", "type", b"type", "url", b"url", "voice_note", b"voice_note"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Media: _TypeAlias = Media  # noqa: Y015
+
+@_typing.final
+class Reaction(_message.Message):
+    """Reaction is an emoji reaction to a message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EMOJI_FIELD_NUMBER: _builtins.int
+    FROM_ME_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """message_id is the channel id of the message reacted to."""
+    emoji: _builtins.str
+    """emoji is the reaction; empty removes an earlier one."""
+    from_me: _builtins.bool
+    """from_me is true when the message reacted to was sent by the instance itself."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        emoji: _builtins.str = ...,
+        from_me: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["emoji", b"emoji", "from_me", b"from_me", "message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reaction: _TypeAlias = Reaction  # noqa: Y015
+
+@_typing.final
+class Location(_message.Message):
+    """Location is a point on the map."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    """latitude in degrees."""
+    longitude: _builtins.float
+    """longitude in degrees."""
+    name: _builtins.str
+    """name of the place."""
+    address: _builtins.str
+    """address of the place."""
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "latitude", b"latitude", "longitude", b"longitude", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Location: _TypeAlias = Location  # noqa: Y015
+
+@_typing.final
+class ContactCard(_message.Message):
+    """ContactCard is a person's card (a vCard on WhatsApp)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FULL_NAME_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_FIELD_NUMBER: _builtins.int
+    full_name: _builtins.str
+    """full_name is the name shown."""
+    phone_number: _builtins.str
+    """phone_number is the person's phone in international form."""
+    email: _builtins.str
+    """email is the person's email."""
+    organization: _builtins.str
+    """organization is the person's company."""
+    def __init__(
+        self,
+        *,
+        full_name: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+        email: _builtins.str = ...,
+        organization: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "full_name", b"full_name", "organization", b"organization", "phone_number", b"phone_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContactCard: _TypeAlias = ContactCard  # noqa: Y015
 
 @_typing.final
 class QuotedMessage(_message.Message):
@@ -277,3 +385,49 @@ class Workspace(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Workspace: _TypeAlias = Workspace  # noqa: Y015
+
+@_typing.final
+class Profile(_message.Message):
+    """Profile is a person's public profile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONE_NUMBER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PICTURE_URL_FIELD_NUMBER: _builtins.int
+    IS_BUSINESS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the person's id (the JID)."""
+    name: _builtins.str
+    """name is the profile name."""
+    phone_number: _builtins.str
+    """phone_number is the number, when it is a phone account."""
+    status: _builtins.str
+    """status is the "about" text."""
+    picture_url: _builtins.str
+    """picture_url is the profile picture."""
+    is_business: _builtins.bool
+    """is_business is true for a business account."""
+    description: _builtins.str
+    """description is a business account's description."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        phone_number: _builtins.str = ...,
+        status: _builtins.str = ...,
+        picture_url: _builtins.str = ...,
+        is_business: _builtins.bool = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "is_business", b"is_business", "name", b"name", "phone_number", b"phone_number", "picture_url", b"picture_url", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Profile: _TypeAlias = Profile  # noqa: Y015

@@ -458,3 +458,55 @@ class PurgeInstanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurgeInstanceResponse: _TypeAlias = PurgeInstanceResponse  # noqa: Y015
+
+@_typing.final
+class GetMediaRequest(_message.Message):
+    """GetMediaRequest names a stored file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    BLOB_ID_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance the file was received on."""
+    blob_id: _builtins.str
+    """blob_id is Media.blob_id."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        blob_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blob_id", b"blob_id", "instance_name", b"instance_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMediaRequest: _TypeAlias = GetMediaRequest  # noqa: Y015
+
+@_typing.final
+class GetMediaResponse(_message.Message):
+    """GetMediaResponse is the file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """data is the file's bytes."""
+    mime_type: _builtins.str
+    """mime_type is the file's MIME type."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        mime_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMediaResponse: _TypeAlias = GetMediaResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class IngressServiceStub:
                 request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.SerializeToString,
                 response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.FromString,
                 _registered_method=True)
+        self.GetMedia = channel.unary_unary(
+                '/omni.ingress.v1.IngressService/GetMedia',
+                request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.GetMediaRequest.SerializeToString,
+                response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.GetMediaResponse.FromString,
+                _registered_method=True)
         self.PurgeInstance = channel.unary_unary(
                 '/omni.ingress.v1.IngressService/PurgeInstance',
                 request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.SerializeToString,
@@ -113,6 +118,14 @@ class IngressServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMedia(self, request, context):
+        """GetMedia reads a received file the inbox kept apart from the message (Media.blob_id). Mesh only.
+        Errors: NOT_FOUND (no such file: expired or another instance's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PurgeInstance(self, request, context):
         """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
         deleted, so a new instance with the same name inherits nothing). Idempotent.
@@ -148,6 +161,11 @@ def add_IngressServiceServicer_to_server(servicer, server):
                     servicer.ListBots,
                     request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.FromString,
                     response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.SerializeToString,
+            ),
+            'GetMedia': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMedia,
+                    request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.GetMediaRequest.FromString,
+                    response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.GetMediaResponse.SerializeToString,
             ),
             'PurgeInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.PurgeInstance,
@@ -292,6 +310,33 @@ class IngressService:
             '/omni.ingress.v1.IngressService/ListBots',
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsRequest.SerializeToString,
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.ListBotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.ingress.v1.IngressService/GetMedia',
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.GetMediaRequest.SerializeToString,
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.GetMediaResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,10 @@ class IngressServiceStub:
     """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
     them. An instance_name that has no bot gives an empty list.
     """
+    GetMedia: _grpc.UnaryUnaryMultiCallable[_ingress_service_pb2.GetMediaRequest, _ingress_service_pb2.GetMediaResponse]
+    """GetMedia reads a received file the inbox kept apart from the message (Media.blob_id). Mesh only.
+    Errors: NOT_FOUND (no such file: expired or another instance's).
+    """
     PurgeInstance: _grpc.UnaryUnaryMultiCallable[_ingress_service_pb2.PurgeInstanceRequest, _ingress_service_pb2.PurgeInstanceResponse]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
     deleted, so a new instance with the same name inherits nothing). Idempotent.
@@ -84,6 +88,10 @@ class IngressServiceAsyncStub(IngressServiceStub):
     ListBots: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.ListBotsRequest, _ingress_service_pb2.ListBotsResponse]  # type: ignore[assignment]
     """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
     them. An instance_name that has no bot gives an empty list.
+    """
+    GetMedia: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.GetMediaRequest, _ingress_service_pb2.GetMediaResponse]  # type: ignore[assignment]
+    """GetMedia reads a received file the inbox kept apart from the message (Media.blob_id). Mesh only.
+    Errors: NOT_FOUND (no such file: expired or another instance's).
     """
     PurgeInstance: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.PurgeInstanceRequest, _ingress_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
@@ -142,6 +150,16 @@ class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingress_service_pb2.ListBotsResponse, _abc.Awaitable[_ingress_service_pb2.ListBotsResponse]]:
         """ListBots reports the channel connections ingress hosts (one Discord bot per instance), whichever replica runs
         them. An instance_name that has no bot gives an empty list.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMedia(
+        self,
+        request: _ingress_service_pb2.GetMediaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingress_service_pb2.GetMediaResponse, _abc.Awaitable[_ingress_service_pb2.GetMediaResponse]]:
+        """GetMedia reads a received file the inbox kept apart from the message (Media.blob_id). Mesh only.
+        Errors: NOT_FOUND (no such file: expired or another instance's).
         """
 
     @_abc_1.abstractmethod

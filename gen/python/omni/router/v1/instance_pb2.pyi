@@ -127,6 +127,10 @@ class Instance(_message.Message):
     PREVIOUS_WEBHOOK_SECRET_FIELD_NUMBER: _builtins.int
     PREVIOUS_WEBHOOK_SECRET_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     AGENT_SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    GROUP_REPLY_FIELD_NUMBER: _builtins.int
+    TRANSCRIPTION_URL_FIELD_NUMBER: _builtins.int
+    TRANSCRIPTION_API_KEY_FIELD_NUMBER: _builtins.int
+    TRANSCRIPTION_MODEL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the instance's unique name: lower case, [a-z0-9][a-z0-9_-]{0,62}."""
     channel: _channel_pb2.Channel.ValueType
@@ -153,6 +157,16 @@ class Instance(_message.Message):
     """
     webhook_auth: Global___WebhookAuth.ValueType
     """webhook_auth says how channel webhooks prove they come from the channel (default: the webhook secret)."""
+    group_reply: _builtins.str
+    """group_reply says which group messages reach the agent: "mention" (default: the bot is mentioned or replied to),
+    "all" or "never".
+    """
+    transcription_url: _builtins.str
+    """transcription_url is an OpenAI-compatible base URL; voice notes are posted to
+    {transcription_url}/v1/audio/transcriptions before the agent turn. Empty: the global setting, if any.
+    """
+    transcription_model: _builtins.str
+    """transcription_model is the model named in the transcription request (default whisper-1)."""
     @_builtins.property
     def whatsapp(self) -> Global___WhatsAppConfig:
         """whatsapp is the Evolution API account of a WhatsApp instance."""
@@ -195,6 +209,10 @@ class Instance(_message.Message):
     def agent_signing_secret(self) -> Global___SecretValue:
         """agent_signing_secret keys the Standard Webhooks signature of every agent call ("whsec_" + base64)."""
 
+    @_builtins.property
+    def transcription_api_key(self) -> Global___SecretValue:
+        """transcription_api_key is sent as a Bearer token to the transcription endpoint."""
+
     def __init__(
         self,
         *,
@@ -220,10 +238,14 @@ class Instance(_message.Message):
         previous_webhook_secret: Global___SecretValue | None = ...,
         previous_webhook_secret_expires_at: _timestamp_pb2.Timestamp | None = ...,
         agent_signing_secret: Global___SecretValue | None = ...,
+        group_reply: _builtins.str = ...,
+        transcription_url: _builtins.str = ...,
+        transcription_api_key: Global___SecretValue | None = ...,
+        transcription_model: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_signing_secret", b"agent_signing_secret", "channel_config", b"channel_config", "created_at", b"created_at", "discord", b"discord", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_signing_secret", b"agent_signing_secret", "channel_config", b"channel_config", "created_at", b"created_at", "discord", b"discord", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "transcription_api_key", b"transcription_api_key", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_signing_secret", b"agent_signing_secret", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "id", b"id", "is_active", b"is_active", "name", b"name", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "updated_at", b"updated_at", "webhook_auth", b"webhook_auth", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_signing_secret", b"agent_signing_secret", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "group_reply", b"group_reply", "id", b"id", "is_active", b"is_active", "name", b"name", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "transcription_api_key", b"transcription_api_key", "transcription_model", b"transcription_model", "transcription_url", b"transcription_url", "updated_at", b"updated_at", "webhook_auth", b"webhook_auth", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_channel_config: _TypeAlias = _typing.Literal["whatsapp", "discord", "slack"]  # noqa: Y015
     _WhichOneofArgType_channel_config: _TypeAlias = _typing.Literal["channel_config", b"channel_config"]  # noqa: Y015
@@ -240,6 +262,7 @@ class WhatsAppConfig(_message.Message):
     EVOLUTION_URL_FIELD_NUMBER: _builtins.int
     EVOLUTION_KEY_FIELD_NUMBER: _builtins.int
     WHATSAPP_INSTANCE_FIELD_NUMBER: _builtins.int
+    INSTANCE_TOKEN_FIELD_NUMBER: _builtins.int
     evolution_url: _builtins.str
     """evolution_url is the base URL of the tenant's Evolution API server."""
     whatsapp_instance: _builtins.str
@@ -248,16 +271,23 @@ class WhatsAppConfig(_message.Message):
     def evolution_key(self) -> Global___SecretValue:
         """evolution_key is the Evolution API key used for sends."""
 
+    @_builtins.property
+    def instance_token(self) -> Global___SecretValue:
+        """instance_token is the Evolution instance's own token (the "hash" its instance/create returns), used in place of
+        evolution_key for calls on this instance when set.
+        """
+
     def __init__(
         self,
         *,
         evolution_url: _builtins.str = ...,
         evolution_key: Global___SecretValue | None = ...,
         whatsapp_instance: _builtins.str = ...,
+        instance_token: Global___SecretValue | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key", "instance_token", b"instance_token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key", "evolution_url", b"evolution_url", "whatsapp_instance", b"whatsapp_instance"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evolution_key", b"evolution_key", "evolution_url", b"evolution_url", "instance_token", b"instance_token", "whatsapp_instance", b"whatsapp_instance"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

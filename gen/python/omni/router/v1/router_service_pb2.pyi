@@ -779,16 +779,20 @@ class DeleteInstanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    DELETE_REMOTE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the instance name."""
+    delete_remote: _builtins.bool
+    """delete_remote also deletes the instance on its channel gateway (the Evolution instance); default: keep it."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        delete_remote: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_remote", b"delete_remote", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,3 +859,308 @@ class WatchInstancesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchInstancesResponse: _TypeAlias = WatchInstancesResponse  # noqa: Y015
+
+@_typing.final
+class SendReactionRequest(_message.Message):
+    """SendReactionRequest is an API reaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    REACTION_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance to send from."""
+    recipient: _builtins.str
+    """recipient is the chat the message is in."""
+    session_id: _builtins.str
+    """session_id optionally ties the send to a session, for the trace."""
+    idempotency_key: _builtins.str
+    """idempotency_key makes a retried API call send once; empty means a fresh send."""
+    @_builtins.property
+    def reaction(self) -> _message_pb2.Reaction:
+        """reaction names the message and the emoji."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        reaction: _message_pb2.Reaction | None = ...,
+        session_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reaction", b"reaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "instance_name", b"instance_name", "reaction", b"reaction", "recipient", b"recipient", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendReactionRequest: _TypeAlias = SendReactionRequest  # noqa: Y015
+
+@_typing.final
+class SendReactionResponse(_message.Message):
+    """SendReactionResponse lists what was sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    """trace_id is the trace of the send."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """message_ids are the channel ids of what was sent."""
+
+    def __init__(
+        self,
+        *,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_ids", b"message_ids", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendReactionResponse: _TypeAlias = SendReactionResponse  # noqa: Y015
+
+@_typing.final
+class SendLocationRequest(_message.Message):
+    """SendLocationRequest is an API location send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance to send from."""
+    recipient: _builtins.str
+    """recipient is a phone number, a WhatsApp JID, or a channel id."""
+    session_id: _builtins.str
+    """session_id optionally ties the send to a session, for the trace."""
+    idempotency_key: _builtins.str
+    """idempotency_key makes a retried API call send once; empty means a fresh send."""
+    @_builtins.property
+    def location(self) -> _message_pb2.Location:
+        """location is the pin."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        location: _message_pb2.Location | None = ...,
+        session_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["location", b"location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "instance_name", b"instance_name", "location", b"location", "recipient", b"recipient", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendLocationRequest: _TypeAlias = SendLocationRequest  # noqa: Y015
+
+@_typing.final
+class SendLocationResponse(_message.Message):
+    """SendLocationResponse lists what was sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    """trace_id is the trace of the send."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """message_ids are the channel ids of what was sent."""
+
+    def __init__(
+        self,
+        *,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_ids", b"message_ids", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendLocationResponse: _TypeAlias = SendLocationResponse  # noqa: Y015
+
+@_typing.final
+class SendContactRequest(_message.Message):
+    """SendContactRequest is an API contact-card send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance to send from."""
+    recipient: _builtins.str
+    """recipient is a phone number, a WhatsApp JID, or a channel id."""
+    session_id: _builtins.str
+    """session_id optionally ties the send to a session, for the trace."""
+    idempotency_key: _builtins.str
+    """idempotency_key makes a retried API call send once; empty means a fresh send."""
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[_message_pb2.ContactCard]:
+        """contacts are the cards, sent as one message."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        contacts: _abc.Iterable[_message_pb2.ContactCard] | None = ...,
+        session_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contacts", b"contacts", "idempotency_key", b"idempotency_key", "instance_name", b"instance_name", "recipient", b"recipient", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendContactRequest: _TypeAlias = SendContactRequest  # noqa: Y015
+
+@_typing.final
+class SendContactResponse(_message.Message):
+    """SendContactResponse lists what was sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
+    trace_id: _builtins.str
+    """trace_id is the trace of the send."""
+    @_builtins.property
+    def message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """message_ids are the channel ids of what was sent."""
+
+    def __init__(
+        self,
+        *,
+        message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        trace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_ids", b"message_ids", "trace_id", b"trace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendContactResponse: _TypeAlias = SendContactResponse  # noqa: Y015
+
+@_typing.final
+class SendPresenceRequest(_message.Message):
+    """SendPresenceRequest shows a presence in a chat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    PRESENCE_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    recipient: _builtins.str
+    """recipient is a phone number, a WhatsApp JID, or a channel id."""
+    presence: _builtins.str
+    """presence is the state to show: composing, recording, paused or available."""
+    duration_ms: _builtins.int
+    """duration_ms is how long it shows (default 3000, at most 20000)."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        presence: _builtins.str = ...,
+        duration_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_ms", b"duration_ms", "instance_name", b"instance_name", "presence", b"presence", "recipient", b"recipient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPresenceRequest: _TypeAlias = SendPresenceRequest  # noqa: Y015
+
+@_typing.final
+class SendPresenceResponse(_message.Message):
+    """SendPresenceResponse is empty."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendPresenceResponse: _TypeAlias = SendPresenceResponse  # noqa: Y015
+
+@_typing.final
+class FetchProfileRequest(_message.Message):
+    """FetchProfileRequest names the person."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance."""
+    recipient: _builtins.str
+    """recipient is a phone number or a WhatsApp JID."""
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name", "recipient", b"recipient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchProfileRequest: _TypeAlias = FetchProfileRequest  # noqa: Y015
+
+@_typing.final
+class FetchProfileResponse(_message.Message):
+    """FetchProfileResponse is the person's profile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROFILE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def profile(self) -> _message_pb2.Profile:
+        """profile is what the channel shares."""
+
+    def __init__(
+        self,
+        *,
+        profile: _message_pb2.Profile | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchProfileResponse: _TypeAlias = FetchProfileResponse  # noqa: Y015

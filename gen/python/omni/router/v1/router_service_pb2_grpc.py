@@ -51,6 +51,31 @@ class RouterServiceStub:
                 request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendMediaRequest.SerializeToString,
                 response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendMediaResponse.FromString,
                 _registered_method=True)
+        self.SendReaction = channel.unary_unary(
+                '/omni.router.v1.RouterService/SendReaction',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendReactionRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendReactionResponse.FromString,
+                _registered_method=True)
+        self.SendLocation = channel.unary_unary(
+                '/omni.router.v1.RouterService/SendLocation',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendLocationRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendLocationResponse.FromString,
+                _registered_method=True)
+        self.SendContact = channel.unary_unary(
+                '/omni.router.v1.RouterService/SendContact',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendContactRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendContactResponse.FromString,
+                _registered_method=True)
+        self.SendPresence = channel.unary_unary(
+                '/omni.router.v1.RouterService/SendPresence',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendPresenceRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendPresenceResponse.FromString,
+                _registered_method=True)
+        self.FetchProfile = channel.unary_unary(
+                '/omni.router.v1.RouterService/FetchProfile',
+                request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.FetchProfileRequest.SerializeToString,
+                response_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.FetchProfileResponse.FromString,
+                _registered_method=True)
         self.CreateInstance = channel.unary_unary(
                 '/omni.router.v1.RouterService/CreateInstance',
                 request_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.CreateInstanceRequest.SerializeToString,
@@ -140,6 +165,45 @@ class RouterServiceServicer:
     def SendMedia(self, request, context):
         """SendMedia sends a file (by URL or base64) with an optional caption to a recipient.
         Errors: as SendText; INVALID_ARGUMENT also when neither media_url nor media_base64 is given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendReaction(self, request, context):
+        """SendReaction reacts to a message with an emoji (empty removes the reaction).
+        Errors: as SendText; INVALID_ARGUMENT also without message_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendLocation(self, request, context):
+        """SendLocation sends a map pin. Errors: as SendText; INVALID_ARGUMENT for coordinates out of range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendContact(self, request, context):
+        """SendContact sends contact cards. Errors: as SendText; INVALID_ARGUMENT without a card, or a card without a
+        name or phone number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendPresence(self, request, context):
+        """SendPresence shows a presence (typing, recording, paused, available) in a chat; it is not retried.
+        Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchProfile(self, request, context):
+        """FetchProfile reads a person's public profile on the channel.
+        Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +317,31 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.SendMedia,
                     request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendMediaRequest.FromString,
                     response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendMediaResponse.SerializeToString,
+            ),
+            'SendReaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendReaction,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendReactionRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendReactionResponse.SerializeToString,
+            ),
+            'SendLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendLocation,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendLocationRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendLocationResponse.SerializeToString,
+            ),
+            'SendContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendContact,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendContactRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendContactResponse.SerializeToString,
+            ),
+            'SendPresence': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendPresence,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendPresenceRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.SendPresenceResponse.SerializeToString,
+            ),
+            'FetchProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchProfile,
+                    request_deserializer=omni_dot_router_dot_v1_dot_router__service__pb2.FetchProfileRequest.FromString,
+                    response_serializer=omni_dot_router_dot_v1_dot_router__service__pb2.FetchProfileResponse.SerializeToString,
             ),
             'CreateInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateInstance,
@@ -398,6 +487,141 @@ class RouterService:
             '/omni.router.v1.RouterService/SendMedia',
             omni_dot_router_dot_v1_dot_router__service__pb2.SendMediaRequest.SerializeToString,
             omni_dot_router_dot_v1_dot_router__service__pb2.SendMediaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendReaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/SendReaction',
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendReactionRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendReactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/SendLocation',
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendLocationRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendLocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/SendContact',
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendContactRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendPresence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/SendPresence',
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendPresenceRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.SendPresenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.router.v1.RouterService/FetchProfile',
+            omni_dot_router_dot_v1_dot_router__service__pb2.FetchProfileRequest.SerializeToString,
+            omni_dot_router_dot_v1_dot_router__service__pb2.FetchProfileResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,24 @@ class RouterServiceStub:
     """SendMedia sends a file (by URL or base64) with an optional caption to a recipient.
     Errors: as SendText; INVALID_ARGUMENT also when neither media_url nor media_base64 is given.
     """
+    SendReaction: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.SendReactionRequest, _router_service_pb2.SendReactionResponse]
+    """SendReaction reacts to a message with an emoji (empty removes the reaction).
+    Errors: as SendText; INVALID_ARGUMENT also without message_id.
+    """
+    SendLocation: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.SendLocationRequest, _router_service_pb2.SendLocationResponse]
+    """SendLocation sends a map pin. Errors: as SendText; INVALID_ARGUMENT for coordinates out of range."""
+    SendContact: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.SendContactRequest, _router_service_pb2.SendContactResponse]
+    """SendContact sends contact cards. Errors: as SendText; INVALID_ARGUMENT without a card, or a card without a
+    name or phone number.
+    """
+    SendPresence: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.SendPresenceRequest, _router_service_pb2.SendPresenceResponse]
+    """SendPresence shows a presence (typing, recording, paused, available) in a chat; it is not retried.
+    Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION, UNAVAILABLE.
+    """
+    FetchProfile: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.FetchProfileRequest, _router_service_pb2.FetchProfileResponse]
+    """FetchProfile reads a person's public profile on the channel.
+    Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
+    """
     CreateInstance: _grpc.UnaryUnaryMultiCallable[_router_service_pb2.CreateInstanceRequest, _router_service_pb2.CreateInstanceResponse]
     """CreateInstance checks the channel account (ChannelsService.CheckAccount) and stores the instance.
     Errors: ALREADY_EXISTS (name taken), INVALID_ARGUMENT (bad fields, or credentials the channel refused),
@@ -109,6 +127,24 @@ class RouterServiceAsyncStub(RouterServiceStub):
     SendMedia: _aio.UnaryUnaryMultiCallable[_router_service_pb2.SendMediaRequest, _router_service_pb2.SendMediaResponse]  # type: ignore[assignment]
     """SendMedia sends a file (by URL or base64) with an optional caption to a recipient.
     Errors: as SendText; INVALID_ARGUMENT also when neither media_url nor media_base64 is given.
+    """
+    SendReaction: _aio.UnaryUnaryMultiCallable[_router_service_pb2.SendReactionRequest, _router_service_pb2.SendReactionResponse]  # type: ignore[assignment]
+    """SendReaction reacts to a message with an emoji (empty removes the reaction).
+    Errors: as SendText; INVALID_ARGUMENT also without message_id.
+    """
+    SendLocation: _aio.UnaryUnaryMultiCallable[_router_service_pb2.SendLocationRequest, _router_service_pb2.SendLocationResponse]  # type: ignore[assignment]
+    """SendLocation sends a map pin. Errors: as SendText; INVALID_ARGUMENT for coordinates out of range."""
+    SendContact: _aio.UnaryUnaryMultiCallable[_router_service_pb2.SendContactRequest, _router_service_pb2.SendContactResponse]  # type: ignore[assignment]
+    """SendContact sends contact cards. Errors: as SendText; INVALID_ARGUMENT without a card, or a card without a
+    name or phone number.
+    """
+    SendPresence: _aio.UnaryUnaryMultiCallable[_router_service_pb2.SendPresenceRequest, _router_service_pb2.SendPresenceResponse]  # type: ignore[assignment]
+    """SendPresence shows a presence (typing, recording, paused, available) in a chat; it is not retried.
+    Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION, UNAVAILABLE.
+    """
+    FetchProfile: _aio.UnaryUnaryMultiCallable[_router_service_pb2.FetchProfileRequest, _router_service_pb2.FetchProfileResponse]  # type: ignore[assignment]
+    """FetchProfile reads a person's public profile on the channel.
+    Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
     """
     CreateInstance: _aio.UnaryUnaryMultiCallable[_router_service_pb2.CreateInstanceRequest, _router_service_pb2.CreateInstanceResponse]  # type: ignore[assignment]
     """CreateInstance checks the channel account (ChannelsService.CheckAccount) and stores the instance.
@@ -184,6 +220,54 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_service_pb2.SendMediaResponse, _abc.Awaitable[_router_service_pb2.SendMediaResponse]]:
         """SendMedia sends a file (by URL or base64) with an optional caption to a recipient.
         Errors: as SendText; INVALID_ARGUMENT also when neither media_url nor media_base64 is given.
+        """
+
+    @_abc_1.abstractmethod
+    def SendReaction(
+        self,
+        request: _router_service_pb2.SendReactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.SendReactionResponse, _abc.Awaitable[_router_service_pb2.SendReactionResponse]]:
+        """SendReaction reacts to a message with an emoji (empty removes the reaction).
+        Errors: as SendText; INVALID_ARGUMENT also without message_id.
+        """
+
+    @_abc_1.abstractmethod
+    def SendLocation(
+        self,
+        request: _router_service_pb2.SendLocationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.SendLocationResponse, _abc.Awaitable[_router_service_pb2.SendLocationResponse]]:
+        """SendLocation sends a map pin. Errors: as SendText; INVALID_ARGUMENT for coordinates out of range."""
+
+    @_abc_1.abstractmethod
+    def SendContact(
+        self,
+        request: _router_service_pb2.SendContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.SendContactResponse, _abc.Awaitable[_router_service_pb2.SendContactResponse]]:
+        """SendContact sends contact cards. Errors: as SendText; INVALID_ARGUMENT without a card, or a card without a
+        name or phone number.
+        """
+
+    @_abc_1.abstractmethod
+    def SendPresence(
+        self,
+        request: _router_service_pb2.SendPresenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.SendPresenceResponse, _abc.Awaitable[_router_service_pb2.SendPresenceResponse]]:
+        """SendPresence shows a presence (typing, recording, paused, available) in a chat; it is not retried.
+        Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION, UNAVAILABLE.
+        """
+
+    @_abc_1.abstractmethod
+    def FetchProfile(
+        self,
+        request: _router_service_pb2.FetchProfileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_service_pb2.FetchProfileResponse, _abc.Awaitable[_router_service_pb2.FetchProfileResponse]]:
+        """FetchProfile reads a person's public profile on the channel.
+        Errors: NOT_FOUND, INVALID_ARGUMENT (bad recipient), FAILED_PRECONDITION (the channel refused), UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod
