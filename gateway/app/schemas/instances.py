@@ -166,7 +166,8 @@ class InstanceOut(BaseModel):
     has_evolution_key: bool = False
     whatsapp_instance: str | None = None
     evolution_instance_token: str | None = Field(
-        default=None, description="Masked hint of the Evolution instance token Omni stored when it created the instance."
+        default=None,
+        description="Masked hint of the Evolution instance token Omni stored when it created the instance.",
     )
     has_evolution_instance_token: bool = False
     discord_bot_token: str | None = None
