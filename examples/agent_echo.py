@@ -54,6 +54,10 @@ def _json(payload: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
 
 
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+"""Largest agent request accepted: a 16 MiB file as base64 (4/3 larger) plus the rest of the request."""
+
+
 class EchoAgent:
     """An aiohttp server speaking the agent contract, with recording and fault injection for tests."""
 
@@ -79,7 +83,9 @@ class EchoAgent:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Serve on `host:port` (0 picks a free port); `url` is set when this returns."""
-        app = web.Application()
+        # Agent requests carry received files as base64 (up to AUTOMAGIK_OMNI_MAX_MEDIA_BYTES, 16 MiB by default);
+        # aiohttp's default 1 MiB body limit would refuse a voice note of a few minutes.
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_post("/api/agent/chat", self._chat)
         app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None)

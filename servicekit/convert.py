@@ -22,7 +22,7 @@ from servicekit.instances import (
     Instance,
     config_values,
 )
-from servicekit.messages import InboundMessage, Media, QuotedMessage, Sender
+from servicekit.messages import ContactCard, InboundMessage, Location, Media, Profile, QuotedMessage, Reaction, Sender
 
 CHANNEL_VALUES: dict[Channel, channel_pb2.Channel.ValueType] = {
     Channel.WHATSAPP: channel_pb2.CHANNEL_WHATSAPP,
@@ -99,6 +99,8 @@ def media_to_proto(media: Media) -> message_pb2.Media:
         filename=media.filename,
         size_bytes=media.size_bytes,
         duration_seconds=media.duration_seconds,
+        blob_id=media.blob_id,
+        voice_note=media.voice_note,
     )
 
 
@@ -112,6 +114,62 @@ def media_from_proto(proto: message_pb2.Media) -> Media:
         filename=proto.filename,
         size_bytes=proto.size_bytes,
         duration_seconds=proto.duration_seconds,
+        blob_id=proto.blob_id,
+        voice_note=proto.voice_note,
+    )
+
+
+def reaction_to_proto(reaction: Reaction) -> message_pb2.Reaction:
+    return message_pb2.Reaction(message_id=reaction.message_id, emoji=reaction.emoji, from_me=reaction.from_me)
+
+
+def reaction_from_proto(proto: message_pb2.Reaction) -> Reaction:
+    return Reaction(message_id=proto.message_id, emoji=proto.emoji, from_me=proto.from_me)
+
+
+def location_to_proto(location: Location) -> message_pb2.Location:
+    return message_pb2.Location(
+        latitude=location.latitude, longitude=location.longitude, name=location.name, address=location.address
+    )
+
+
+def location_from_proto(proto: message_pb2.Location) -> Location:
+    return Location(latitude=proto.latitude, longitude=proto.longitude, name=proto.name, address=proto.address)
+
+
+def contact_card_to_proto(card: ContactCard) -> message_pb2.ContactCard:
+    return message_pb2.ContactCard(
+        full_name=card.full_name, phone_number=card.phone_number, email=card.email, organization=card.organization
+    )
+
+
+def contact_card_from_proto(proto: message_pb2.ContactCard) -> ContactCard:
+    return ContactCard(
+        full_name=proto.full_name, phone_number=proto.phone_number, email=proto.email, organization=proto.organization
+    )
+
+
+def profile_to_proto(profile: Profile) -> message_pb2.Profile:
+    return message_pb2.Profile(
+        id=profile.id,
+        name=profile.name,
+        phone_number=profile.phone_number,
+        status=profile.status,
+        picture_url=profile.picture_url,
+        is_business=profile.is_business,
+        description=profile.description,
+    )
+
+
+def profile_from_proto(proto: message_pb2.Profile) -> Profile:
+    return Profile(
+        id=proto.id,
+        name=proto.name,
+        phone_number=proto.phone_number,
+        status=proto.status,
+        picture_url=proto.picture_url,
+        is_business=proto.is_business,
+        description=proto.description,
     )
 
 

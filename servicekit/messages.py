@@ -49,6 +49,11 @@ class Media:
     filename: str = ""
     size_bytes: int = 0
     duration_seconds: int = 0
+    blob_id: str = ""
+    """The hub's stored copy of the bytes (ingress's media store) when they were moved out of the message, so large
+    files never sit in the inbox rows; `base64` is then empty until the router resolves it."""
+    voice_note: bool = False
+    """A recorded voice message (WhatsApp ptt) rather than an audio file."""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Media:
@@ -62,6 +67,8 @@ class Media:
             filename=str(data.get("filename", "") or ""),
             size_bytes=int(data.get("size_bytes", 0) or 0),
             duration_seconds=int(data.get("duration_seconds", 0) or 0),
+            blob_id=str(data.get("blob_id", "") or ""),
+            voice_note=bool(data.get("voice_note", False)),
         )
 
 
@@ -111,11 +118,58 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class Reaction:
+    """An emoji reaction to a message of the chat; an empty emoji removes an earlier one."""
+
+    message_id: str
+    emoji: str = ""
+    from_me: bool = False
+    """The message reacted to was sent by the instance itself (WhatsApp keys a message by its author's side)."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A map pin; name and address are optional labels."""
+
+    latitude: float
+    longitude: float
+    name: str = ""
+    address: str = ""
+
+
+@dataclass(frozen=True)
+class ContactCard:
+    """A person's card (a vCard on WhatsApp)."""
+
+    full_name: str
+    phone_number: str
+    email: str = ""
+    organization: str = ""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A person's public profile on a channel, as far as the channel shares it."""
+
+    id: str = ""
+    name: str = ""
+    phone_number: str = ""
+    status: str = ""
+    picture_url: str = ""
+    is_business: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class OutboundPart:
-    """One message to send: text, or media with `text` as its caption."""
+    """One message to send: text, media with `text` as its caption, a reaction, a location or contact cards (at
+    most one of the structured kinds is set)."""
 
     text: str = ""
     media: Media | None = None
+    reaction: Reaction | None = None
+    location: Location | None = None
+    contacts: tuple[ContactCard, ...] = ()
 
 
 def message_to_dict(message: InboundMessage) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from omni.channels.v1 import channels_service_pb2_grpc
 from omni.router.v1 import router_service_pb2_grpc
 
 from servicekit.channels import Channel
@@ -17,9 +18,10 @@ from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.instances import Instance
 from servicekit.logs import configure_logging
 from servicekit.mesh_auth import mesh_credentials_or_exit
-from servicekit.retention import delivery_retention
+from servicekit.retention import RetentionTask, delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
+from services.ingress.channels_client import GrpcConnectionRelay
 from services.ingress.config import Settings
 from services.ingress.core.accept import IngressCore
 from services.ingress.core.bots.discord_bot import Cursors, DiscordBot
@@ -27,9 +29,18 @@ from services.ingress.core.bots.host import BotHost, bot_statuses
 from services.ingress.core.bots.slack_socket import SlackSocketBot
 from services.ingress.core.bots.status import BotStatus
 from services.ingress.core.dispatcher import Dispatcher, DispatchPolicy
+from services.ingress.core.media_store import MediaLibrary
 from services.ingress.router_client import GrpcRouterPort
 from services.ingress.server import SERVICE_NAME, create_server
-from services.ingress.storage import MIGRATION_LOCK, MIGRATIONS, POSTGRES_SETTINGS, SCHEMA, BotLeaseStore, InboxStore
+from services.ingress.storage import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    POSTGRES_SETTINGS,
+    SCHEMA,
+    BotLeaseStore,
+    InboxStore,
+    MediaBlobStore,
+)
 
 log = logging.getLogger("services.ingress")
 
@@ -83,6 +94,7 @@ async def main() -> None:
     provider = setup_tracing("ingress", settings)
     db = await open_database(settings.database_url_for("ingress"), SCHEMA, postgres_settings=POSTGRES_SETTINGS)
     channel = None
+    channels_channel = None
     instances = None
     try:
         await migrate(db, MIGRATIONS, lock_key=MIGRATION_LOCK)
@@ -98,24 +110,40 @@ async def main() -> None:
             policy=dispatch_policy(settings),
         )
         leases = BotLeaseStore(db)
-        core = IngressCore(store, instances, on_accept=dispatcher.wake, also_purged=(leases,))
+        blobs = MediaBlobStore(db)
+        media = MediaLibrary(blobs, retention_hours=settings.media_retention_hours)
+        core = IngressCore(
+            store,
+            instances,
+            on_accept=dispatcher.wake,
+            also_purged=(leases, blobs),
+            max_media_bytes=settings.max_media_bytes,
+            media=media,
+        )
         bots = bot_host(settings, leases, core)
         instances.listen(bots.instances_changed)
         retention = delivery_retention("finished inbox rows", store.purge_finished, settings)
+        media_retention = RetentionTask(
+            "received media", media.sweep, interval_seconds=settings.delivery_retention_interval_seconds
+        )
 
         async def statuses(instance_name: str) -> list[BotStatus]:
             return await bot_statuses(leases, instance_name, time.time())
 
-        server, port, health = create_server(settings, core, statuses)
+        channels_channel = open_channel(settings.address_of("channels"), tracing=settings.enable_tracing, mesh=mesh)
+        relay = GrpcConnectionRelay(channels_service_pb2_grpc.ChannelsServiceStub(channels_channel))
+        server, port, health = create_server(settings, core, statuses, connection_events=relay.relay)
         await server.start()
         await dispatcher.start()
         bots.start()
         retention.start()
+        media_retention.start()
         log.info("ingress listening on %s:%d (replica %s)", settings.grpc_host, port, dispatcher.replica_id)
 
         async def on_shutdown() -> None:
             await bots.stop()
             await retention.stop()
+            await media_retention.stop()
             await dispatcher.stop(settings.shutdown_grace_seconds)
 
         await serve_until_signalled(
@@ -126,6 +154,8 @@ async def main() -> None:
             await instances.stop()
         if channel is not None:
             await channel.close(None)
+        if channels_channel is not None:
+            await channels_channel.close(None)
         await db.close()
         provider.shutdown()
 

@@ -35,6 +35,12 @@ class Settings(MeshSettings):
     ingress_bot_error_retry_seconds: float = 300.0
     """How long a bot the channel refused for good (revoked token, missing intent) stays down before a retry; an
     update of the instance's channel settings retries at once."""
+    max_media_bytes: int = 16 * 1024 * 1024
+    """Largest received file kept in the media store (AUTOMAGIK_OMNI_MAX_MEDIA_BYTES); a bigger one reaches the agent
+    as a media entry without bytes, and the trace says why."""
+    media_retention_hours: float = 24.0
+    """How long received files stay in the media store (AUTOMAGIK_OMNI_MEDIA_RETENTION_HOURS); 0 keeps them until
+    their instance is deleted."""
     discord_guild_ready_timeout_seconds: float = 2.0
     """How long a Discord bot waits for its guilds after READY before it reports itself ready."""
 

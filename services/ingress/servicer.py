@@ -13,9 +13,12 @@ from servicekit.principals import current_principal
 from services.ingress.convert import bot_status_to_proto, dead_letter_to_proto
 from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITION, IngressCore
 from services.ingress.core.bots.status import BotStatus
+from services.ingress.core.evolution_parser import CONNECTION_EVENTS
 
 BotStatuses = Callable[[str], Awaitable[list[BotStatus]]]
 """The hosted bots' statuses, filtered by instance name ("" for all)."""
+ConnectionEventSink = Callable[[str, bytes], Awaitable[None]]
+"""Relays an authenticated connection webhook (instance name, raw body) to channels; never raises."""
 
 DISPOSITIONS = {
     ACCEPTED: ingress_service_pb2.WEBHOOK_DISPOSITION_ACCEPTED,
@@ -29,9 +32,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
     """Thin adapter over `IngressCore`; domain errors are mapped by the server's interceptor."""
 
-    def __init__(self, core: IngressCore, bot_statuses: BotStatuses) -> None:
+    def __init__(
+        self, core: IngressCore, bot_statuses: BotStatuses, connection_events: ConnectionEventSink | None = None
+    ) -> None:
         self._core = core
         self._bot_statuses = bot_statuses
+        self._connection_events = connection_events
 
     async def ReceiveWebhook(
         self, request: ingress_service_pb2.ReceiveWebhookRequest, context: Context
@@ -39,6 +45,9 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
         result = await self._core.receive_webhook(
             request.instance_name, channel_of(request.channel), request.body, dict(request.headers)
         )
+        if result.event in CONNECTION_EVENTS and self._connection_events is not None:
+            # Only reached once the webhook authenticated (receive_webhook raises otherwise).
+            await self._connection_events(request.instance_name, request.body)
         return ingress_service_pb2.ReceiveWebhookResponse(
             disposition=DISPOSITIONS[result.disposition],
             message_id=result.message_id,
@@ -80,6 +89,13 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
     ) -> ingress_service_pb2.PurgeInstanceResponse:
         deleted = await self._core.purge_instance(request.instance_name)
         return ingress_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)
+
+    async def GetMedia(
+        self, request: ingress_service_pb2.GetMediaRequest, context: Context
+    ) -> ingress_service_pb2.GetMediaResponse:
+        # Mesh only (not a public RPC): the router reads a file of the message it is routing.
+        blob = await self._core.get_media(request.instance_name, request.blob_id)
+        return ingress_service_pb2.GetMediaResponse(data=blob.data, mime_type=blob.mime_type)
 
     async def ListBots(
         self, request: ingress_service_pb2.ListBotsRequest, context: Context

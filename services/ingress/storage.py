@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from servicekit.database import Database, Migration
+from servicekit.database import Database, Executor, Migration
 from servicekit.retention import delete_in_batches
 from services.ingress.core.inbox import (
     BotLeaseRow,
     InboxRow,
+    MediaBlob,
 )
 
 SCHEMA = "omni_ingress"
@@ -44,6 +45,26 @@ _PARTIAL_INDEXES = [
     "DROP INDEX inbox_lease",  # release_own_leases and renew_leases find their rows through the above and the key
     "DROP INDEX inbox_dead",
 ]
+
+
+def _media_blobs_table(binary_type: str) -> list[str]:
+    return [
+        f"""
+        CREATE TABLE media_blobs (
+            id TEXT PRIMARY KEY,
+            instance_name TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            channel_message_id TEXT NOT NULL,
+            mime_type TEXT NOT NULL DEFAULT '',
+            size BIGINT NOT NULL,
+            data {binary_type} NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        "CREATE INDEX media_blobs_instance ON media_blobs (instance_name)",
+        "CREATE INDEX media_blobs_created ON media_blobs (created_at)",
+    ]
+
 
 MIGRATIONS = [
     Migration(
@@ -120,7 +141,15 @@ MIGRATIONS = [
             """
         ],
     ),
+    Migration(
+        5,
+        "media_blobs",
+        # Received files, kept apart from the inbox rows the dispatcher rewrites (see core.media_store).
+        _media_blobs_table("BYTEA"),
+        sqlite=_media_blobs_table("BLOB"),
+    ),
 ]
+
 
 POSTGRES_SETTINGS = {"enable_bitmapscan": "off"}
 """Planner settings of ingress's PostgreSQL connections. Between two autovacuum runs (a minute apart at best)
@@ -171,9 +200,22 @@ class InboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, row: InboxRow) -> str | None:
-        """Store a new row; returns None when it was new, else the id of the row already stored for that message."""
-        inserted = await self._db.execute(
+    async def insert(self, row: InboxRow, blobs: Sequence[MediaBlob] = ()) -> str | None:
+        """Store a new row; returns None when it was new, else the id of the row already stored for that message.
+
+        The files its message names are stored in the same transaction, and only when the row is new; a message
+        without files (the common case) stays one statement."""
+        if not blobs:
+            return await self._insert(self._db, row)
+        async with self._db.transaction() as tx:
+            existing = await self._insert(tx, row)
+            if existing is None:
+                for blob in blobs:
+                    await insert_media_blob(tx, blob)
+            return existing
+
+    async def _insert(self, db: Executor, row: InboxRow) -> str | None:
+        inserted = await db.execute(
             f"INSERT INTO inbox ({_COLUMNS}) VALUES "
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) "
             "ON CONFLICT (instance_name, channel, channel_message_id) DO NOTHING",
@@ -201,7 +243,7 @@ class InboxStore:
         )
         if inserted:
             return None
-        existing = await self._db.fetchval(
+        existing = await db.fetchval(
             "SELECT id FROM inbox WHERE instance_name = $1 AND channel = $2 AND channel_message_id = $3",
             row.instance_name,
             row.channel,
@@ -354,6 +396,57 @@ class InboxStore:
         """How many rows are in each state (for tests and diagnostics)."""
         rows = await self._db.fetch("SELECT state, count(*) AS n FROM inbox GROUP BY state")
         return {str(r["state"]): int(r["n"]) for r in rows}
+
+
+_BLOB_COLUMNS = "id, instance_name, message_id, channel_message_id, mime_type, size, data, created_at"
+
+
+async def insert_media_blob(db: Executor, blob: MediaBlob) -> None:
+    """Store one file (inside the transaction of its inbox row)."""
+    await db.execute(
+        f"INSERT INTO media_blobs ({_BLOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        blob.id,
+        blob.instance_name,
+        blob.message_id,
+        blob.channel_message_id,
+        blob.mime_type,
+        blob.size,
+        blob.data,
+        blob.created_at,
+    )
+
+
+class MediaBlobStore:
+    """The `media_blobs` table: received files kept apart from the inbox rows."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, instance_name: str, blob_id: str) -> MediaBlob | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_BLOB_COLUMNS} FROM media_blobs WHERE id = $1 AND instance_name = $2", blob_id, instance_name
+        )
+        return MediaBlob.from_row(row) if row else None
+
+    async def purge_older_than(self, cutoff: float) -> int:
+        """Delete the files stored before `cutoff`, in batches; returns how many."""
+        return await delete_in_batches(
+            self._db,
+            "DELETE FROM media_blobs WHERE id IN (SELECT id FROM media_blobs WHERE created_at < $1 "
+            "ORDER BY created_at LIMIT $2)",
+            cutoff,
+        )
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every file of a deleted instance; returns how many."""
+        return await self._db.execute("DELETE FROM media_blobs WHERE instance_name = $1", instance_name)
+
+    async def count(self, instance_name: str = "") -> int:
+        """How many files are kept (of one instance, or all): for tests and diagnostics."""
+        total = await self._db.fetchval(
+            "SELECT count(*) FROM media_blobs WHERE $1 = '' OR instance_name = $1", instance_name
+        )
+        return int(total or 0)
 
 
 _BOT_COLUMNS = "instance_name, channel, owner, lease_until, state, detail, report, cursors, updated_at"

@@ -22,14 +22,18 @@ from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
 from services.router.api_key_store import ApiKeyRepository
-from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender
+from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender, GrpcProvisioner
+from services.router.channel_media_client import GrpcChannelMedia
 from services.router.config import Settings
 from services.router.core.agent_client import AgentClient
 from services.router.core.api_keys import ApiKeyService
 from services.router.core.api_sends import ApiSender
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.instances import InstanceService
+from services.router.core.media_resolver import MediaResolver
 from services.router.core.router import MessageRouter
+from services.router.core.transcription import Transcriber, TranscriptionSettings
+from services.router.ingress_client import GrpcStoredMedia
 from services.router.purge_client import GrpcInstancePurger
 from services.router.secret_box import SecretBox
 from services.router.server import SERVICE_NAME, create_server
@@ -102,6 +106,23 @@ async def main() -> None:
         agent=AgentClient(session, max_response_bytes=settings.router_agent_max_response_bytes),
         channels=channels,
         typing_delay=settings.router_typing_delay_seconds,
+        media=MediaResolver(
+            GrpcStoredMedia(
+                ingress_service_pb2_grpc.IngressServiceStub(purge_channels[0]),
+                timeout=settings.router_media_fetch_timeout_seconds,
+            ),
+            GrpcChannelMedia(channels_stub, timeout=settings.router_media_fetch_timeout_seconds),
+            max_bytes=settings.max_media_bytes,
+        ),
+        transcriber=Transcriber(
+            session,
+            defaults=TranscriptionSettings(
+                url=settings.transcription_url,
+                api_key=settings.transcription_api_key,
+                model=settings.transcription_model,
+                timeout_seconds=settings.transcription_timeout_seconds,
+            ),
+        ),
     )
     try:
         server, port, health = create_server(
@@ -115,6 +136,9 @@ async def main() -> None:
                 production=settings.is_production,
                 webhook_secret_grace_seconds=settings.router_webhook_secret_grace_seconds,
                 allow_link_local_urls=settings.allow_link_local_urls,
+                provisioner=GrpcProvisioner(
+                    channels_stub, timeout=max(30.0, settings.router_account_check_timeout_seconds)
+                ),
             ),
             router=router,
             api_sender=ApiSender(instances=instance_repository, channels=channels),

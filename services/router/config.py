@@ -45,3 +45,25 @@ class Settings(MeshSettings):
     """Largest agent reply read back; a bigger one is an agent error, abandoned without buffering it."""
     router_watch_queue_size: int = 1000
     """Changes buffered per WatchInstances stream before a slow watcher is disconnected (it then re-snapshots)."""
+    max_media_bytes: int = 16 * 1024 * 1024
+    """Largest received file handed to an agent (AUTOMAGIK_OMNI_MAX_MEDIA_BYTES); a bigger one reaches the agent as a
+    media entry without base64, and the trace's media.fetch span says why."""
+    router_media_fetch_timeout_seconds: float = 90.0
+    """Deadline of one file read (ingress GetMedia, channels FetchMedia) before the agent call."""
+    transcription_url: str = ""
+    """Deployment-wide OpenAI-compatible transcription base URL (AUTOMAGIK_OMNI_TRANSCRIPTION_URL), for instances that
+    name none; voice notes are posted to {url}/v1/audio/transcriptions before the agent turn. Empty: none."""
+    transcription_api_key: str = ""
+    """Bearer key of the deployment-wide endpoint (AUTOMAGIK_OMNI_TRANSCRIPTION_API_KEY); never sent to an instance's
+    own transcription_url."""
+    transcription_model: str = "whisper-1"
+    """Model named in the deployment-wide transcription requests (AUTOMAGIK_OMNI_TRANSCRIPTION_MODEL), and the default
+    of instances that name a URL but no model."""
+    transcription_timeout_seconds: float = Field(
+        default=30.0,
+        validation_alias=AliasChoices(
+            "AUTOMAGIK_OMNI_TRANSCRIPTION_TIMEOUT", "AUTOMAGIK_OMNI_TRANSCRIPTION_TIMEOUT_SECONDS"
+        ),
+    )
+    """How long one transcription may take, in seconds (AUTOMAGIK_OMNI_TRANSCRIPTION_TIMEOUT); then the agent gets the
+    audio with the failure note."""

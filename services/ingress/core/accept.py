@@ -26,7 +26,9 @@ from servicekit.channels import Channel
 from servicekit.instances import Instance, InstanceDirectory
 from servicekit.messages import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
 from servicekit.telemetry import payload_json
-from services.ingress.core.inbox import IGNORED, RECEIVED, InboxRow, conversation_key
+from services.ingress.core.inbox import IGNORED, RECEIVED, InboxRow, MediaBlob, conversation_key
+from services.ingress.core.media_store import DEFAULT_MAX_MEDIA_BYTES, MediaLibrary, separate_media
+from services.ingress.core.message_events import MessageEventsReceived, record_message_events
 from services.ingress.core.ports import Inbox, InstanceData
 from services.ingress.core.receivers.base import NOT_ADDRESSED, Received
 from services.ingress.core.receivers.registry import webhook_receiver
@@ -77,7 +79,8 @@ class IngressCore:
     """ReceiveWebhook, IngestMessage and the dead-letter operations, over the inbox store.
 
     `on_accept` is called after each new row is stored (the dispatcher's wake-up), so a message is handed to
-    the router at once rather than at the next poll.
+    the router at once rather than at the next poll. Inline files (Evolution's base64) are moved to the media store
+    with the row (`media_store`); one over `max_media_bytes` is not kept.
     """
 
     def __init__(
@@ -89,8 +92,12 @@ class IngressCore:
         tracer: trace.Tracer | None = None,
         clock: Callable[[], float] = time.time,
         also_purged: Sequence[InstanceData] = (),
+        max_media_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
+        media: MediaLibrary | None = None,
     ) -> None:
         self._store = store
+        self._max_media_bytes = max_media_bytes
+        self._media = media
         self._also_purged = tuple(also_purged)  # other per-instance stores (bot leases) a purge empties too
         self._instances = instances
         self._on_accept = on_accept or (lambda: None)
@@ -119,6 +126,10 @@ class IngressCore:
     async def accept(self, instance: Instance, received: Received, payload: Mapping[str, Any]) -> WebhookResult:
         """Store what an authenticated channel event amounts to, under the `ingress.accept` span that starts (or
         continues) the message's trace; `payload` is the event as the channel sent it, for the trace."""
+        if isinstance(received, MessageEventsReceived):
+            # Receipts, edits, deletions: one span each, filed under their message's trace; no inbox row.
+            record_message_events(self._tracer, instance, received)
+            return WebhookResult(disposition=IGNORED_DISPOSITION, reason=received.reason, event=received.event)
         with self._tracer.start_as_current_span("ingress.accept") as span:
             span.set_attribute(attrs.INSTANCE_NAME, instance.name)
             span.set_attribute(attrs.SOURCE_CHANNEL, instance.channel.value)
@@ -166,7 +177,15 @@ class IngressCore:
         span.set_attribute(attrs.CHANNEL_MESSAGE_ID, message.channel_message_id)
         if message.sender.id:
             span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
-        existing = await self._insert(message, state, received.event, now)
+        separated = separate_media(message, max_bytes=self._max_media_bytes, now=now, keep=state == RECEIVED)
+        message = separated.message
+        if separated.blobs:
+            span.set_attribute(attrs.MEDIA_BLOB_COUNT, len(separated.blobs))
+        if separated.notes:
+            span.set_attribute(attrs.MEDIA_NOTE, "; ".join(separated.notes))
+            for note in separated.notes:
+                span.add_event("media.not_stored", {attrs.MEDIA_NOTE: note})
+        existing = await self._insert(message, state, received.event, now, separated.blobs)
         if existing is not None:
             span.set_attribute(attrs.MESSAGE_ID, existing)
             span.set_attribute("omni.duplicate", True)
@@ -230,6 +249,13 @@ class IngressCore:
             deleted += await store.purge_instance(instance_name)
         return deleted
 
+    async def get_media(self, instance_name: str, blob_id: str) -> MediaBlob:
+        """A received file the inbox kept apart from its message (GetMedia); raises NotFound when there is none for
+        that instance, InvalidArgument without the names."""
+        if self._media is None:
+            raise errors.NotFoundError("this ingress keeps no media")
+        return await self._media.get(instance_name, blob_id)
+
     async def redeliver_dead_letter(self, message_id: str, instance_name: str = "") -> str:
         """Put a dead message back in the inbox with attempts reset; raises NotFound (also for a letter of another
         instance than a non-empty `instance_name`: a scoped caller cannot tell it exists) or FailedPrecondition."""
@@ -241,7 +267,9 @@ class IngressCore:
         self._on_accept()
         return message_id
 
-    async def _insert(self, message: InboundMessage, state: str, event: str, now: float) -> str | None:
+    async def _insert(
+        self, message: InboundMessage, state: str, event: str, now: float, blobs: Sequence[MediaBlob] = ()
+    ) -> str | None:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         row = InboxRow(
@@ -268,7 +296,7 @@ class IngressCore:
             updated_at=now,
         )
         try:
-            return await self._store.insert(row)
+            return await self._store.insert(row, blobs)
         except Exception as exc:
             log.exception("inbox insert failed")
             raise errors.UnavailableError("the inbox is unavailable; retry later", retry_after=1.0) from exc

@@ -1,4 +1,5 @@
-"""The inbox's values as the core sees them: the states of a stored message, its row, and a hosted bot's lease row.
+"""The inbox's values as the core sees them: the states of a stored message, its row, a stored media file, and a
+hosted bot's lease row.
 
 `storage` keeps them in SQL; the core reaches storage only through the protocols of `ports`.
 """
@@ -72,4 +73,25 @@ class BotLeaseRow:
     @classmethod
     def from_row(cls, row: Row) -> BotLeaseRow:
         values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MediaBlob:
+    """One stored file (a row of `media_blobs`): the bytes of one media item of one received message, kept apart
+    from the inbox row (see `media_store`)."""
+
+    id: str
+    instance_name: str
+    message_id: str
+    channel_message_id: str
+    mime_type: str
+    size: int
+    data: bytes
+    created_at: float
+
+    @classmethod
+    def from_row(cls, row: Row) -> MediaBlob:
+        values: dict[str, Any] = {name: row[name] for name in cls.__dataclass_fields__}
+        values["data"] = bytes(values["data"])  # a memoryview on some drivers
         return cls(**values)

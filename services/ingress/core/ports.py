@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.ingress.core.inbox import BotLeaseRow, InboxRow
+from services.ingress.core.inbox import BotLeaseRow, InboxRow, MediaBlob
 
 
 class Inbox(Protocol):
     """The inbox: stored messages, their claims by dispatchers, their outcomes."""
 
-    async def insert(self, row: InboxRow) -> str | None:
-        """Store a new row; returns None when it was new, else the id of the row already stored for that message."""
+    async def insert(self, row: InboxRow, blobs: Sequence[MediaBlob] = ()) -> str | None:
+        """Store a new row, with the files its message names (`Media.blob_id`) in the same transaction; returns None
+        when it was new, else the id of the row already stored for that message (and then stores no file)."""
         ...
 
     async def holds_any(self, instance_name: str, channel: str, channel_message_ids: Sequence[str]) -> bool:
@@ -51,6 +52,22 @@ class Inbox(Protocol):
 
     async def purge_instance(self, instance_name: str) -> int:
         """Delete every row of the instance (dead letters included); returns how many."""
+        ...
+
+
+class MediaBlobs(Protocol):
+    """The files kept apart from the inbox rows (`media_store`)."""
+
+    async def get(self, instance_name: str, blob_id: str) -> MediaBlob | None:
+        """The file, None when the instance has no such file."""
+        ...
+
+    async def purge_older_than(self, cutoff: float) -> int:
+        """Delete the files stored before `cutoff` (epoch seconds); returns how many."""
+        ...
+
+    async def purge_instance(self, instance_name: str) -> int:
+        """Delete every file of the instance; returns how many."""
         ...
 
 

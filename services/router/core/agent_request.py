@@ -49,7 +49,8 @@ def build_agent_request(
 
 
 def media_parts(media: list[Any]) -> list[OutboundPart]:
-    """Outbound parts for the `media` entries of an agent reply (entries without a url or base64 are skipped)."""
+    """Outbound parts for the `media` entries of an agent reply (entries without a url or base64 are skipped); an
+    audio entry with `"voice_note": true` goes out as a voice note (WhatsApp ptt), as the agent received one."""
     parts: list[OutboundPart] = []
     for entry in media:
         if not isinstance(entry, dict):
@@ -61,6 +62,7 @@ def media_parts(media: list[Any]) -> list[OutboundPart]:
             base64=str(entry.get("base64") or ""),
             caption=str(entry.get("caption") or ""),
             filename=str(entry.get("filename") or ""),
+            voice_note=entry.get("voice_note") is True,
         )
         if item.url or item.base64:
             parts.append(OutboundPart(text=item.caption, media=item))

@@ -3,7 +3,7 @@ changes, outgoing replies and the outcomes of RouteMessage and of API sends."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from servicekit.instances import Instance
@@ -40,7 +40,23 @@ def media_to_agent(media: Media) -> dict[str, Any]:
             entry[key] = value
     if media.size_bytes:
         entry["size_bytes"] = media.size_bytes
+    if media.voice_note:
+        entry["voice_note"] = True
     return entry
+
+
+def _part_snapshot(part: OutboundPart) -> dict[str, Any]:
+    """One part for the trace: its text and whichever content it carries."""
+    snapshot: dict[str, Any] = {"text": part.text}
+    if part.media is not None:
+        snapshot["media"] = media_to_agent(part.media)
+    if part.reaction is not None:
+        snapshot["reaction"] = asdict(part.reaction)
+    if part.location is not None:
+        snapshot["location"] = asdict(part.location)
+    if part.contacts:
+        snapshot["contacts"] = [asdict(card) for card in part.contacts]
+    return snapshot
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,7 @@ class OutgoingMessage:
             "idempotency_key": self.idempotency_key,
             "thread_id": self.thread_id or None,
             "quoted_message_id": self.quoted_message_id or None,
-            "parts": [
-                {"text": p.text, **({"media": media_to_agent(p.media)} if p.media is not None else {})}
-                for p in self.parts
-            ],
+            "parts": [_part_snapshot(p) for p in self.parts],
         }
 
 

@@ -33,9 +33,11 @@ from services.router.core.agent_client import AgentClient, AgentPermanentError, 
 from services.router.core.agent_request import build_agent_request, media_parts
 from services.router.core.identity import person_of, session_name_of
 from services.router.core.keyed_lock import KeyedLock
+from services.router.core.media_resolver import MediaResolver
 from services.router.core.models import OutgoingMessage, RouteRecord, RouteResult
 from services.router.core.ports import ChannelSender, Clock, IdentityStore, InstanceStore, RouteStore
 from services.router.core.reply_splitter import split_reply
+from services.router.core.transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class MessageRouter:
         clock: Clock = time.time,
         tracer: trace.Tracer | None = None,
         typing_delay: float = 1.0,
+        media: MediaResolver | None = None,
+        transcriber: Transcriber | None = None,
     ) -> None:
         self._instances = instances
         self._identities = identities
@@ -67,6 +71,8 @@ class MessageRouter:
         self._locks = KeyedLock()
         self._background: set[asyncio.Task[None]] = set()
         self._typing_delay = typing_delay
+        self._media = media
+        self._transcriber = transcriber
 
     async def route(self, message: InboundMessage, *, attempt: int = 1, final_attempt: bool = False) -> RouteResult:
         """Handle `message`; raises `UnavailableError` when a later attempt with the same message may succeed."""
@@ -178,6 +184,11 @@ class MessageRouter:
             reply: dict[str, Any] = {"error": "instance has no agent_api_url"}
             return await self._routes.store_reply(message.id, reply, self._clock())
         typing = self._composing(instance, message)
+        try:
+            message = await self._prepare_media(instance, message)
+        except BaseException:
+            typing.cancel()
+            raise
         body = build_agent_request(
             instance,
             message,
@@ -210,6 +221,15 @@ class MessageRouter:
             reply = {"text": answer.text, "media": answer.media, "actions": answer.actions}
         return await self._routes.store_reply(message.id, reply, self._clock())
 
+    async def _prepare_media(self, instance: Instance, message: InboundMessage) -> InboundMessage:
+        """The message as the agent gets it: its files' bytes resolved (`media_resolver`), then a voice note
+        transcribed into its text (`transcription`). Neither fails the turn; their spans say what went wrong."""
+        if self._media is not None:
+            message = await self._media.resolve(message)
+        if self._transcriber is not None:
+            message = await self._transcriber.transcribe_message(instance, message)
+        return message
+
     @staticmethod
     def _reply_message(instance: Instance, message: InboundMessage, reply: dict[str, Any]) -> OutgoingMessage | None:
         """The parts of the reply (split text, then media), or None when there is nothing to send."""
@@ -225,7 +245,9 @@ class MessageRouter:
             parts=tuple(parts),
             idempotency_key=message.id,
             thread_id=message.thread_id,
-            quoted_message_id=message.channel_message_id if instance.traits.reply_quotes_message else "",
+            quoted_message_id=message.channel_message_id
+            if instance.traits.reply_quotes_message or (message.is_group and instance.traits.reply_quotes_in_groups)
+            else "",
         )
 
     async def _send_fallback(self, instance: Instance, message: InboundMessage, *, strict: bool) -> None:
