@@ -28,6 +28,8 @@ class ChannelTraits:
     """Longest text one message may carry (the channel refuses longer ones)."""
     reply_quotes_message: bool = False
     """An agent reply's first part answers the user's message (Discord's message_reference)."""
+    reply_quotes_in_groups: bool = False
+    """In a group chat the reply's first part quotes the user's message, so the group sees whom the bot answers."""
     typing_refresh_seconds: float = 0.0
     """How often a typing indicator must be repeated while the agent works (0: once is enough)."""
     webhook_segment: str = ""
@@ -35,7 +37,7 @@ class ChannelTraits:
 
 
 TRAITS: dict[Channel, ChannelTraits] = {
-    Channel.WHATSAPP: ChannelTraits(text_limit=4096, webhook_segment="evolution"),
+    Channel.WHATSAPP: ChannelTraits(text_limit=4096, reply_quotes_in_groups=True, webhook_segment="evolution"),
     Channel.DISCORD: ChannelTraits(text_limit=2000, reply_quotes_message=True, typing_refresh_seconds=8.0),
     Channel.SLACK: ChannelTraits(text_limit=40000, webhook_segment="slack"),
 }

@@ -3,6 +3,8 @@ JSON of the public contract from them. Changing a name here changes the contract
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 INSTANCE_NAME = "omni.instance_name"
 MESSAGE_ID = "omni.message_id"
 CHANNEL_MESSAGE_ID = "omni.channel_message_id"
@@ -21,6 +23,26 @@ PAYLOAD_OUTGOING = "omni.payload.outgoing"
 STEP = "omni.step"
 """What a span measures; "agent_call" spans make up agent_duration_ms."""
 
+SENT_CHANNEL_MESSAGE_IDS = "omni.channel_message_ids"
+"""On a channel send span: the channel message ids of the parts it sent (receipts name these ids)."""
+REFERS_TO_CHANNEL_MESSAGE_ID = "omni.refers_to.channel_message_id"
+"""On a message event span (a delivery receipt, an edit, a deletion): the channel message id the event is about. The
+tracing service files such a span under the trace of that message (an inbound one, or one whose send listed it),
+not under the trace it was recorded in."""
+MESSAGE_EVENT_KEY = "omni.message_event.key"
+"""What makes a message event unique ("receipt:<id>:read"): a repeat of the same event (the channel posting a webhook
+twice) is kept once."""
+MESSAGE_EVENT_FROM_ME = "omni.message_event.from_me"
+"""True when the event is about a message the instance's own account sent (receipts of the hub's replies)."""
+MESSAGE_EVENT_TEXT = "omni.message_event.text"
+"""The new text of an edit (a capped snapshot)."""
+RECEIPT_STATUS = "omni.receipt.status"
+"""The delivery status a receipt reports: one of DELIVERY_STATUSES, or "failed"."""
+
+DELIVERY_STATUSES = ("pending", "sent", "delivered", "read", "played")
+"""Delivery statuses from least to most advanced; a message's delivery status is the most advanced receipt seen."""
+DELIVERY_FAILED = "failed"
+
 STEP_AGENT_CALL = "agent_call"
 STEP_CHANNEL_SEND = "channel_send"
 
@@ -30,3 +52,29 @@ STATUS_ERROR = "error"
 STATUS_BLOCKED = "blocked"
 STATUS_IGNORED = "ignored"
 TERMINAL_STATUSES = frozenset({STATUS_SENT, STATUS_ERROR, STATUS_BLOCKED, STATUS_IGNORED})
+
+MEDIA_NOTE = "omni.media.note"
+"""Why a received file's bytes are not with the message (over the size cap, undecodable, not fetched): set by
+ingress's accept span and the router's media.fetch span. The agent still gets the media entry without bytes."""
+MEDIA_BLOB_COUNT = "omni.media.blob_count"
+"""How many received files ingress moved to its media store."""
+MEDIA_RESOLVED_COUNT = "omni.media.resolved_count"
+"""How many media items the router handed to the agent with their bytes."""
+STEP_MEDIA_FETCH = "media_fetch"
+STEP_TRANSCRIPTION = "transcription"
+TRANSCRIPTION_OUTCOME = "omni.transcription.outcome"
+"""ok, failed or skipped."""
+TRANSCRIPTION_ERROR = "omni.transcription.error"
+"""Why a transcription failed (timeout, HTTP status, bad JSON, unreachable)."""
+TRANSCRIPTION_DURATION_MS = "omni.transcription.duration_ms"
+TRANSCRIPTION_MODEL = "omni.transcription.model"
+
+
+def most_advanced_delivery(statuses: Iterable[str]) -> str:
+    """The most advanced of some receipt statuses ("read" beats "delivered"); "failed" only when nothing went
+    further; "" for none. Receipts arrive in any order, so the latest to arrive is not the answer."""
+    seen = set(statuses)
+    for status in reversed(DELIVERY_STATUSES):
+        if status in seen:
+            return status
+    return DELIVERY_FAILED if DELIVERY_FAILED in seen else ""

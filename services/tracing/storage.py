@@ -12,13 +12,14 @@ on SQLite as multi-row VALUES and id sets as a JSON array read with `json_each`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from servicekit.database import Database, Executor, Migration, Row, migrate, open_database, values_rows
 from services.tracing.core.derivation import IDENTITY_ATTRIBUTES, TraceAggregate
+from services.tracing.core.message_events import Link, MessageEvent, span_from_json, span_to_json
 from services.tracing.core.models import PAYLOAD_ATTRIBUTES, SpanRecord, Trace, TraceQuery
 
 SCHEMA = "omni_tracing"
@@ -63,7 +64,48 @@ MIGRATIONS = [
             "CREATE INDEX traces_session_created_at ON traces (session_id, created_at DESC)",
         ],
     ),
+    Migration(
+        2,
+        "message_links_and_events",
+        [
+            # (instance, channel message id) → the trace of that message (core/message_events.py).
+            "CREATE TABLE message_links ("
+            " instance_name TEXT NOT NULL,"
+            " channel_message_id TEXT NOT NULL,"
+            " trace_id TEXT NOT NULL,"
+            " created_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (instance_name, channel_message_id))",
+            "CREATE INDEX message_links_channel_message_id ON message_links (channel_message_id)",
+            "CREATE INDEX message_links_trace_id ON message_links (trace_id)",
+            # Receipts, edits, deletions: one row per distinct event; `span` holds it while its trace is unknown
+            # (trace_id ''), then it is a span of that trace and the row only keeps repeats out.
+            "CREATE TABLE message_events ("
+            " instance_name TEXT NOT NULL,"
+            " event_key TEXT NOT NULL,"
+            " channel_message_id TEXT NOT NULL,"
+            " trace_id TEXT NOT NULL DEFAULT '',"
+            " span TEXT NOT NULL DEFAULT '',"
+            " received_at DOUBLE PRECISION NOT NULL,"
+            " PRIMARY KEY (instance_name, event_key))",
+            "CREATE INDEX message_events_message ON message_events (channel_message_id, trace_id)",
+            "CREATE INDEX message_events_trace_id ON message_events (trace_id, received_at)",
+        ],
+    ),
 ]
+
+_LINK_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("instance_name", "text"),
+    ("channel_message_id", "text"),
+    ("trace_id", "text"),
+    ("created_at", "float8"),
+)
+_EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("instance_name", "text"),
+    ("event_key", "text"),
+    ("channel_message_id", "text"),
+    ("span", "text"),
+    ("received_at", "float8"),
+)
 
 _SPAN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "text"),
@@ -317,6 +359,76 @@ class SqlIngestBatch:
             self._tx, "traces", _TRACE_WRITE_COLUMNS, rows, f"ON CONFLICT (trace_id) DO UPDATE SET {assignments}"
         )
 
+    async def save_links(self, links: Mapping[Link, str], created_at: float) -> None:
+        """Remember each message's trace; the first trace to name a message keeps it."""
+        rows = [
+            (instance, message_id, trace_id, created_at) for (instance, message_id), trace_id in sorted(links.items())
+        ]
+        await self._bulk.insert(
+            self._tx,
+            "message_links",
+            _LINK_COLUMNS,
+            rows,
+            "ON CONFLICT (instance_name, channel_message_id) DO NOTHING",
+        )
+
+    async def traces_of(self, links: Sequence[Link]) -> dict[Link, str]:
+        """The known traces of these messages."""
+        wanted = set(links)
+        ids = sorted({message_id for _, message_id in wanted})
+        rows = await self._tx.fetch(
+            "SELECT instance_name, channel_message_id, trace_id FROM message_links "
+            f"WHERE channel_message_id IN ({self._bulk.id_set('$1')})",
+            self._bulk.id_param(ids),
+        )
+        found = {(row["instance_name"], row["channel_message_id"]): row["trace_id"] for row in rows}
+        return {link: trace_id for link, trace_id in found.items() if link in wanted}
+
+    async def record_events(self, events: Sequence[MessageEvent], received_at: float) -> list[MessageEvent]:
+        """Keep new events as pending (an event key the instance has seen is a repeat); returns the new ones."""
+        unique = {(e.link[0], e.key): e for e in events}
+        rows = [
+            (instance, key, event.link[1], span_to_json(event.span), received_at)
+            for (instance, key), event in sorted(unique.items())
+        ]
+        returned = await self._bulk.insert(
+            self._tx,
+            "message_events",
+            _EVENT_COLUMNS,
+            rows,
+            "ON CONFLICT (instance_name, event_key) DO NOTHING RETURNING instance_name, event_key",
+        )
+        new = {(row["instance_name"], row["event_key"]) for row in returned}
+        return [event for ident, event in sorted(unique.items()) if ident in new]
+
+    async def pending_events(self, links: Sequence[Link]) -> list[MessageEvent]:
+        """The events about these messages still waiting for their trace."""
+        wanted = set(links)
+        ids = sorted({message_id for _, message_id in wanted})
+        rows = await self._tx.fetch(
+            "SELECT instance_name, event_key, channel_message_id, span FROM message_events "
+            f"WHERE trace_id = '' AND channel_message_id IN ({self._bulk.id_set('$1')}) "
+            "ORDER BY instance_name, event_key",
+            self._bulk.id_param(ids),
+        )
+        pending: list[MessageEvent] = []
+        for row in rows:
+            link = (row["instance_name"], row["channel_message_id"])
+            span = span_from_json(row["span"])
+            if link in wanted and span is not None:
+                pending.append(MessageEvent(link, row["event_key"], span))
+        return pending
+
+    async def mark_filed(self, filed: Sequence[tuple[MessageEvent, str]]) -> None:
+        """The events are spans of their traces now: keep only the row that keeps repeats out."""
+        for event, trace_id in filed:
+            await self._tx.execute(
+                "UPDATE message_events SET trace_id = $1, span = '' WHERE instance_name = $2 AND event_key = $3",
+                trace_id,
+                event.link[0],
+                event.key,
+            )
+
 
 class TraceStore:
     """Reads and writes spans and traces in one service-owned database."""
@@ -388,12 +500,20 @@ class TraceStore:
     async def delete_instance(self, instance_name: str, chunk: int = 1000) -> int:
         """Delete the traces of an instance with their spans (payloads live in both), `chunk` traces per transaction;
         returns the number of traces deleted."""
-        return await self._delete_traces("WHERE instance_name = $1", instance_name, chunk)
+        deleted = await self._delete_traces("WHERE instance_name = $1", instance_name, chunk)
+        async with self._db.transaction() as tx:
+            # Links and events of messages whose traces were never stored (pending receipts) go too.
+            await tx.execute("DELETE FROM message_events WHERE instance_name = $1", instance_name)
+            await tx.execute("DELETE FROM message_links WHERE instance_name = $1", instance_name)
+        return deleted
 
     async def delete_older_than(self, cutoff: float, chunk: int = 1000) -> int:
         """Delete traces created before `cutoff` (epoch seconds) and their spans, `chunk` traces per transaction
         so a large backlog never holds one huge transaction; returns the number of traces deleted."""
-        return await self._delete_traces("WHERE created_at < $1 ORDER BY created_at", cutoff, chunk)
+        deleted = await self._delete_traces("WHERE created_at < $1 ORDER BY created_at", cutoff, chunk)
+        # Events about messages whose trace never came (a receipt of a message sent outside the hub) expire too.
+        await self._db.execute("DELETE FROM message_events WHERE trace_id = '' AND received_at < $1", cutoff)
+        return deleted
 
     async def _delete_traces(self, where: str, arg: object, chunk: int) -> int:
         """Delete the traces `where` selects (one `$1` argument) and their spans, `chunk` traces per transaction."""
@@ -406,6 +526,8 @@ class TraceStore:
                     param = self._bulk.id_param(ids)
                     await tx.execute(f"DELETE FROM spans WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
                     await tx.execute(f"DELETE FROM traces WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+                    for table in ("message_links", "message_events"):
+                        await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
             deleted += len(ids)
             if len(ids) < chunk:
                 return deleted

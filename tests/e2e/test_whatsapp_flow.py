@@ -93,7 +93,7 @@ async def test_same_webhook_three_times_gives_one_reply(world: World) -> None:
 
 
 async def test_group_message_is_answered_in_the_group(world: World) -> None:
-    instance = await world.new_instance()
+    instance = await world.new_instance(group_reply="all")
     group = "120363041857263915@g.us"
     envelope = text_upsert(instance, group, "Bom dia, pessoal!", participant="97315264018832@lid")
     status, _ = await post(world, instance, envelope)

@@ -16,7 +16,6 @@ from services.ingress.core.evolution_parser import (
     REASON_NEWSLETTER,
     REASON_NO_CONTENT,
     REASON_NO_EVENT,
-    REASON_NOT_A_MESSAGE,
     REASON_OWN_SEND,
     normalize_event,
     parse_envelope,
@@ -24,6 +23,7 @@ from services.ingress.core.evolution_parser import (
 )
 from tests.conftest import FIXTURES
 from tests.ingress.support import OWN_JID, upsert, with_key
+from tests.ingress.test_evolution_events import OTHER_EVENT_FIXTURES, VARIANTS
 
 MARIA = "5521991234567@s.whatsapp.net"
 MARIA_LID = "148203657712934@lid"
@@ -117,7 +117,7 @@ IGNORED_UPSERTS = {"messages-upsert-fromme.json": REASON_FROM_ME, "messages-upse
 def test_every_upsert_fixture_has_an_expectation() -> None:
     upserts = {n for n in WEBHOOK_FIXTURES if n.startswith("messages-upsert-")}
     assert upserts, "the shared fixtures are missing"
-    assert upserts == set(EXPECTED) | set(IGNORED_UPSERTS)
+    assert upserts == set(EXPECTED) | set(IGNORED_UPSERTS) | set(VARIANTS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -183,14 +183,11 @@ def test_send_message_fixture_is_an_own_send(evolution_fixtures: Path) -> None:
     assert not parsed.is_message_event
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in WEBHOOK_FIXTURES if not n.startswith(("messages-upsert-", "send-message-"))]
-)
-def test_other_event_fixtures_are_ignored(evolution_fixtures: Path, name: str) -> None:
-    envelope = load(evolution_fixtures, name)
-    parsed = parse_envelope(envelope)
-    assert parsed.event == envelope["event"]
-    assert (parsed.kind, parsed.reason, parsed.message) == ("ignored", REASON_NOT_A_MESSAGE, None)
+def test_every_other_fixture_has_an_expectation() -> None:
+    """Connection, QR and message-event fixtures have their own tests (connection events, message events)."""
+    handled = ("messages-upsert-", "send-message-", "messages-update-", "messages-edited", "messages-delete")
+    others = {n for n in WEBHOOK_FIXTURES if not n.startswith(handled) and not n.startswith(("connection-", "qrcode-"))}
+    assert others == set(OTHER_EVENT_FIXTURES)
 
 
 @pytest.mark.parametrize("name", WEBHOOK_FIXTURES)

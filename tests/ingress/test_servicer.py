@@ -33,7 +33,7 @@ from tests.helpers.instances import DictDirectory
 from tests.helpers.mesh_auth import mesh_as
 from tests.ingress.support import FAST, body, eventually, upsert
 
-ACME = Instance(name="acme", webhook_auth="none")  # authentication is tested in test_webhook_auth.py
+ACME = Instance(name="acme", webhook_auth="none", group_reply="all")  # auth: test_webhook_auth.py; groups: events
 DISCO = Instance(name="disco", config=DiscordConfig(bot_token="token"))
 WA = channel_pb2.CHANNEL_WHATSAPP
 Ingress = ingress_service_pb2

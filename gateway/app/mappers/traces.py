@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast, get_args
 
 from google.protobuf import json_format, struct_pb2
 from omni.tracing.v1 import trace_pb2
 
 from gateway.app.mappers.timestamps import to_datetime
-from gateway.app.schemas.traces import SpanOut, TraceDetail, TraceStatus, TraceSummary
+from gateway.app.schemas.traces import DeliveryStatus, SpanOut, TraceDetail, TraceStatus, TraceSummary
+from servicekit import trace_attributes as attrs
 
 STATUS_BY_NAME: dict[str, trace_pb2.TraceStatus.ValueType] = {
     "processing": trace_pb2.TRACE_STATUS_PROCESSING,
@@ -74,11 +75,24 @@ def span_out(span: trace_pb2.Span) -> SpanOut:
 
 def trace_detail(trace: trace_pb2.Trace) -> TraceDetail:
     """The full form of a trace: payloads and spans."""
+    spans = [span_out(span) for span in trace.spans]
     return TraceDetail(
         **_summary_fields(trace),
         incoming_payload=_payload(trace, "incoming_payload"),
         agent_request_payload=_payload(trace, "agent_request_payload"),
         agent_response_payload=_payload(trace, "agent_response_payload"),
         outgoing_payload=_payload(trace, "outgoing_payload"),
-        spans=[span_out(span) for span in trace.spans],
+        spans=spans,
+        delivery_status=_delivery_status(spans),
     )
+
+
+def _delivery_status(spans: list[SpanOut]) -> DeliveryStatus | None:
+    """The most advanced status of the receipts of the hub's own sends among the spans (tracing files them there)."""
+    statuses = [
+        str(span.attributes.get(attrs.RECEIPT_STATUS) or "")
+        for span in spans
+        if span.attributes.get(attrs.MESSAGE_EVENT_FROM_ME) is True
+    ]
+    best = attrs.most_advanced_delivery(statuses)
+    return cast(DeliveryStatus, best) if best in get_args(DeliveryStatus) else None

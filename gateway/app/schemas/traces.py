@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 TraceStatus = Literal["processing", "sent", "error", "blocked", "ignored"]
+DeliveryStatus = Literal["pending", "sent", "delivered", "read", "played", "failed"]
 
 
 class SpanOut(BaseModel):
@@ -50,6 +51,8 @@ class TraceDetail(TraceSummary):
     agent_response_payload: Any = None
     outgoing_payload: Any = None
     spans: list[SpanOut]
+    delivery_status: DeliveryStatus | None = None
+    """How far the reply got, from the channel's receipts on the trace (most advanced wins); None without any."""
 
 
 class TraceList(BaseModel):

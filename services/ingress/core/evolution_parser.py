@@ -12,10 +12,12 @@ ignored with a reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from servicekit.channels import Channel
 from servicekit.messages import InboundMessage, Media, QuotedMessage, Sender
+from services.ingress.core.evolution_events import MESSAGE_EVENTS, ignored_event, parse_message_event
 from services.ingress.core.receivers.base import Received
 
 MESSAGES_UPSERT = "messages.upsert"
@@ -67,6 +69,11 @@ REASON_MALFORMED = "malformed"
 REASON_OWN_SEND = "own_send"
 REASON_NOT_A_MESSAGE = "not_a_message"
 REASON_NO_EVENT = "no_event"
+CONNECTION_UPDATE = "connection.update"
+QRCODE_UPDATED = "qrcode.updated"
+CONNECTION_EVENTS = frozenset({CONNECTION_UPDATE, QRCODE_UPDATED})
+"""Not messages (ignored here like any other event): their news is read by `parse_connection_event` and relayed to
+channels, which keeps each instance's connection state and login QR."""
 
 WRAPPERS = (
     "ephemeralMessage",
@@ -122,8 +129,10 @@ def parse_envelope(envelope: Mapping[str, Any]) -> Received:
     data = envelope.get("data")
     if event == SEND_MESSAGE:
         return _parse_own_send(event, _dict(data), own_jid)
+    if event in MESSAGE_EVENTS:
+        return parse_message_event(event, data, extract_text)
     if event != MESSAGES_UPSERT:
-        return Received(event=event, kind="ignored", reason=REASON_NOT_A_MESSAGE)
+        return ignored_event(event, event in KNOWN_EVENTS)
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
     if not isinstance(data, dict):
@@ -355,6 +364,7 @@ def _media(raw_message: dict[str, Any], content: dict[str, Any], message_type: s
             filename=_str(item.get("fileName")) or (_str(item.get("title")) if media_key == "documentMessage" else ""),
             size_bytes=to_int(item.get("fileLength")) or 0,
             duration_seconds=to_int(item.get("seconds")) or 0,
+            voice_note=media_key == "audioMessage" and item.get("ptt") is True,
         ),
     )
 
@@ -411,3 +421,58 @@ def _dict(value: object) -> dict[str, Any]:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class ConnectionReport:
+    """What a `connection.update` or `qrcode.updated` says, in the hub's words (§3). `state` is connected,
+    connecting, disconnected or error, and "" for a QR event (the state stays what it was)."""
+
+    state: str = ""
+    raw_state: str = ""
+    qr_code: str = ""
+    """Raw base64 PNG, without Evolution's data: prefix."""
+    pairing_code: str = ""
+    detail: str = ""
+    account_id: str = ""
+    account_name: str = ""
+
+
+_CONNECTION_STATES = {"open": "connected", "connecting": "connecting", "close": "disconnected", "refused": "error"}
+_DATA_URL_PNG = "data:image/png;base64,"
+
+
+def parse_connection_event(envelope: Mapping[str, Any]) -> ConnectionReport | None:
+    """The connection news of a `connection.update` / `qrcode.updated` envelope; None for any other event or a
+    payload that says nothing usable. Pure, and lenient like the rest of this module."""
+    event = normalize_event(envelope.get("event"))
+    data = _dict(envelope.get("data"))
+    if event == CONNECTION_UPDATE:
+        raw = _str(data.get("state")).lower()
+        state = _CONNECTION_STATES.get(raw)
+        if state is None:
+            return None
+        reason = data.get("statusReason")
+        if raw == "open":
+            return ConnectionReport(
+                state=state,
+                raw_state=raw,
+                account_id=_str(data.get("wuid")),
+                account_name=_str(data.get("profileName")),
+            )
+        if raw == "refused":
+            return ConnectionReport(state=state, raw_state=raw, detail="QR code limit reached")
+        if raw == "close":
+            detail = f"connection closed (status {reason})" if _is_number(reason) else "connection closed"
+            return ConnectionReport(state=state, raw_state=raw, detail=detail)
+        return ConnectionReport(state=state, raw_state=raw)
+    if event == QRCODE_UPDATED:
+        qrcode = data.get("qrcode")
+        if isinstance(qrcode, dict):
+            qr = _str(qrcode.get("base64")).removeprefix(_DATA_URL_PNG)
+            pairing = _str(qrcode.get("pairingCode"))
+            return ConnectionReport(raw_state="connecting", qr_code=qr, pairing_code=pairing) if qr or pairing else None
+        message = _str(data.get("message"))
+        if message:  # the QR limit variant: {"message": "QR code limit reached, ...", "statusCode": 500}
+            return ConnectionReport(state="error", raw_state="refused", detail=message)
+    return None

@@ -4,10 +4,11 @@ implementation; tests may use it directly on SQLite or PostgreSQL)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from services.tracing.core.derivation import TraceAggregate
+from services.tracing.core.message_events import Link, MessageEvent
 from services.tracing.core.models import SpanRecord, Trace, TraceQuery
 
 
@@ -24,6 +25,27 @@ class IngestBatch(Protocol):
 
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:
         """Persist the updated aggregates."""
+        ...
+
+    async def save_links(self, links: Mapping[Link, str], created_at: float) -> None:
+        """Remember which trace each (instance, channel message id) belongs to; a link already known is kept."""
+        ...
+
+    async def traces_of(self, links: Sequence[Link]) -> dict[Link, str]:
+        """The trace of each of these messages that is known (others are absent)."""
+        ...
+
+    async def record_events(self, events: Sequence[MessageEvent], received_at: float) -> list[MessageEvent]:
+        """Keep message events as pending; returns those that were new (an event key the instance recorded before
+        is a repeat, dropped)."""
+        ...
+
+    async def pending_events(self, links: Sequence[Link]) -> list[MessageEvent]:
+        """The pending events about these messages."""
+        ...
+
+    async def mark_filed(self, filed: Sequence[tuple[MessageEvent, str]]) -> None:
+        """These events are now spans of the given trace: no longer pending."""
         ...
 
 

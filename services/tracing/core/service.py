@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError, UnavailableError
+from services.tracing.core.message_events import Link, MessageEvent, filed_under, links_of_spans, message_event
 from services.tracing.core.models import TRACE_STATUSES, SpanRecord, Trace, TracePage, TraceQuery
-from services.tracing.core.ports import TraceRepository
+from services.tracing.core.ports import IngestBatch, TraceRepository
 
 log = logging.getLogger(__name__)
 
@@ -26,28 +27,66 @@ class TracingCore:
     async def ingest(self, spans: Iterable[SpanRecord]) -> int:
         """Store a batch of spans and update the traces they belong to, in one transaction.
 
-        Spans already stored (an exporter retrying a batch) are ignored, so a span never counts twice. Returns the
-        number of new spans.
+        Spans already stored (an exporter retrying a batch) are ignored, so a span never counts twice. Message event
+        spans (receipts, edits, deletions) are filed under the trace of the message they are about, at once or when
+        that message's trace becomes known (module `message_events`). Returns the number of spans stored.
         """
         unique = {(s.trace_id, s.span_id): s for s in spans if s.trace_id and s.span_id}
         if not unique:
             return 0
         now = self._clock()
+        ordinary: list[SpanRecord] = []
+        events: list[MessageEvent] = []
+        for span in unique.values():
+            event = message_event(span)
+            if event is None:
+                ordinary.append(span)
+            else:
+                events.append(event)
         try:
             async with self._store.ingest_batch() as batch:
-                inserted = await batch.insert_spans(list(unique.values()), received_at=now)
-                if not inserted:
-                    return 0
-                aggregates = await batch.lock_traces([s.trace_id for s in inserted])
-                for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
-                    aggregates[span.trace_id].absorb(span)
-                await batch.save_traces(aggregates.values(), updated_at=now)
+                inserted = await batch.insert_spans(ordinary, received_at=now) if ordinary else []
+                links = links_of_spans(inserted)
+                if links:
+                    await batch.save_links(links, created_at=now)
+                if events:
+                    await batch.record_events(events, received_at=now)
+                if inserted:
+                    aggregates = await batch.lock_traces([s.trace_id for s in inserted])
+                    for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
+                        aggregates[span.trace_id].absorb(span)
+                    await batch.save_traces(aggregates.values(), updated_at=now)
+            filed = 0
+            candidates = {*links_of_spans(ordinary), *(event.link for event in events)}
+            if candidates:
+                # After the commit, so that of two concurrent batches (one linking a message, one bringing an event
+                # about it) the later one to commit sees the other's rows and files the event.
+                async with self._store.ingest_batch() as batch:
+                    filed = await self._file_pending(batch, sorted(candidates), now)
         except Exception as exc:
             # A lost batch is a hole in someone's trace: answer UNAVAILABLE, which OTLP exporters retry with
             # back-off (a deadlock with the retention sweep, a database restart), instead of INTERNAL, which they drop.
             log.warning("could not store %d spans: %s", len(unique), exc)
             raise UnavailableError("span store unavailable; retry the export") from exc
-        return len(inserted)
+        return len(inserted) + filed
+
+    @staticmethod
+    async def _file_pending(batch: IngestBatch, candidates: Sequence[Link], now: float) -> int:
+        """File the pending message events about `candidates` whose message's trace is known, as spans of that
+        trace (not absorbed into its aggregate: see module `message_events`); returns how many were filed.
+
+        Only the stored (first) copy of an event is filed, so a repeated event never shows twice, and a retried
+        batch files what its failed attempt left pending."""
+        pending = await batch.pending_events(candidates)
+        if not pending:
+            return 0
+        known = await batch.traces_of(sorted({event.link for event in pending}))
+        placed = [(event, known[event.link]) for event in pending if event.link in known]
+        if not placed:
+            return 0
+        stored = await batch.insert_spans([filed_under(e.span, trace_id) for e, trace_id in placed], received_at=now)
+        await batch.mark_filed(placed)
+        return len(stored)
 
     async def list_traces(self, query: TraceQuery) -> TracePage:
         """A page of message traces, newest first. Page 0 means 1; page size 0 means 50 and is capped at 500."""
