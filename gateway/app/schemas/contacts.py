@@ -6,7 +6,8 @@ from pydantic import BaseModel, Field
 
 
 class ContactOut(BaseModel):
-    """One person; `id` is a send-text recipient (a Slack user id opens a DM)."""
+    """One person; `id` is a send-text recipient and what `/contacts/{id}` takes (a WhatsApp JID, a Slack user id,
+    which opens a DM). `phone_number` is set for phone-addressed WhatsApp contacts (not for a `@lid`)."""
 
     id: str
     name: str
@@ -16,7 +17,8 @@ class ContactOut(BaseModel):
 
 
 class ContactList(BaseModel):
-    """One page of contacts, ordered by name."""
+    """One page of contacts in a stable order: by name on Slack; on WhatsApp in the order Evolution saved them, so a
+    contact saved while a client pages lands on the last page and nothing is skipped or repeated."""
 
     contacts: list[ContactOut]
     page: int
