@@ -11,10 +11,14 @@ from servicekit.convert import (
     NO_SECRETS,
     OUTCOME_VALUES,
     channel_of,
+    contact_card_from_proto,
     instance_from_proto,
     instance_to_proto,
+    location_from_proto,
     media_from_proto,
     message_from_proto,
+    profile_to_proto,
+    reaction_from_proto,
     timestamp,
 )
 from servicekit.errors import FieldViolation, InvalidArgumentError
@@ -83,6 +87,59 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
         )
         return router_service_pb2.SendMediaResponse(message_ids=list(result.message_ids), trace_id=result.trace_id)
 
+    async def SendReaction(
+        self, request: router_service_pb2.SendReactionRequest, context: Context
+    ) -> router_service_pb2.SendReactionResponse:
+        current_principal().require_instance(request.instance_name)
+        result = await self._api.send_reaction(
+            request.instance_name,
+            request.recipient,
+            reaction_from_proto(request.reaction),
+            session_id=request.session_id,
+            idempotency_key=request.idempotency_key,
+        )
+        return router_service_pb2.SendReactionResponse(message_ids=list(result.message_ids), trace_id=result.trace_id)
+
+    async def SendLocation(
+        self, request: router_service_pb2.SendLocationRequest, context: Context
+    ) -> router_service_pb2.SendLocationResponse:
+        current_principal().require_instance(request.instance_name)
+        result = await self._api.send_location(
+            request.instance_name,
+            request.recipient,
+            location_from_proto(request.location),
+            session_id=request.session_id,
+            idempotency_key=request.idempotency_key,
+        )
+        return router_service_pb2.SendLocationResponse(message_ids=list(result.message_ids), trace_id=result.trace_id)
+
+    async def SendContact(
+        self, request: router_service_pb2.SendContactRequest, context: Context
+    ) -> router_service_pb2.SendContactResponse:
+        current_principal().require_instance(request.instance_name)
+        result = await self._api.send_contact(
+            request.instance_name,
+            request.recipient,
+            [contact_card_from_proto(card) for card in request.contacts],
+            session_id=request.session_id,
+            idempotency_key=request.idempotency_key,
+        )
+        return router_service_pb2.SendContactResponse(message_ids=list(result.message_ids), trace_id=result.trace_id)
+
+    async def SendPresence(
+        self, request: router_service_pb2.SendPresenceRequest, context: Context
+    ) -> router_service_pb2.SendPresenceResponse:
+        current_principal().require_instance(request.instance_name)
+        await self._api.send_presence(request.instance_name, request.recipient, request.presence, request.duration_ms)
+        return router_service_pb2.SendPresenceResponse()
+
+    async def FetchProfile(
+        self, request: router_service_pb2.FetchProfileRequest, context: Context
+    ) -> router_service_pb2.FetchProfileResponse:
+        current_principal().require_instance(request.instance_name)
+        profile = await self._api.fetch_profile(request.instance_name, request.recipient)
+        return router_service_pb2.FetchProfileResponse(profile=profile_to_proto(profile))
+
     async def CreateInstance(
         self, request: router_service_pb2.CreateInstanceRequest, context: Context
     ) -> router_service_pb2.CreateInstanceResponse:
@@ -126,7 +183,7 @@ class RouterServicer(router_service_pb2_grpc.RouterServiceServicer):
         self, request: router_service_pb2.DeleteInstanceRequest, context: Context
     ) -> router_service_pb2.DeleteInstanceResponse:
         current_principal().require_admin()
-        await self._instances.delete(request.name)
+        await self._instances.delete(request.name, delete_remote=request.delete_remote)
         return router_service_pb2.DeleteInstanceResponse()
 
     async def RotateWebhookSecret(

@@ -101,20 +101,51 @@ def _media_fields(media: str, mediatype: str, mimetype: str, file_name: str | No
     return fields
 
 
-class MessageEndpoints:
-    """`/message/sendText|sendMedia|sendWhatsAppAudio|sendReaction|sendLocation` and the `/chat/*` actions."""
+def _vcard(card: dict[str, Any]) -> str:
+    """The vCard Evolution builds for one `contact` entry of sendContact."""
+    lines = ["BEGIN:VCARD", "VERSION:3.0", f"N:{card['fullName']}", f"FN:{card['fullName']}"]
+    if card.get("organization"):
+        lines.append(f"ORG:{card['organization']};")
+    if card.get("email"):
+        lines.append(f"EMAIL:{card['email']}")
+    if card.get("url"):
+        lines.append(f"URL:{card['url']}")
+    lines += [f"item1.TEL;waid={card['wuid']}:{card['phoneNumber']}", "item1.X-ABLabel:Celular", "END:VCARD"]
+    return "\n".join(lines)
 
-    def __init__(self, state: EvolutionState, webhooks: WebhookDelivery) -> None:
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class MessageEndpoints:
+    """`/message/sendText|sendMedia|sendWhatsAppAudio|sendSticker|sendReaction|sendLocation|sendContact`, the
+    `/chat/*` actions, and `/__sim/profiles` (what `/chat/fetchProfile` answers for a number)."""
+
+    def __init__(
+        self,
+        state: EvolutionState,
+        webhooks: WebhookDelivery,
+        on_sent: Callable[[Instance, SentMessage], None] | None = None,
+    ) -> None:
         self._state = state
         self._webhooks = webhooks
+        self._on_sent = on_sent
+        """Called after each recorded send (the receipts' hook, `receipts.ReceiptEmitter.after_send`)."""
+        self.profiles: dict[str, dict[str, Any]] = {}
+        """Profile fields by JID, set through `POST /__sim/profiles`; other numbers get a plain default profile."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/message/sendText/{instance}", self._send_text),
             web.post("/message/sendMedia/{instance}", self._send_media),
             web.post("/message/sendWhatsAppAudio/{instance}", self._send_audio),
+            web.post("/message/sendSticker/{instance}", self._send_sticker),
             web.post("/message/sendReaction/{instance}", self._send_reaction),
             web.post("/message/sendLocation/{instance}", self._send_location),
+            web.post("/message/sendContact/{instance}", self._send_contact),
+            web.post("/chat/fetchProfile/{instance}", self._fetch_profile),
+            web.post("/__sim/profiles", self._set_profile),
             web.post("/chat/sendPresence/{instance}", self._send_presence),
             web.post("/chat/markMessageAsRead/{instance}", self._mark_read),
             web.post("/chat/findMessages/{instance}", self._find_messages),
@@ -197,6 +228,8 @@ class MessageEndpoints:
             if outgoing.base64_media is not None and hook.get("webhookBase64"):
                 data = {**raw, "message": {**raw["message"], "base64": outgoing.base64_media}}
             self._webhooks.emit(instance, "send.message", data)
+        if self._on_sent is not None:
+            self._on_sent(instance, sent)
         return sent
 
     def _quote_context(self, body: dict[str, Any], remote_jid: str, instance: Instance) -> dict[str, Any] | None:
@@ -275,8 +308,11 @@ class MessageEndpoints:
         def build(instance: Instance, body: dict[str, Any]) -> Outgoing:
             required(body, "key", "reaction")
             key, reaction = body["key"], body["reaction"]
-            if not isinstance(key, dict) or not key.get("id") or not key.get("remoteJid"):
-                raise EvolutionError(400, ['instance.key requires property "id"'])
+            if not isinstance(key, dict):
+                raise EvolutionError(400, ["instance.key is not of a type(s) object"])
+            for name in ("remoteJid", "fromMe", "id"):
+                if key.get(name) is None or key.get(name) == "":
+                    raise EvolutionError(400, [f'instance.key requires property "{name}"'])
             if not isinstance(reaction, str) or (reaction and not _is_single_emoji(reaction)):
                 raise EvolutionError(400, ["Reaction must be a single emoji or empty string"])
             remote_jid = str(key["remoteJid"])
@@ -295,6 +331,12 @@ class MessageEndpoints:
         def build(instance: Instance, body: dict[str, Any]) -> Outgoing:
             number, remote_jid = _target(body)
             required(body, "latitude", "longitude", "name", "address")
+            for name in ("latitude", "longitude"):
+                if not _is_number(body[name]):
+                    raise EvolutionError(400, [f"instance.{name} is not of a type(s) number"])
+            for name in ("name", "address"):
+                if not isinstance(body[name], str):
+                    raise EvolutionError(400, [f"instance.{name} is not of a type(s) string"])
             location = {
                 "degreesLatitude": body["latitude"],
                 "degreesLongitude": body["longitude"],
@@ -305,7 +347,81 @@ class MessageEndpoints:
 
         return await self._send(request, "sendLocation", build)
 
+    async def _send_sticker(self, request: web.Request) -> web.StreamResponse:
+        def build(instance: Instance, body: dict[str, Any]) -> Outgoing:
+            number, remote_jid = _target(body)
+            required(body, "sticker")
+            sticker = body["sticker"]
+            is_url = isinstance(sticker, str) and bool(HTTP_URL.match(sticker))
+            if not isinstance(sticker, str) or not (is_url or _is_base64(sticker)):
+                raise EvolutionError(400, ["Owned media must be a url or base64"])
+            fields = _media_fields(sticker, "sticker", "image/webp", None)
+            fields.update(height=512, width=512, isAnimated=False, isAvatar=False)
+            context = self._quote_context(body, remote_jid, instance)
+            return Outgoing(number, "", remote_jid, {"stickerMessage": fields}, context, None if is_url else sticker)
+
+        return await self._send(request, "sendSticker", build)
+
+    async def _send_contact(self, request: web.Request) -> web.StreamResponse:
+        def build(instance: Instance, body: dict[str, Any]) -> Outgoing:
+            number, remote_jid = _target(body)
+            required(body, "contact")
+            cards = body["contact"]
+            if not isinstance(cards, list) or not cards:
+                raise EvolutionError(400, ["instance.contact does not meet minimum length of 1"])
+            for index, card in enumerate(cards):
+                if not isinstance(card, dict):
+                    raise EvolutionError(400, [f"instance.contact[{index}] is not of a type(s) object"])
+                for name in ("fullName", "wuid", "phoneNumber"):
+                    if not isinstance(card.get(name), str) or not card[name]:
+                        raise EvolutionError(400, [f'instance.contact[{index}] requires property "{name}"'])
+            message: dict[str, Any]
+            if len(cards) == 1:
+                message = {"contactMessage": {"displayName": cards[0]["fullName"], "vcard": _vcard(cards[0])}}
+            else:
+                entries = [{"displayName": card["fullName"], "vcard": _vcard(card)} for card in cards]
+                message = {"contactsArrayMessage": {"displayName": f"{len(cards)} contacts", "contacts": entries}}
+            names = ", ".join(str(card["fullName"]) for card in cards)
+            return Outgoing(number, names, remote_jid, message, self._quote_context(body, remote_jid, instance))
+
+        return await self._send(request, "sendContact", build)
+
     # ------------------------------------------------------------------ chat
+
+    async def _fetch_profile(self, request: web.Request) -> web.StreamResponse:
+        """`chat/fetchProfile`: a number without WhatsApp is 400 `exists:false` (as every send), else 200 with the
+        fields Evolution's `fetchProfile` assembles (`status` is Baileys' `{status, setAt}`)."""
+        authorize(self._state, request)
+        body = await read_body(request)
+        required(body, "number")
+        jid = jid_of(str(body["number"]))
+        digits = jid.split("@")[0]
+        if jid in self._state.not_on_whatsapp or digits in self._state.not_on_whatsapp:
+            raise EvolutionError(400, [{"jid": jid, "exists": False, "number": digits}])
+        fault = self._state.next_fault()
+        if fault is not None:
+            return await self._fault_response(fault, request.match_info["instance"])
+        profile: dict[str, Any] = {
+            "wuid": jid,
+            "name": None,
+            "numberExists": True,
+            "picture": None,
+            "status": {"status": "Hey there! I am using WhatsApp.", "setAt": "2025-12-05T14:32:10.000Z"},
+            "isBusiness": False,
+            "email": None,
+            "description": None,
+            "website": None,
+        }
+        profile.update(self.profiles.get(jid, {}))
+        return json_response(profile)
+
+    async def _set_profile(self, request: web.Request) -> web.StreamResponse:
+        """Control: `{number, ...fields}` sets what fetchProfile answers for that number (merged over the default)."""
+        body = await read_body(request)
+        required(body, "number")
+        jid = jid_of(str(body.pop("number")))
+        self.profiles[jid] = body
+        return json_response({"wuid": jid, **body}, 201)
 
     async def _send_presence(self, request: web.Request) -> web.StreamResponse:
         instance = authorize(self._state, request)

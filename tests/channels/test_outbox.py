@@ -152,7 +152,7 @@ async def test_a_400_fails_the_part_for_good_without_a_retry_storm(
     with pytest.raises(FailedPreconditionError) as caught:
         await harness.core.send_message(text_request("in-8", "first", "second"))
 
-    assert caught.value.reason == "CHANNEL_REJECTED"
+    assert caught.value.reason == "RECIPIENT_NOT_ON_WHATSAPP"
     assert "5511900000000 is not on WhatsApp" in caught.value.message
     assert len(sends(requests)) == 1
     rows = await harness.store.parts("in-8")
@@ -160,7 +160,7 @@ async def test_a_400_fails_the_part_for_good_without_a_retry_storm(
 
     with pytest.raises(FailedPreconditionError) as again:
         await harness.core.send_message(text_request("in-8", "first", "second"))
-    assert again.value.reason == "CHANNEL_REJECTED"
+    assert again.value.reason == "RECIPIENT_NOT_ON_WHATSAPP"
     assert len(sends(requests)) == 1
     assert sim.sent == []
 

@@ -95,7 +95,7 @@ async def test_a_rejected_part_is_failed_precondition_with_the_reason(
 
     with pytest.raises(FailedPreconditionError) as caught:
         await call(stub.SendMessage, send_request("g-5", "hi"), timeout=10)
-    assert caught.value.reason == "CHANNEL_REJECTED"
+    assert caught.value.reason == "CHANNEL_REQUEST_INVALID"
     assert "Nope" in caught.value.message
 
 
@@ -136,12 +136,3 @@ async def test_health_reports_the_service(channel: grpc.aio.Channel) -> None:
     response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
 
     assert response.status == health_pb2.HealthCheckResponse.SERVING
-
-
-async def test_contacts_of_a_channel_without_a_list_are_failed_precondition(
-    stub: channels_service_pb2_grpc.ChannelsServiceAsyncStub,
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListContacts(channels_service_pb2.ListContactsRequest(instance_name="acme"))
-    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "not listed yet" in (err.value.details() or "")

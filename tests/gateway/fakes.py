@@ -14,7 +14,7 @@ import grpc
 import orjson
 from google.protobuf import timestamp_pb2
 from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc
-from omni.common.v1 import channel_pb2
+from omni.common.v1 import channel_pb2, message_pb2
 from omni.ingress.v1 import inbox_pb2, ingress_service_pb2, ingress_service_pb2_grpc
 from omni.router.v1 import instance_pb2, router_service_pb2, router_service_pb2_grpc
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
@@ -138,6 +138,40 @@ class FakeRouter(router_service_pb2_grpc.RouterServiceServicer):
     ) -> router_service_pb2.SendMediaResponse:
         canned = self.script.record("SendMedia", request, context)
         return canned or router_service_pb2.SendMediaResponse(message_ids=["wamid-2"], trace_id="cd" * 16)
+
+    async def SendReaction(
+        self, request: router_service_pb2.SendReactionRequest, context: Context
+    ) -> router_service_pb2.SendReactionResponse:
+        canned = self.script.record("SendReaction", request, context)
+        return canned or router_service_pb2.SendReactionResponse(message_ids=["wamid-3"], trace_id="ef" * 16)
+
+    async def SendLocation(
+        self, request: router_service_pb2.SendLocationRequest, context: Context
+    ) -> router_service_pb2.SendLocationResponse:
+        canned = self.script.record("SendLocation", request, context)
+        return canned or router_service_pb2.SendLocationResponse(message_ids=["wamid-4"], trace_id="0a" * 16)
+
+    async def SendContact(
+        self, request: router_service_pb2.SendContactRequest, context: Context
+    ) -> router_service_pb2.SendContactResponse:
+        canned = self.script.record("SendContact", request, context)
+        return canned or router_service_pb2.SendContactResponse(message_ids=["wamid-5"], trace_id="0b" * 16)
+
+    async def SendPresence(
+        self, request: router_service_pb2.SendPresenceRequest, context: Context
+    ) -> router_service_pb2.SendPresenceResponse:
+        canned = self.script.record("SendPresence", request, context)
+        return canned or router_service_pb2.SendPresenceResponse()
+
+    async def FetchProfile(
+        self, request: router_service_pb2.FetchProfileRequest, context: Context
+    ) -> router_service_pb2.FetchProfileResponse:
+        canned = self.script.record("FetchProfile", request, context)
+        return canned or router_service_pb2.FetchProfileResponse(
+            profile=message_pb2.Profile(
+                id=f"{request.recipient}@s.whatsapp.net", name="Maria", status="Hey there!", is_business=False
+            )
+        )
 
     async def CreateInstance(
         self, request: router_service_pb2.CreateInstanceRequest, context: Context
@@ -382,12 +416,64 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
         canned = self.script.record("ListChannels", request, context)
         return canned or channels_service_pb2.ListChannelsResponse()
 
+    async def ManageConnection(
+        self, request: channels_service_pb2.ManageConnectionRequest, context: Context
+    ) -> channels_service_pb2.ManageConnectionResponse:
+        canned = self.script.record("ManageConnection", request, context)
+        return canned or channels_service_pb2.ManageConnectionResponse(
+            status=channels_service_pb2.GetConnectionStatusResponse(
+                state=channel_pb2.CONNECTION_STATE_CONNECTING, raw_state="connecting", qr_code="iVBORw0KGgo="
+            ),
+            message="scan the QR code",
+        )
+
+    async def DiscoverInstances(
+        self, request: channels_service_pb2.DiscoverInstancesRequest, context: Context
+    ) -> channels_service_pb2.DiscoverInstancesResponse:
+        canned = self.script.record("DiscoverInstances", request, context)
+        return canned or channels_service_pb2.DiscoverInstancesResponse(
+            instances=[
+                channels_service_pb2.RemoteInstance(
+                    name="spare",
+                    evolution_url="http://evo.test",
+                    state=channel_pb2.CONNECTION_STATE_CONNECTED,
+                    raw_state="open",
+                    owner_jid="5511987650000@s.whatsapp.net",
+                )
+            ]
+        )
+
     async def ListContacts(
         self, request: channels_service_pb2.ListContactsRequest, context: Context
     ) -> channels_service_pb2.ListContactsResponse:
         canned = self.script.record("ListContacts", request, context)
         return canned or channels_service_pb2.ListContactsResponse(
             contacts=[channels_service_pb2.Contact(id="U0ALICE", name="Alice")], total_count=1
+        )
+
+    async def GetContact(
+        self, request: channels_service_pb2.GetContactRequest, context: Context
+    ) -> channels_service_pb2.GetContactResponse:
+        canned = self.script.record("GetContact", request, context)
+        return canned or channels_service_pb2.GetContactResponse(
+            contact=channels_service_pb2.Contact(id=request.id, name="Alice")
+        )
+
+    async def ListChats(
+        self, request: channels_service_pb2.ListChatsRequest, context: Context
+    ) -> channels_service_pb2.ListChatsResponse:
+        canned = self.script.record("ListChats", request, context)
+        return canned or channels_service_pb2.ListChatsResponse(
+            chats=[channels_service_pb2.Chat(id="120363041857263915@g.us", name="Equipe", chat_type="group")],
+            total_count=1,
+        )
+
+    async def GetChat(
+        self, request: channels_service_pb2.GetChatRequest, context: Context
+    ) -> channels_service_pb2.GetChatResponse:
+        canned = self.script.record("GetChat", request, context)
+        return canned or channels_service_pb2.GetChatResponse(
+            chat=channels_service_pb2.Chat(id=request.id, name="Equipe", chat_type="group")
         )
 
 

@@ -25,6 +25,24 @@ log = logging.getLogger(__name__)
 _CHANNEL_REASON_PREFIXES = ("CHANNEL_", "EVOLUTION_")
 """Reasons of failures of a downstream channel gateway: those are 502 Bad Gateway, not our own fault."""
 
+_STATUS_BY_CHANNEL_REASON = {
+    "RECIPIENT_NOT_ON_WHATSAPP": 422,
+    "CHANNEL_REQUEST_INVALID": 422,
+    "CHANNEL_NOT_SUPPORTED": 422,
+    "CHANNEL_RATE_LIMITED": 429,
+    "CHANNEL_TIMEOUT": 504,
+}
+"""Channel failures that are not a plain 502: the caller's request was refused for what it asked (422: fix the
+request, do not retry it), the account is throttled (429, Retry-After), or the channel did not confirm in time (504:
+retry with the same Idempotency-Key, which never sends twice). Checked before the prefix rule."""
+
+UPSTREAM_METADATA = "upstream"
+"""ErrorInfo metadata naming the channel gateway (Evolution) that refused or could not be reached while the hub set an
+instance up or acted on its connection (services/channels/core/connections.py)."""
+_UPSTREAM_FAULTS = (errors.InvalidArgumentError, errors.FailedPreconditionError, errors.UnavailableError)
+"""Errors that are the gateway's doing when they name it: 502 with the gateway's reason (the issue's "Evolution
+failures → 502"), rather than 422/409/503 which would blame the request or the hub."""
+
 _STATUS_BY_ERROR: tuple[tuple[type[errors.OmniError], int], ...] = (
     (errors.NotFoundError, 404),
     (errors.AlreadyExistsError, 409),
@@ -46,6 +64,11 @@ def json_response(status_code: int, body: dict[str, Any], headers: dict[str, str
 
 def status_for(exc: errors.OmniError) -> int:
     """The HTTP status of a domain error."""
+    channel_fault = isinstance(exc, errors.FailedPreconditionError | errors.UnavailableError)
+    if channel_fault and exc.reason in _STATUS_BY_CHANNEL_REASON:
+        return _STATUS_BY_CHANNEL_REASON[exc.reason]
+    if exc.metadata.get(UPSTREAM_METADATA) and isinstance(exc, _UPSTREAM_FAULTS):
+        return 502
     from_channel = exc.reason.startswith(_CHANNEL_REASON_PREFIXES)
     if isinstance(exc, errors.FailedPreconditionError | errors.UnavailableError) and from_channel:
         return 502

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -24,12 +26,22 @@ import orjson
 
 from servicekit.address_guard import AddressRefusedError
 from servicekit.instances import Instance, WhatsAppConfig
-from servicekit.messages import Media, raw_base64
+from servicekit.messages import ContactCard, Location, Media, Profile, Reaction, raw_base64
 from servicekit.outbound_http import ResponseTooLargeError, is_redirect, read_capped, redirect_message
-from services.channels.core.senders.base import REASON_MISCONFIGURED, ChannelRejectedError, ChannelTransientError
+from services.channels.core.senders.base import (
+    REASON_MISCONFIGURED,
+    REASON_REJECTED,
+    ChannelRejectedError,
+    ChannelTransientError,
+)
 
 REASON_UNAUTHORIZED = "EVOLUTION_UNAUTHORIZED"
 REASON_INSTANCE_NOT_FOUND = "EVOLUTION_INSTANCE_NOT_FOUND"
+REASON_NOT_ON_WHATSAPP = "RECIPIENT_NOT_ON_WHATSAPP"
+"""A 400 `[{exists: false}]`: the number has no WhatsApp account (the caller's to fix, not the channel's fault)."""
+REASON_REQUEST_INVALID = "CHANNEL_REQUEST_INVALID"
+"""A 400 from Evolution's own validation ("Reaction must be a single emoji...", "Owned media must be a url or
+base64"): the request was wrong. A 400 `Error: ...` is a failure inside the send and keeps CHANNEL_REJECTED."""
 
 _DATA_URL_PNG = "data:image/png;base64,"
 _UNKNOWN_OUTCOME_STATUSES = frozenset({502, 504})
@@ -112,7 +124,7 @@ class EvolutionClient:
         body: dict[str, Any] = {"number": number, "text": text}
         if quoted_id:
             body["quoted"] = {"key": {"id": quoted_id}}
-        return _key_id(await self._request(instance, "POST", "message/sendText", body))
+        return _key_id(await self.call(instance, "POST", "message/sendText", body))
 
     async def send_media(
         self, instance: Instance, number: str, media: Media, *, caption: str = "", quoted_id: str = ""
@@ -133,12 +145,69 @@ class EvolutionClient:
             body["fileName"] = "file"  # Evolution requires a name for base64 documents
         if quoted_id:
             body["quoted"] = {"key": {"id": quoted_id}}
-        return _key_id(await self._request(instance, "POST", "message/sendMedia", body))
+        return _key_id(await self.call(instance, "POST", "message/sendMedia", body))
+
+    async def send_audio(self, instance: Instance, number: str, media: Media) -> str:
+        """Send a voice note (`sendWhatsAppAudio`: Evolution re-encodes it to ogg/opus and marks it ptt); returns the
+        new message's `key.id`. No quote: Evolution honours one here only from 2.4.0-rc."""
+        body = {"number": number, "audio": media.url or raw_base64(media.base64), "encoding": True}
+        return _key_id(await self.call(instance, "POST", "message/sendWhatsAppAudio", body))
+
+    async def send_sticker(self, instance: Instance, number: str, media: Media) -> str:
+        """Send a sticker (`sendSticker`: Evolution converts the image to webp); returns the new `key.id`."""
+        body = {"number": number, "sticker": media.url or raw_base64(media.base64)}
+        return _key_id(await self.call(instance, "POST", "message/sendSticker", body))
+
+    async def send_reaction(self, instance: Instance, remote_jid: str, reaction: Reaction) -> str:
+        """React to the message `reaction.message_id` of the chat `remote_jid` (a full JID: the key names it so);
+        an empty emoji removes the reaction. Returns the reaction message's own `key.id`."""
+        body = {
+            "key": {"remoteJid": remote_jid, "fromMe": reaction.from_me, "id": reaction.message_id},
+            "reaction": reaction.emoji,
+        }
+        return _key_id(await self.call(instance, "POST", "message/sendReaction", body))
+
+    async def send_location(self, instance: Instance, number: str, location: Location) -> str:
+        """Send a map pin; Evolution's schema requires name and address, so absent ones go as ""."""
+        body = {
+            "number": number,
+            "latitude": location.latitude,
+            "longitude": location.longitude,
+            "name": location.name,
+            "address": location.address,
+        }
+        return _key_id(await self.call(instance, "POST", "message/sendLocation", body))
+
+    async def send_contact(self, instance: Instance, number: str, contacts: Sequence[ContactCard]) -> str:
+        """Send contact cards as one message (Evolution builds the vCards; `wuid` is the card's WhatsApp id, its
+        digits); returns the new `key.id`."""
+        cards: list[dict[str, str]] = []
+        for card in contacts:
+            entry = {
+                "fullName": card.full_name,
+                "wuid": re.sub(r"\D", "", card.phone_number),
+                "phoneNumber": card.phone_number,
+            }
+            if card.organization:
+                entry["organization"] = card.organization
+            if card.email:
+                entry["email"] = card.email
+            cards.append(entry)
+        return _key_id(await self.call(instance, "POST", "message/sendContact", {"number": number, "contact": cards}))
+
+    async def fetch_profile(self, instance: Instance, number: str) -> Profile:
+        """The public profile of `number` (`chat/fetchProfile`); a number without WhatsApp is refused."""
+        body = await self.call(instance, "POST", "chat/fetchProfile", {"number": number})
+        if not isinstance(body, dict):
+            raise ChannelTransientError("Evolution answered chat/fetchProfile without a profile")
+        if body.get("numberExists") is False:
+            raise ChannelRejectedError(f"{number} is not on WhatsApp", reason=REASON_NOT_ON_WHATSAPP)
+        return profile_of(body, number)
 
     async def send_presence(self, instance: Instance, number: str, presence: str, delay_ms: int) -> None:
         """Show `presence`; Evolution holds the request open for `delay_ms` and then clears it."""
         timeout = aiohttp.ClientTimeout(total=(self._timeout.total or 15.0) + delay_ms / 1000)
-        await self._request(
+        await self.call(
             instance,
             "POST",
             "chat/sendPresence",
@@ -148,14 +217,14 @@ class EvolutionClient:
 
     async def connection_state(self, instance: Instance) -> str:
         """Evolution's state word: open, connecting or close."""
-        body = await self._request(instance, "GET", "instance/connectionState")
+        body = await self.call(instance, "GET", "instance/connectionState")
         inner = body.get("instance") if isinstance(body, dict) else None
         state = inner.get("state") if isinstance(inner, dict) else None
         return str(state or "")
 
     async def connect(self, instance: Instance) -> ConnectInfo:
         """Start (or continue) a login and fetch its QR; 200 `{error: true}` comes back as `ConnectInfo.error`."""
-        body = await self._request(instance, "GET", "instance/connect")
+        body = await self.call(instance, "GET", "instance/connect")
         if not isinstance(body, dict):
             return ConnectInfo(error="unexpected answer from /instance/connect")
         if body.get("error") is True:
@@ -177,12 +246,12 @@ class EvolutionClient:
             "base64": False,
             "events": events,
         }
-        await self._request(instance, "POST", "webhook/set", {"webhook": webhook})
+        await self.call(instance, "POST", "webhook/set", {"webhook": webhook})
 
     async def find_messages(self, instance: Instance, remote_jid: str, since: float) -> list[dict[str, Any]]:
         """Our own (fromMe) messages in a chat since `since` (epoch seconds), newest first."""
         iso = dt.datetime.fromtimestamp(since, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        body = await self._request(
+        body = await self.call(
             instance,
             "POST",
             "chat/findMessages",
@@ -196,7 +265,7 @@ class EvolutionClient:
         records = messages.get("records") if isinstance(messages, dict) else None
         return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
-    async def _request(
+    async def call(
         self,
         instance: Instance,
         method: str,
@@ -204,18 +273,36 @@ class EvolutionClient:
         body: dict[str, Any] | None = None,
         *,
         timeout: aiohttp.ClientTimeout | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> Any:
+        """One call of `action` on the instance (its URL, key and Evolution name), classified once for every caller:
+        the sends here and the modules that add endpoints of their own (`evolution_admin`, `evolution_media`,
+        `evolution_directory`)."""
         config = instance.config_of(WhatsAppConfig)
         url = f"{config.evolution_url.rstrip('/')}/{action}/{quote(config.whatsapp_instance, safe='')}"
+        return await self.request_url(method, url, config.evolution_key, body, timeout=timeout, max_bytes=max_bytes)
+
+    async def request_url(
+        self,
+        method: str,
+        url: str,
+        apikey: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: aiohttp.ClientTimeout | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> Any:
+        """One Evolution call on a full URL with the given `apikey`, classified like every other: the instance-level
+        calls (create, fetchInstances, delete) name no instance in the path, or use a key no instance holds yet."""
         try:
             async with self._session.request(
                 method,
                 url,
                 # orjson: aiohttp's json= goes through the stdlib encoder, a visible cost on the send path.
                 data=orjson.dumps(body) if body is not None else None,
-                headers={"apikey": config.evolution_key, "Content-Type": "application/json"}
+                headers={"apikey": apikey, "Content-Type": "application/json"}
                 if body is not None
-                else {"apikey": config.evolution_key},
+                else {"apikey": apikey},
                 timeout=timeout or self._timeout,
                 allow_redirects=False,  # a redirect would carry the apikey to a host nobody validated
             ) as response:
@@ -224,7 +311,7 @@ class EvolutionClient:
                     raise ChannelRejectedError(
                         redirect_message(response, "Evolution"), reason=REASON_MISCONFIGURED, status=status
                     )
-                raw = await read_capped(response, MAX_RESPONSE_BYTES)
+                raw = await read_capped(response, max_bytes)
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except AddressRefusedError as exc:
             raise ChannelRejectedError(f"Evolution address refused: {exc}", reason=REASON_MISCONFIGURED) from exc
@@ -248,7 +335,11 @@ class EvolutionClient:
                 f"WhatsApp rate limit: {text}", retry_after=self._rate_limit_backoff, rate_limited=True
             )
         if status in (401, 403):
-            raise ChannelRejectedError(f"Evolution refused the key: {text}", reason=REASON_UNAUTHORIZED, status=status)
+            raise ChannelRejectedError(
+                f"Evolution refused the instance's key (check its evolution_key): {text}",
+                reason=REASON_UNAUTHORIZED,
+                status=status,
+            )
         if status == 404:
             raise ChannelRejectedError(
                 f"Evolution instance not found: {text}", reason=REASON_INSTANCE_NOT_FOUND, status=status
@@ -259,7 +350,22 @@ class EvolutionClient:
                 retry_after=retry_after,
                 outcome_unknown=status in _UNKNOWN_OUTCOME_STATUSES,
             )
-        raise ChannelRejectedError(text, status=status)
+        raise ChannelRejectedError(
+            text, reason=rejection_reason(parsed) if status == 400 else REASON_REJECTED, status=status
+        )
+
+
+def rejection_reason(body: Any) -> str:
+    """Why Evolution answered 400: the recipient is not on WhatsApp, its own validation refused the request (the
+    caller's to fix), or something failed inside the send (`Error: ...`, WhatsApp's words: the channel's fault)."""
+    response = body.get("response") if isinstance(body, dict) else None
+    message = response.get("message") if isinstance(response, dict) else None
+    items = message if isinstance(message, list) else [message] if message is not None else []
+    if any(isinstance(item, dict) and item.get("exists") is False for item in items):
+        return REASON_NOT_ON_WHATSAPP
+    if items and all(isinstance(item, str) and not item.startswith("Error") for item in items):
+        return REASON_REQUEST_INVALID
+    return REASON_REJECTED
 
 
 def _json_or_text(raw: bytes) -> Any:
@@ -269,6 +375,25 @@ def _json_or_text(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode("utf-8", "replace")[:500]
+
+
+def profile_of(body: dict[str, Any], number: str) -> Profile:
+    """A `chat/fetchProfile` answer as a Profile: `status` is Baileys' `{status, setAt}` (a plain string in some
+    versions), `wuid` the person's JID, from which a phone account's number follows."""
+    wuid = str(body.get("wuid") or "")
+    status = body.get("status")
+    if isinstance(status, dict):
+        status = status.get("status")
+    phone = wuid.split("@", 1)[0] if wuid.endswith("@s.whatsapp.net") else ""
+    return Profile(
+        id=wuid or number,
+        name=str(body.get("name") or ""),
+        phone_number=f"+{phone}" if phone.isdigit() else "",
+        status=str(status or ""),
+        picture_url=str(body.get("picture") or ""),
+        is_business=body.get("isBusiness") is True,
+        description=str(body.get("description") or ""),
+    )
 
 
 def _key_id(body: Any) -> str:

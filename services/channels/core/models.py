@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from servicekit.database import Row
-from servicekit.messages import Media
+from servicekit.messages import ContactCard, Location, Media, Reaction
 
 
 class PartState(enum.StrEnum):
@@ -33,30 +33,51 @@ class ConnectionState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class OutboundPart:
-    """One message of a reply as the outbox stores it: text, or media with `text` as its caption, plus where it
-    answers (the message it quotes, only ever on the first part; the thread)."""
+    """One message of a reply as the outbox stores it: text, media with `text` as its caption, a reaction, a
+    location or contact cards, plus where it answers (the message it quotes, only ever on the first part; the
+    thread)."""
 
     text: str = ""
     media: Media | None = None
     quoted_message_id: str = ""
     thread_id: str = ""
+    reaction: Reaction | None = None
+    location: Location | None = None
+    contacts: tuple[ContactCard, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "text": self.text,
             "media": asdict(self.media) if self.media else None,
             "quoted_message_id": self.quoted_message_id,
             "thread_id": self.thread_id,
         }
+        # The structured kinds only when set: the JSON (and the body hash taken of it) of a text or media part stays
+        # what it was before they existed, so a retry across an upgrade is not refused as a reused key.
+        if self.reaction is not None:
+            data["reaction"] = asdict(self.reaction)
+        if self.location is not None:
+            data["location"] = asdict(self.location)
+        if self.contacts:
+            data["contacts"] = [asdict(card) for card in self.contacts]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutboundPart:
         media = data.get("media")
+        reaction = data.get("reaction")
+        location = data.get("location")
+        contacts = data.get("contacts")
         return cls(
             text=str(data.get("text", "")),
             media=Media.from_dict(media) if isinstance(media, dict) else None,
             quoted_message_id=str(data.get("quoted_message_id", "")),
             thread_id=str(data.get("thread_id", "")),
+            reaction=Reaction(**reaction) if isinstance(reaction, dict) else None,
+            location=Location(**location) if isinstance(location, dict) else None,
+            contacts=tuple(ContactCard(**card) for card in contacts if isinstance(card, dict))
+            if isinstance(contacts, list)
+            else (),
         )
 
 

@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 
 REASON_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 """ErrorInfo reason of a key already used for another message."""
+REASON_TIMEOUT = "CHANNEL_TIMEOUT"
+"""UNAVAILABLE because the channel did not confirm a send in time: it may be out, and a retry with the same key
+looks it up before sending again (REST: 504)."""
+REASON_RATE_LIMITED = "CHANNEL_RATE_LIMITED"
+"""UNAVAILABLE because the channel throttles the account (WhatsApp's rate-overlimit); retry after the hint (REST:
+429 with Retry-After)."""
+REASON_UPSTREAM = "CHANNEL_UPSTREAM_ERROR"
+"""UNAVAILABLE because the channel kept failing (a 5xx, a refused connection) through this call's tries (REST: 502
+with the channel's words)."""
 
 
 def body_hash(chat_id: str, parts: list[OutboundPart]) -> str:
@@ -209,12 +218,17 @@ class OutboxSender:
                     # The request may have been delivered: keep `sending` and reconcile on the next call.
                     await self._store.note_unknown(row.idempotency_key, row.part_index, exc.message, self._clock())
                     raise UnavailableError(
-                        f"channel send outcome unknown: {exc.message}", retry_after=policy.retry_after_seconds
+                        f"channel send outcome unknown: {exc.message}",
+                        reason=REASON_TIMEOUT,
+                        retry_after=policy.retry_after_seconds,
                     ) from None
                 await self._store.release(row.idempotency_key, row.part_index, exc.message, self._clock())
                 if exc.retry_after is not None or exc.rate_limited or attempt >= policy.attempts:
                     retry_after = exc.retry_after if exc.retry_after is not None else policy.retry_after_seconds
-                    raise UnavailableError(f"channel unavailable: {exc.message}", retry_after=retry_after) from None
+                    reason = REASON_RATE_LIMITED if exc.rate_limited else REASON_UPSTREAM
+                    raise UnavailableError(
+                        f"channel unavailable: {exc.message}", reason=reason, retry_after=retry_after
+                    ) from None
                 log.info("part %s/%d: %s; retrying", row.idempotency_key, row.part_index, exc.message)
                 await self._sleep(pause)
                 pause *= 2.5
@@ -230,6 +244,12 @@ class OutboxSender:
         target = SendTarget(chat_id=row.chat_id, reply_to=part.quoted_message_id, thread_id=part.thread_id)
         if part.media is not None:
             return await sender.send_media(instance, target, part.media, part.text)
+        if part.reaction is not None:
+            return await sender.send_reaction(instance, target, part.reaction)
+        if part.location is not None:
+            return await sender.send_location(instance, target, part.location)
+        if part.contacts:
+            return await sender.send_contacts(instance, target, part.contacts)
         return await sender.send_text(instance, target, part.text)
 
     async def _reconcile(self, instance: Instance, row: OutboxRow) -> str | None:

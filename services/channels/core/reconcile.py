@@ -58,11 +58,50 @@ def _media_of(message: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _degrees(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _structured_matches(message: dict[str, Any], part: OutboundPart) -> bool:
+    """A reaction to the same message with the same emoji, a pin at the same place, or cards of the same people."""
+    if part.reaction is not None:
+        reaction = message.get("reactionMessage")
+        if not isinstance(reaction, dict) or not isinstance(reaction.get("key"), dict):
+            return False
+        return (
+            reaction["key"].get("id") == part.reaction.message_id
+            and str(reaction.get("text") or "") == part.reaction.emoji
+        )
+    if part.location is not None:
+        pin = message.get("locationMessage")
+        if not isinstance(pin, dict):
+            return False
+        latitude, longitude = _degrees(pin.get("degreesLatitude")), _degrees(pin.get("degreesLongitude"))
+        return (
+            latitude is not None
+            and longitude is not None
+            and abs(latitude - part.location.latitude) < 1e-6
+            and abs(longitude - part.location.longitude) < 1e-6
+        )
+    single = message.get("contactMessage")
+    cards = [single] if isinstance(single, dict) else []
+    several = message.get("contactsArrayMessage")
+    if isinstance(several, dict) and isinstance(several.get("contacts"), list):
+        cards = [card for card in several["contacts"] if isinstance(card, dict)]
+    names = [str(card.get("displayName") or "") for card in cards]
+    return names == [card.full_name for card in part.contacts]
+
+
 def matches(record: dict[str, Any], part: OutboundPart) -> bool:
     """True when the stored message has the content `part` would have produced."""
     message = record.get("message")
     if not isinstance(message, dict):
         return False
+    if part.reaction is not None or part.location is not None or part.contacts:
+        return _structured_matches(message, part)
     if part.media is None:
         text = _text_of(message)
         return text is not None and text.strip() == part.text.strip()
@@ -70,8 +109,8 @@ def matches(record: dict[str, Any], part: OutboundPart) -> bool:
     if found is None:
         return False
     kind, caption = found
-    expected_kind = "image" if part.media.type == "sticker" else media_type(part.media)
-    if part.text:
+    expected_kind = "sticker" if part.media.type == "sticker" else media_type(part.media)
+    if part.text and expected_kind not in ("sticker", "audio"):
         return caption.strip() == part.text.strip()
     return kind == expected_kind
 

@@ -4,9 +4,11 @@ tests): the channels service, the clock, and the instance, identity and route-re
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from servicekit.instances import Instance
+from servicekit.messages import Profile
 from services.router.core.models import ApiKey, ChannelAccount, OutgoingMessage, Person, RouteRecord
 
 Clock = Callable[[], float]
@@ -28,6 +30,16 @@ class ChannelSender(Protocol):
         """Best-effort typing indicator; never raises."""
         ...
 
+    async def presence(self, instance_name: str, chat_id: str, presence: str, duration_ms: int) -> None:
+        """Show `presence` (composing, recording, paused, available) for `duration_ms`, once; raises the channel's
+        failure (`UnavailableError` with its reason), unlike `composing`: an API caller asked for it."""
+        ...
+
+    async def fetch_profile(self, instance_name: str, chat_id: str) -> Profile:
+        """The person's public profile on the channel; raises `FailedPreconditionError` when the channel refuses,
+        `UnavailableError` when it cannot be asked."""
+        ...
+
 
 class AccountChecker(Protocol):
     """The channels service's CheckAccount, as instance creation uses it."""
@@ -41,6 +53,32 @@ class AccountChecker(Protocol):
     async def register_webhook(self, instance: Instance, webhook_url: str) -> None:
         """Point the channel's webhook at `webhook_url` with the instance's webhook secret, where the channel is
         configured by API (Evolution); a channel that needs no registration does nothing. Raise as `check`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """What the channel gateway did when an instance was provisioned (ChannelsService.ProvisionInstance)."""
+
+    provisioned: bool = False
+    """False for a channel that needs no provisioning (its webhook, if any, is registered instead)."""
+    created: bool = False
+    """True when the gateway instance was created now: a failed store must delete it again."""
+    instance_token: str = ""
+    """The gateway instance's own token, kept with the instance (encrypted) and used for calls on it."""
+
+
+class InstanceProvisioner(Protocol):
+    """The channels service's ProvisionInstance and DeleteRemoteInstance, as instance CRUD uses them."""
+
+    async def provision(self, instance: Instance, webhook_url: str) -> Provisioning:
+        """Create the gateway instance with the hub's webhook, or point an existing one at the hub. Raise
+        `InvalidArgumentError` (ACCOUNT_REJECTED) when the gateway refuses, `UnavailableError` when it cannot be
+        asked; both name the gateway in their metadata."""
+        ...
+
+    async def delete_remote(self, instance_name: str) -> bool:
+        """Delete the stored instance's gateway instance; False when it was already gone. Raise as `provision`."""
         ...
 
 
@@ -142,4 +180,30 @@ class ApiKeyStore(Protocol):
 
     async def touch(self, key_id: str, now: float, *, older_than: float) -> None:
         """Set last_used_at to `now` unless it is already at or after `older_than` (concurrent callers write once)."""
+        ...
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """A received file's bytes, read back for the agent (from ingress's media store or from the channel)."""
+
+    data: bytes
+    mime_type: str = ""
+    filename: str = ""
+
+
+class StoredMedia(Protocol):
+    """Ingress's GetMedia: the files it kept apart from the messages (`Media.blob_id`)."""
+
+    async def get(self, instance_name: str, blob_id: str) -> MediaFile:
+        """The file; raises `NotFoundError` when ingress no longer has it, another `OmniError` when it cannot say."""
+        ...
+
+
+class ChannelMedia(Protocol):
+    """The channels service's FetchMedia: a received file downloaded again from the channel (WhatsApp)."""
+
+    async def fetch(self, instance_name: str, channel_message_id: str, chat_id: str, max_bytes: int) -> MediaFile:
+        """The file of the message, at most `max_bytes`; raises `FailedPreconditionError` when the channel no longer
+        has it or it is over the cap, `UnavailableError` when the channel could not be asked."""
         ...

@@ -16,6 +16,11 @@ def _invalid(description: str) -> InvalidArgumentError:
     return InvalidArgumentError("invalid recipient", violations=[FieldViolation("recipient", description)])
 
 
+def is_phone_number(value: str) -> bool:
+    """A phone number as recipients take it: "+5511...", digits, with spaces, dashes, dots or brackets."""
+    return bool(_PHONE.match(value.strip()))
+
+
 def normalize_recipient(recipient: str, channel: str) -> str:
     """WhatsApp: a phone ("+5511...", digits, spaces and dashes allowed) becomes digits, JIDs are kept.
     Slack: a conversation or user id, checked for its shape. Discord: the channel-native id, unchanged."""

@@ -10,18 +10,20 @@ Every failure a sender raises is classified once, in the sender, into what the o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from servicekit.channels import Channel
 from servicekit.instances import DiscordConfig, Instance, SlackConfig
-from servicekit.messages import Media
+from servicekit.messages import ContactCard, Location, Media, Profile, Reaction
 from services.channels.core.models import ConnectionStatus, OutboundPart
 
 REASON_REJECTED = "CHANNEL_REJECTED"
 REASON_UNAUTHORIZED = "CHANNEL_UNAUTHORIZED"
 REASON_NOT_FOUND = "CHANNEL_TARGET_NOT_FOUND"
 REASON_MISCONFIGURED = "INSTANCE_MISCONFIGURED"
+REASON_NOT_SUPPORTED = "CHANNEL_NOT_SUPPORTED"
 
 
 class ChannelError(Exception):
@@ -94,6 +96,39 @@ class Contact:
 
 
 @dataclass(frozen=True)
+class Chat:
+    """A conversation of the account (a WhatsApp direct chat, group or newsletter); `id` is a send-text recipient."""
+
+    id: str
+    name: str
+    chat_type: str
+    """direct, group or channel."""
+    unread_count: int = 0
+    last_message_at: float | None = None
+    """Epoch seconds of the last message, when the channel knows it."""
+    avatar_url: str = ""
+    last_message_text: str = ""
+
+
+@runtime_checkable
+class DirectorySender(Protocol):
+    """What a sender with a chat list adds to `ChannelSender` (WhatsApp). A separate protocol, checked with
+    isinstance, so channels without chats (Discord, Slack) need not implement it: they answer CHATS_NOT_LISTED."""
+
+    async def list_chats(self, instance: Instance) -> list[Chat]:
+        """Every chat of the account, in a stable order where new chats come last; the caller filters and pages."""
+        ...
+
+    async def find_chat(self, instance: Instance, chat_id: str) -> Chat | None:
+        """One chat by the list's id, read fresh from the channel; None when there is none."""
+        ...
+
+    async def find_contact(self, instance: Instance, contact_id: str) -> Contact | None:
+        """One contact by the list's id, read fresh from the channel; None when there is none."""
+        ...
+
+
+@dataclass(frozen=True)
 class SendTarget:
     """Where one part goes: the chat, the message it answers (first part only) and the thread, when any."""
 
@@ -115,8 +150,25 @@ class ChannelSender(Protocol):
         """Send a file (by URL or raw base64) with an optional caption; returns the new message's id."""
         ...
 
+    async def send_reaction(self, instance: Instance, target: SendTarget, reaction: Reaction) -> str:
+        """React to a message of the chat (an empty emoji removes the reaction); returns the channel's id of what
+        was sent."""
+        ...
+
+    async def send_location(self, instance: Instance, target: SendTarget, location: Location) -> str:
+        """Send a map pin; returns the new message's id."""
+        ...
+
+    async def send_contacts(self, instance: Instance, target: SendTarget, contacts: Sequence[ContactCard]) -> str:
+        """Send contact cards as one message; returns the new message's id."""
+        ...
+
+    async def fetch_profile(self, instance: Instance, chat_id: str) -> Profile:
+        """The public profile of the person `chat_id` names."""
+        ...
+
     async def send_presence(self, instance: Instance, chat_id: str, presence: str, duration_ms: int) -> None:
-        """Show `presence` (composing, recording, paused) in the chat; best effort."""
+        """Show `presence` (composing, recording, paused, available) in the chat; best effort."""
         ...
 
     async def connection_status(self, instance: Instance, *, include_qr_code: bool) -> ConnectionStatus:
@@ -140,13 +192,69 @@ class ChannelSender(Protocol):
         ...
 
     async def list_contacts(self, instance: Instance) -> list[Contact] | None:
-        """Every person the account can message, ordered by name; None when the channel has no contact list here
-        (yet). The caller filters and pages."""
+        """Every person the account can message, in a stable order (by name on Slack; on WhatsApp by creation, so a
+        new contact lands on the last page); None when the channel has no contact list here (yet). The caller
+        filters and pages."""
         ...
 
     async def register_webhook(self, instance: Instance, webhook_url: str) -> bool:
         """Point the channel's webhook at `webhook_url` with the instance's webhook secret; False when the channel
         is not configured by API (raises as `check_account`)."""
+        ...
+
+
+class WithoutStructuredSends:
+    """The reaction, location, contact and profile calls of a channel that has none of them (yet): each is refused
+    for good, with the channel named, so the API answers 4xx rather than retrying something that cannot work."""
+
+    channel: Channel
+
+    def _unsupported(self, what: str) -> ChannelRejectedError:
+        return ChannelRejectedError(f"{what} is not supported on {self.channel}", reason=REASON_NOT_SUPPORTED)
+
+    async def send_reaction(self, instance: Instance, target: SendTarget, reaction: Reaction) -> str:
+        raise self._unsupported("sending a reaction")
+
+    async def send_location(self, instance: Instance, target: SendTarget, location: Location) -> str:
+        raise self._unsupported("sending a location")
+
+    async def send_contacts(self, instance: Instance, target: SendTarget, contacts: Sequence[ContactCard]) -> str:
+        raise self._unsupported("sending contact cards")
+
+    async def fetch_profile(self, instance: Instance, chat_id: str) -> Profile:
+        raise self._unsupported("fetching a profile")
+
+
+REASON_MEDIA_TOO_LARGE = "MEDIA_TOO_LARGE"
+REASON_MEDIA_UNAVAILABLE = "MEDIA_UNAVAILABLE"
+
+
+class MediaTooLargeError(ChannelRejectedError):
+    """A received file is larger than the caller's cap: it was not (entirely) downloaded."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason=REASON_MEDIA_TOO_LARGE)
+
+
+@dataclass(frozen=True)
+class FetchedMedia:
+    """The plaintext of a received message's file, downloaded from the channel."""
+
+    data: bytes
+    mime_type: str = ""
+    filename: str = ""
+
+
+@runtime_checkable
+class MediaSource(Protocol):
+    """What a sender that can download received files adds to `ChannelSender` (WhatsApp, whose webhooks may come
+    without the bytes). Checked with isinstance, so other channels need not implement it."""
+
+    async def fetch_media(
+        self, instance: Instance, channel_message_id: str, chat_id: str, max_bytes: int
+    ) -> FetchedMedia:
+        """The file of the received message; raises `MediaTooLargeError` over `max_bytes`, `ChannelRejectedError`
+        when the channel no longer has it, `ChannelTransientError` when it cannot be asked."""
         ...
 
 

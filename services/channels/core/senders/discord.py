@@ -56,6 +56,7 @@ from services.channels.core.senders.base import (
     ChatChannel,
     Contact,
     SendTarget,
+    WithoutStructuredSends,
     bot_token_of,
     describe_error,
 )
@@ -112,7 +113,7 @@ class _Attempt:
     sending: bool = False
 
 
-class DiscordSender:
+class DiscordSender(WithoutStructuredSends):
     """The `ChannelSender` of Discord: every call uses the instance's own bot token over Discord's REST API."""
 
     channel = Channel.DISCORD

@@ -75,6 +75,7 @@ from services.channels.core.senders.base import (
     ChatChannel,
     Contact,
     SendTarget,
+    WithoutStructuredSends,
     bot_token_of,
     describe_error,
 )
@@ -228,7 +229,7 @@ class _Attempt:
     sending: bool = False
 
 
-class SlackSender:
+class SlackSender(WithoutStructuredSends):
     """The `ChannelSender` of Slack: every call uses the instance's own bot token over Slack's Web API."""
 
     channel = Channel.SLACK
