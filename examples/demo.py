@@ -2,8 +2,10 @@
 
 Starts the echo agent, the Evolution API simulator and the Discord simulator in this process, the mesh (four
 services + gateway) as child processes on free ports with a throw-away SQLite directory, then:
-- WhatsApp: creates an instance over REST, posts one `messages.upsert` webhook the way Evolution does, waits for
-  the reply to reach the simulator and prints the trace;
+- WhatsApp: creates an instance over REST, which provisions the Evolution instance (webhook, secret header,
+  events), connects it (a QR is shown, the simulated phone scans it, the connection webhook turns the status to
+  connected), posts one `messages.upsert` webhook the way Evolution does, waits for the reply to reach the
+  simulator and prints the trace;
 - Discord: creates an instance with a bot token (ingress logs the bot into the simulated gateway, as into
   Discord), a user sends the bot a direct message and then mentions it in a guild channel; it prints the bot's
   replies as the simulator recorded them and the DM's trace.
@@ -68,20 +70,61 @@ async def show_trace(mesh: LocalMesh, instance: str, traces: int = 1) -> None:
     show("spans", "\n".join(spans))
 
 
+async def delivery_status(mesh: LocalMesh, instance: str, wanted: str) -> dict[str, Any]:
+    """The receipts on the instance's first trace once its delivery status is `wanted` (receipt spans reach the
+    tracing service in batches, like every span)."""
+    trace: dict[str, Any] = {}
+    for _ in range(100):
+        _, listing = await mesh.get_json("/api/v1/traces", instance_name=instance)
+        if listing.get("traces"):
+            _, trace = await mesh.get_json(f"/api/v1/traces/{listing['traces'][-1]['trace_id']}")
+            if trace.get("delivery_status") == wanted:
+                break
+        await asyncio.sleep(0.1)
+    receipts = [s for s in trace.get("spans", []) if "receipt" in s["name"]]
+    return {
+        "delivery_status": trace.get("delivery_status"),
+        "receipt spans": [{"name": s["name"], "attributes": s.get("attributes", {})} for s in receipts],
+    }
+
+
 async def whatsapp_demo(mesh: LocalMesh, evolution: EvolutionSimulator, agent: EchoAgent) -> None:
-    token = evolution.add_instance("demo")
+    # Omni provisions the Evolution instance itself (instance/create with its webhook, secret header and events):
+    # nothing is pasted into Evolution by hand.
     instance = await mesh.create_instance(
         name="demo",
         channel_type="whatsapp",
         evolution_url=evolution.url,
-        evolution_key=token,
-        whatsapp_instance="demo",
+        evolution_key=evolution.api_key,
+        whatsapp_instance="demo-wa",
         agent_api_url=agent.url,
         agent_api_key=AGENT_KEY,
         default_agent="echo",
     )
     show("instance created (secrets masked)", instance)
-    envelope = text_upsert("demo", CHAT, "Oi! Vocês abrem amanhã?")
+    hook = evolution.webhook_of("demo-wa") or {}
+    show(
+        "Evolution instance 'demo-wa' created by Omni, its webhook set",
+        {"url": hook.get("url"), "headers": sorted(hook.get("headers") or {}), "events": hook.get("events")},
+    )
+    async with mesh.client.post("/api/v1/instances/demo/connect") as response:
+        connect = await response.json()
+    qr = connect.get("qr_code") or ""
+    show(
+        f"POST /api/v1/instances/demo/connect -> HTTP {response.status}",
+        {"status": connect.get("status"), "qr_code": f"{qr[:40]}... ({len(qr)} base64 characters)" if qr else None},
+    )
+    evolution.scan_qr("demo-wa", owner_jid="5511987650000@s.whatsapp.net", profile_name="Demo Store")
+    connection: dict[str, Any] = {}
+    for _ in range(100):
+        _, connection = await mesh.get_json("/api/v1/instances/demo/status")
+        if connection.get("status") == "connected":
+            break
+        await asyncio.sleep(0.1)
+    show("the phone scanned the QR: connection.update reached /status (GET /api/v1/instances/demo/status)", connection)
+    if connection.get("status") != "connected":
+        fail("the instance did not connect")
+    envelope = text_upsert("demo-wa", CHAT, "Oi! Vocês abrem amanhã?")
     started = time.perf_counter()
     async with aiohttp.ClientSession() as session:
         status = await post_webhook(session, mesh.webhook_url("demo"), envelope)
@@ -97,7 +140,10 @@ async def whatsapp_demo(mesh: LocalMesh, evolution: EvolutionSimulator, agent: E
         f"reply sent through Evolution sendText {reply_ms:.1f} ms after the webhook",
         {"number": sent.number, "text": sent.text},
     )
+    statuses = await evolution.deliver_receipts(sent.key_id, ("DELIVERY_ACK", "READ"))
     await show_trace(mesh, "demo")
+    delivery = await delivery_status(mesh, "demo", "read")
+    show(f"the phone reported the reply delivered and read (messages.update webhooks: HTTP {statuses})", delivery)
 
 
 async def discord_demo(mesh: LocalMesh, discord: DiscordSimulator, agent: EchoAgent) -> None:

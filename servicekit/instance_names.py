@@ -31,6 +31,10 @@ RESERVED_NAMES = frozenset(
         "channels",
         "static",
         "v1",
+        "discover",
+        "users",
+        "sessions",
     }
 )
-"""Names that would collide with a top-level route segment."""
+"""Names that would collide with a route segment (`/api/v1/instances/discover` beside `/api/v1/instances/{name}`)
+or with the routes planned for users, sessions and access rules."""

@@ -26,7 +26,9 @@ from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
 from services.channels.bot_status_client import GrpcBotStatusSource
 from services.channels.config import Settings
+from services.channels.core.connections import ConnectionBook, ConnectionDesk
 from services.channels.core.evolution import EvolutionClient
+from services.channels.core.evolution_admin import EvolutionAdmin
 from services.channels.core.outbox import OutboxSender, SendPolicy
 from services.channels.core.senders.base import ChannelSender
 from services.channels.core.senders.discord import DiscordSender
@@ -34,7 +36,7 @@ from services.channels.core.senders.slack import SlackSender
 from services.channels.core.senders.whatsapp import EvolutionSender
 from services.channels.core.service import ChannelsCore
 from services.channels.server import SERVICE_NAME, create_server
-from services.channels.storage import MIGRATION_LOCK, MIGRATIONS, SCHEMA, OutboxStore
+from services.channels.storage import MIGRATION_LOCK, MIGRATIONS, SCHEMA, ConnectionStateStore, OutboxStore
 
 log = logging.getLogger("services.channels")
 
@@ -88,7 +90,12 @@ async def main() -> None:
         store = OutboxStore(db)
         outbox = OutboxSender(store, senders, policy=send_policy(settings), worker_id=settings.replica_id())
         retention = delivery_retention("finished outbox parts", store.purge_finished, settings)
-        core = ChannelsCore(instances, senders, outbox)
+        admin = EvolutionAdmin(
+            evolution, fallback_key=settings.evolution_api_key, default_url=settings.evolution_api_url
+        )
+        connections = ConnectionDesk(instances, {Channel.WHATSAPP: admin}, ConnectionBook(ConnectionStateStore(db)))
+        instances.listen(connections.instances_changed)
+        core = ChannelsCore(instances, senders, outbox, connections=connections)
         server, port, health = create_server(settings, core)
         await server.start()
         retention.start()

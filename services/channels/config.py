@@ -33,6 +33,9 @@ class Settings(MeshSettings):
     """How far before a send of unknown outcome findMessages looks for it (covers clock skew with Evolution)."""
     evolution_api_key: str = Field(default="", validation_alias=AliasChoices("EVOLUTION_API_KEY"))
     """Deployment-wide Evolution API key used for instances that have none of their own."""
+    evolution_api_url: str = Field(default="", validation_alias=AliasChoices("EVOLUTION_API_URL"))
+    """The deployment's default Evolution server: instance discovery lists it too (with EVOLUTION_API_KEY), even
+    before any instance uses it."""
     channels_replica_id: str = ""
     """This replica's name on the parts it is sending; empty means "<hostname>-<port>". Keep it stable across
     restarts so a restarted replica reconciles its own interrupted sends at once instead of waiting out the lease."""

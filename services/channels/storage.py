@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from servicekit.database import Database, Migration, values_rows
 from servicekit.retention import delete_in_batches
-from services.channels.core.models import OutboundPart, OutboxRow, PartState
+from services.channels.core.connections import ConnectionRecord
+from services.channels.core.models import ConnectionState, OutboundPart, OutboxRow, PartState
 
 SCHEMA = "omni_channels"
 """PostgreSQL schema of the channels tables."""
@@ -53,6 +54,28 @@ MIGRATIONS: Sequence[Migration] = [
         # What the key was first used for, so a reuse of the key for another message is refused instead of
         # answered with the first message's results. Rows stored before have '' and are not checked.
         ["ALTER TABLE outbox_parts ADD COLUMN body_hash TEXT NOT NULL DEFAULT ''"],
+    ),
+    Migration(
+        4,
+        "connection states",
+        # The last connection state (and login QR) each instance's channel reported, so status reads need no round
+        # trip to the channel gateway (services/channels/core/connections.py).
+        [
+            """
+            CREATE TABLE connection_states (
+                instance_name TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                raw_state TEXT NOT NULL DEFAULT '',
+                qr_code TEXT NOT NULL DEFAULT '',
+                pairing_code TEXT NOT NULL DEFAULT '',
+                detail TEXT NOT NULL DEFAULT '',
+                account_id TEXT NOT NULL DEFAULT '',
+                account_name TEXT NOT NULL DEFAULT '',
+                occurred_at DOUBLE PRECISION NOT NULL,
+                qr_at DOUBLE PRECISION NOT NULL DEFAULT 0
+            )
+            """
+        ],
     ),
 ]
 
@@ -228,3 +251,64 @@ class OutboxStore:
             since,
         )
         return {r["channel_message_id"] for r in rows}
+
+
+_CONNECTION_COLUMNS = (
+    "instance_name, state, raw_state, qr_code, pairing_code, detail, account_id, account_name, occurred_at, qr_at"
+)
+
+
+class ConnectionStateStore:
+    """`connections.ConnectionRecords` over the connection_states table (one row per instance)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def get(self, instance_name: str) -> ConnectionRecord | None:
+        row = await self._db.fetchrow(
+            f"SELECT {_CONNECTION_COLUMNS} FROM connection_states WHERE instance_name = $1", instance_name
+        )
+        if row is None:
+            return None
+        return ConnectionRecord(
+            instance_name=row["instance_name"],
+            state=ConnectionState(row["state"]),
+            raw_state=row["raw_state"],
+            qr_code=row["qr_code"],
+            pairing_code=row["pairing_code"],
+            detail=row["detail"],
+            account_id=row["account_id"],
+            account_name=row["account_name"],
+            occurred_at=float(row["occurred_at"]),
+            qr_at=float(row["qr_at"]),
+        )
+
+    async def save(self, record: ConnectionRecord) -> bool:
+        """Upsert unless the stored row is newer: one statement, so two replicas recording events of the same
+        instance at once keep the later event whatever order their writes land in."""
+        count = await self._db.execute(
+            f"INSERT INTO connection_states ({_CONNECTION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (instance_name) DO UPDATE SET state = excluded.state, raw_state = excluded.raw_state, "
+            "qr_code = excluded.qr_code, pairing_code = excluded.pairing_code, detail = excluded.detail, "
+            "account_id = excluded.account_id, account_name = excluded.account_name, "
+            "occurred_at = excluded.occurred_at, qr_at = excluded.qr_at "
+            "WHERE connection_states.occurred_at <= excluded.occurred_at",
+            record.instance_name,
+            record.state.value,
+            record.raw_state,
+            record.qr_code,
+            record.pairing_code,
+            record.detail,
+            record.account_id,
+            record.account_name,
+            record.occurred_at,
+            record.qr_at,
+        )
+        return count == 1
+
+    async def delete(self, instance_name: str) -> int:
+        return await self._db.execute("DELETE FROM connection_states WHERE instance_name = $1", instance_name)
+
+    async def count_by_state(self) -> dict[str, int]:
+        rows = await self._db.fetch("SELECT state, COUNT(*) AS n FROM connection_states GROUP BY state")
+        return {row["state"]: int(row["n"]) for row in rows}

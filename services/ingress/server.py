@@ -11,7 +11,7 @@ from servicekit.key_resolver import server_auth
 from servicekit.mesh_auth import KeyResolver
 from services.ingress.config import Settings
 from services.ingress.core.accept import IngressCore
-from services.ingress.servicer import BotStatuses, IngressServicer
+from services.ingress.servicer import BotStatuses, ConnectionEventSink, IngressServicer
 
 SERVICE_NAME = "omni.ingress.v1.IngressService"
 
@@ -23,12 +23,15 @@ def create_server(
     *,
     port: int | None = None,
     resolve_key: KeyResolver | None = None,
+    connection_events: ConnectionEventSink | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """The server with the ingress servicer, health and reflection, bound to `port` (default: the setting).
     Scoped API keys are resolved by `resolve_key`, by default by asking the router."""
     auth = server_auth(settings, "ingress", resolve_key=resolve_key)
     server = new_server("ingress", tracing=settings.enable_tracing, auth=auth)
-    ingress_service_pb2_grpc.add_IngressServiceServicer_to_server(IngressServicer(core, bot_statuses), server)
+    ingress_service_pb2_grpc.add_IngressServiceServicer_to_server(
+        IngressServicer(core, bot_statuses, connection_events), server
+    )
     health = add_health_and_reflection(server, [SERVICE_NAME], reflection_enabled=settings.reflection_enabled)
     bound = bind(server, settings.grpc_host, settings.ingress_grpc_port if port is None else port, auth=auth)
     return server, bound, health

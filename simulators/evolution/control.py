@@ -6,6 +6,7 @@ They take no auth, are not part of Evolution's API and are left out of `Evolutio
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Protocol
 
 from aiohttp import web
 
@@ -13,11 +14,22 @@ from simulators.evolution.rest import json_response, read_body, required
 from simulators.evolution.state import EvolutionState, Fault
 
 
+class ScanQr(Protocol):
+    """`InstanceEndpoints.scan_qr`: opens a connecting instance with an account."""
+
+    def __call__(self, name: str, *, owner_jid: str = "", profile_name: str = "") -> None: ...
+
+
+def _cannot_scan(name: str, *, owner_jid: str = "", profile_name: str = "") -> None:
+    raise ValueError("this simulator cannot scan QR codes")
+
+
 class ControlEndpoints:
     """Read the recorded traffic, inject faults and latency, reset, add instances."""
 
-    def __init__(self, state: EvolutionState) -> None:
+    def __init__(self, state: EvolutionState, scan_qr: ScanQr | None = None) -> None:
         self._state = state
+        self._scan_qr = scan_qr or _cannot_scan
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -28,6 +40,7 @@ class ControlEndpoints:
             web.post("/__sim/latency", self._latency),
             web.post("/__sim/reset", self._reset),
             web.post("/__sim/instances", self._instances),
+            web.post("/__sim/scan", self._scan),
         ]
 
     async def _sent(self, request: web.Request) -> web.StreamResponse:
@@ -68,3 +81,18 @@ class ControlEndpoints:
         name = str(body["name"])
         token = self._state.add_instance(name, body.get("token"), str(body.get("state", "open")))
         return json_response({"name": name, "token": token}, 201)
+
+    async def _scan(self, request: web.Request) -> web.StreamResponse:
+        """`{name, owner_jid?, profile_name?}`: the phone scans the instance's QR (`EvolutionSimulator.scan_qr`)."""
+        body = await read_body(request)
+        required(body, "name")
+        name = str(body["name"])
+        if name not in self._state.instances:
+            return json_response({"error": f"no instance {name!r}"}, 404)
+        try:
+            self._scan_qr(
+                name, owner_jid=str(body.get("owner_jid") or ""), profile_name=str(body.get("profile_name") or "")
+            )
+        except ValueError as exc:
+            return json_response({"error": str(exc)}, 409)
+        return json_response({"name": name, "state": self._state.instances[name].state})

@@ -1,7 +1,9 @@
-"""Instance lifecycle endpoints: create, fetchInstances, connect (QR), connectionState, logout, delete, restart.
+"""Instance lifecycle endpoints: create, fetchInstances, connect (QR), connectionState, logout, delete, restart,
+and the instance settings (`settings/set`, `settings/find`).
 
 A state change (`open`/`connecting`/`close`) emits `connection.update`, and a QR emits `qrcode.updated`, to a
-subscribed webhook, as on the real server.
+subscribed webhook, as on the real server. `scan_qr` plays the phone that scans the QR (the instance opens), and
+`reach_qr_limit` the QR limit (`qrcode.updated` with the limit message, then `connection.update` refused).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from simulators.evolution.state import EvolutionState, Instance
 from simulators.evolution.webhooks import WebhookDelivery, webhook_row
 from simulators.evolution.wire import TINY_PNG_BASE64
 
+SETTING_FLAGS = ("rejectCall", "groupsIgnore", "alwaysOnline", "readMessages", "readStatus", "syncFullHistory")
+"""The booleans `settings/set` requires."""
+
 
 class InstanceEndpoints:
     """The `/instance/*` endpoints, and `set_state` which they share with the Python API."""
@@ -41,6 +46,8 @@ class InstanceEndpoints:
             web.delete("/instance/logout/{instance}", self._logout),
             web.delete("/instance/delete/{instance}", self._delete),
             web.post("/instance/restart/{instance}", self._restart),
+            web.post("/settings/set/{instance}", self._settings_set),
+            web.get("/settings/find/{instance}", self._settings_find),
         ]
 
     def set_state(self, name: str, state: str) -> None:
@@ -48,6 +55,24 @@ class InstanceEndpoints:
         instance = self._state.instances[name]
         instance.state = state
         self._webhooks.emit(instance, "connection.update", self._connection_data(instance))
+
+    def scan_qr(self, name: str, *, owner_jid: str = "", profile_name: str = "") -> None:
+        """The phone scanned the QR (or entered the pairing code): the instance opens with that account."""
+        instance = self._state.instances[name]
+        if instance.state != "connecting":
+            raise ValueError(f"instance {name!r} shows no QR (state {instance.state!r})")
+        instance.owner_jid = owner_jid or instance.owner_jid
+        instance.profile_name = profile_name or instance.profile_name
+        self.set_state(name, "open")
+
+    def reach_qr_limit(self, name: str) -> None:
+        """Nobody scanned in time: Evolution's QR limit event, then the refused state (its contract §3)."""
+        instance = self._state.instances[name]
+        message = {"message": "QR code limit reached, please login again", "statusCode": 500}
+        self._webhooks.emit(instance, "qrcode.updated", message)
+        instance.state = "close"
+        data = {"instance": instance.name, "state": "refused", "statusReason": 428}
+        self._webhooks.emit(instance, "connection.update", data)
 
     @staticmethod
     def _connection_data(instance: Instance) -> dict[str, Any]:
@@ -83,6 +108,8 @@ class InstanceEndpoints:
 
     async def _connect(self, request: web.Request) -> web.StreamResponse:
         instance = authorize(self._state, request)
+        if instance.action_error:
+            return json_response({"error": True, "message": instance.action_error})
         if instance.state == "open":
             return json_response({"instance": {"instanceName": instance.name, "state": "open"}})
         if instance.state == "close":
@@ -108,6 +135,8 @@ class InstanceEndpoints:
             name, str(body.get("token") or "") or None, "connecting" if with_qr else "close"
         )
         instance = self._state.instances[name]
+        instance.settings = {flag: bool(body.get(flag, False)) for flag in SETTING_FLAGS}
+        instance.settings["msgCall"] = str(body.get("msgCall", ""))
         webhook_summary: dict[str, Any] = {}
         if isinstance(webhook, dict) and webhook.get("url"):
             instance.webhook = webhook_row(instance, {**webhook, "enabled": True})
@@ -172,7 +201,7 @@ class InstanceEndpoints:
             "Nats": None,
             "Sqs": None,
             "Websocket": None,
-            "Setting": None,
+            "Setting": {**instance.settings, "instanceId": instance.instance_id} if instance.settings else None,
             "_count": {"Message": messages, "Contact": 0, "Chat": 0},
         }
 
@@ -208,6 +237,24 @@ class InstanceEndpoints:
     async def _restart(self, request: web.Request) -> web.StreamResponse:
         """A connected instance reconnects at once with its stored credentials; a closed one needs a QR."""
         instance = authorize(self._state, request)
+        if instance.action_error:
+            return json_response({"error": True, "message": instance.action_error})
         if instance.state == "close":
             self.set_state(instance.name, "connecting")
         return json_response({"instance": {"instanceName": instance.name, "status": "connecting"}})
+
+    async def _settings_set(self, request: web.Request) -> web.StreamResponse:
+        """§4.4: the six booleans are required (the JSON Schema's own messages); `msgCall` is optional."""
+        instance = authorize(self._state, request)
+        body = await read_body(request)
+        required(body, *SETTING_FLAGS)
+        for flag in SETTING_FLAGS:
+            if not isinstance(body[flag], bool):
+                raise EvolutionError(400, [f"instance.{flag} must be boolean"])
+        instance.settings = {flag: body[flag] for flag in SETTING_FLAGS}
+        instance.settings["msgCall"] = str(body.get("msgCall", ""))
+        return json_response({"settings": {"instanceName": instance.name, **instance.settings}}, 201)
+
+    async def _settings_find(self, request: web.Request) -> web.StreamResponse:
+        instance = authorize(self._state, request)
+        return json_response(instance.settings)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from simulators.evolution.control import ControlEndpoints
+from simulators.evolution.directory import DirectoryBook, DirectoryEndpoints
 from simulators.evolution.instances import InstanceEndpoints
+from simulators.evolution.media import MediaEndpoints, StoredMedia
 from simulators.evolution.messages import MessageEndpoints
+from simulators.evolution.receipts import DEFAULT_STATUSES as DEFAULT_RECEIPT_STATUSES
+from simulators.evolution.receipts import ReceiptEmitter
 from simulators.evolution.rest import evolution_errors, json_response
 from simulators.evolution.state import EvolutionState, Fault, SentMessage
 from simulators.evolution.webhooks import WebhookDelivery, WebhookEndpoints
@@ -31,7 +36,11 @@ class EvolutionSimulator:
         self.state = EvolutionState(api_key=api_key, honor_delays=honor_delays)
         """Everything the endpoints know and recorded; the properties below are views of it."""
         self._webhooks = WebhookDelivery(self.state)
+        self._receipts = ReceiptEmitter(self.state, self._webhooks)
         self._instances = InstanceEndpoints(self.state, self._webhooks)
+        self._media = MediaEndpoints(self.state)
+        self.directory = DirectoryBook()
+        """The contacts and chats `findContacts`/`findChats` answer (see `seed_contacts`, `add_chat`)."""
         self._runner: web.AppRunner | None = None
 
     # ------------------------------------------------------------------ recorded traffic and settings
@@ -103,6 +112,7 @@ class EvolutionSimulator:
 
     async def stop(self) -> None:
         """Stop serving; webhook deliveries still in flight are cancelled."""
+        await self._receipts.close()
         await self._webhooks.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -121,6 +131,24 @@ class EvolutionSimulator:
     def webhook_of(self, name: str) -> dict[str, Any] | None:
         """The stored webhook row of an instance (what `GET /webhook/find` answers)."""
         return self.state.instances[name].webhook
+
+    def settings_of(self, name: str) -> dict[str, Any] | None:
+        """The stored settings of an instance (what `GET /settings/find` answers)."""
+        return self.state.instances[name].settings
+
+    def scan_qr(self, name: str, *, owner_jid: str = "", profile_name: str = "") -> None:
+        """Play the phone scanning the QR: the instance (which must be connecting) opens with that account and
+        `connection.update` open (wuid, profileName) goes to its webhook."""
+        self._instances.scan_qr(name, owner_jid=owner_jid, profile_name=profile_name)
+
+    def reach_qr_limit(self, name: str) -> None:
+        """Emit the QR limit (`qrcode.updated` with the limit message, then `connection.update` refused)."""
+        self._instances.reach_qr_limit(name)
+
+    def fail_connection_actions(self, name: str, message: str = "") -> None:
+        """Make `connect` and `restart` of the instance answer HTTP 200 `{error: true, message}` (Evolution's
+        irregular failure shape) until called again with an empty message."""
+        self.state.instances[name].action_error = message
 
     def fail_next(
         self,
@@ -166,15 +194,65 @@ class EvolutionSimulator:
         """
         return await self._webhooks.emit_and_wait(self.state.instances[name], event, data)
 
+    async def deliver_receipts(
+        self, key_id: str, statuses: Sequence[str] = DEFAULT_RECEIPT_STATUSES
+    ) -> list[int | None]:
+        """POST `messages.update` receipts (e.g. DELIVERY_ACK then READ) for the sent message `key_id` and wait;
+        returns each POST's HTTP status (None when not subscribed to MESSAGES_UPDATE or failed)."""
+        return await self._receipts.deliver(key_id, statuses)
+
+    @property
+    def auto_receipts(self) -> tuple[str, ...]:
+        """Receipt statuses posted after every send, in the background; empty (the default) posts none."""
+        return self._receipts.auto_statuses
+
+    @auto_receipts.setter
+    def auto_receipts(self, statuses: Sequence[str]) -> None:
+        self._receipts.auto_statuses = tuple(statuses)
+
+    def seed_contacts(self, name: str, count: int, *, name_prefix: str = "Contact") -> list[dict[str, Any]]:
+        """Add `count` phone contacts to instance `name` (rows as `findContacts` answers them); callable while a
+        test pages, to grow the address book between requests."""
+        return self.directory.seed_contacts(name, count, name_prefix=name_prefix)
+
+    def add_contact(self, name: str, remote_jid: str, push_name: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Add one contact (`contact_type` "contact", "group" or "group_member"; `profile_pic_url`)."""
+        return self.directory.add_contact(name, remote_jid, push_name, **fields)
+
+    def add_chat(self, name: str, remote_jid: str, chat_name: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Add one chat (`unread_count`, `last_text`, `last_timestamp`, `profile_pic_url`)."""
+        return self.directory.add_chat(name, remote_jid, chat_name, **fields)
+
+    def store_media(
+        self,
+        key_id: str,
+        data: bytes,
+        mimetype: str,
+        *,
+        instance: str | None = None,
+        file_name: str = "",
+        caption: str = "",
+    ) -> None:
+        """Make the simulated account have received the file of message `key_id` (for `instance` only, when given),
+        so `getBase64FromMediaMessage` answers it; any other key id is "Message not found"."""
+        self._media.store(key_id, StoredMedia(data, mimetype, instance, file_name, caption))
+
+    @property
+    def media_fetches(self) -> list[dict[str, Any]]:
+        """Every `getBase64FromMediaMessage` body (+ `instance`), oldest first."""
+        return self._media.fetches
+
     # ------------------------------------------------------------------ app
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[evolution_errors(self.state)], client_max_size=136 * 1024 * 1024)
         app.router.add_get("/", self._welcome)
-        app.add_routes(MessageEndpoints(self.state, self._webhooks).routes())
+        app.add_routes(MessageEndpoints(self.state, self._webhooks, self._receipts.after_send).routes())
         app.add_routes(self._instances.routes())
+        app.add_routes(self._media.routes())
         app.add_routes(WebhookEndpoints(self.state).routes())
-        app.add_routes(ControlEndpoints(self.state).routes())
+        app.add_routes(ControlEndpoints(self.state, self._instances.scan_qr).routes())
+        app.add_routes(DirectoryEndpoints(self.state, self.directory).routes())
         return app
 
     async def _welcome(self, request: web.Request) -> web.StreamResponse:

@@ -63,6 +63,11 @@ class Instance:
     created_at: str
     webhook: dict[str, Any] | None = None
     qr_count: int = 0
+    settings: dict[str, Any] | None = None
+    """What `settings/set` (or `instance/create`) stored: the six booleans and `msgCall`."""
+    action_error: str = ""
+    """When set, `connect` and `restart` answer HTTP 200 `{error: true, message}` with it (Evolution's irregular
+    failure shape, §4.2) until cleared."""
 
 
 class EvolutionState:

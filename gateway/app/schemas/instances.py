@@ -255,3 +255,39 @@ class QrCodeOut(ConnectionStatusOut):
 
     qr_code: str | None = Field(default=None, description="Base64 PNG (no data: prefix), or null.")
     pairing_code: str | None = None
+
+
+class ConnectIn(BaseModel):
+    """Optional body of POST /instances/{name}/connect."""
+
+    model_config = {"extra": "forbid"}
+
+    phone_number: Annotated[str, Field(pattern=r"^\+?[0-9 ()-]{8,24}$")] | None = Field(
+        default=None,
+        description="Ask for an 8-character pairing code for this number (international form) instead of a QR code.",
+    )
+
+
+class ConnectionActionOut(QrCodeOut):
+    """The connection after connect, restart, logout or disconnect."""
+
+    action: Literal["connect", "restart", "logout", "disconnect"]
+    message: str | None = Field(default=None, description="The channel gateway's own words about the action.")
+
+
+class DiscoveredInstanceOut(BaseModel):
+    """An Evolution instance no Omni instance manages yet (create one with whatsapp_instance = name)."""
+
+    name: str
+    evolution_url: str
+    status: ConnectionStatus
+    raw_state: str | None = None
+    owner_jid: str | None = Field(default=None, description="The WhatsApp account linked to it, when connected.")
+    profile_name: str | None = None
+    remote_id: str | None = Field(default=None, description="Evolution's id of the instance.")
+
+
+class DiscoverOut(BaseModel):
+    """GET /instances/discover."""
+
+    instances: list[DiscoveredInstanceOut]

@@ -5,6 +5,7 @@ tenants never cross; nothing here names a channel."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 
 from opentelemetry import trace
@@ -18,16 +19,23 @@ from servicekit.errors import (
     UnavailableError,
 )
 from servicekit.instances import Instance, InstanceDirectory
-from servicekit.messages import MEDIA_TYPES
-from services.channels.core.models import ConnectionStatus, PartResult, SendRequest
-from services.channels.core.outbox import OutboxSender
+from servicekit.messages import MEDIA_TYPES, Profile
+from services.channels.core import directory
+from services.channels.core.connections import ConnectionDesk
+from services.channels.core.models import ConnectionStatus, OutboundPart, PartResult, SendRequest
+from services.channels.core.outbox import REASON_RATE_LIMITED, REASON_TIMEOUT, REASON_UPSTREAM, OutboxSender
 from services.channels.core.senders.base import (
     Account,
     ChannelError,
     ChannelRejectedError,
     ChannelSender,
+    ChannelTransientError,
+    Chat,
     ChatChannel,
     Contact,
+    FetchedMedia,
+    MediaSource,
+    MediaTooLargeError,
 )
 
 CHAT_ID_ATTRIBUTE = "omni.chat_id"
@@ -38,7 +46,11 @@ IDEMPOTENCY_KEY_ATTRIBUTE = "omni.idempotency_key"
 REASON_NOT_SUPPORTED = "CHANNEL_NOT_SUPPORTED"
 REASON_ACCOUNT_REJECTED = "ACCOUNT_REJECTED"
 
-PRESENCES = frozenset({"composing", "recording", "paused"})
+DEFAULT_FETCH_MAX_BYTES = 16 * 1024 * 1024
+"""FetchMedia's cap when the caller names none (the router always does: AUTOMAGIK_OMNI_MAX_MEDIA_BYTES)."""
+
+PRESENCES = frozenset({"composing", "recording", "paused", "available"})
+MAX_CONTACT_CARDS = 50
 
 
 class ChannelsCore:
@@ -51,11 +63,14 @@ class ChannelsCore:
         outbox: OutboxSender,
         *,
         tracer: trace.Tracer | None = None,
+        connections: ConnectionDesk | None = None,
     ) -> None:
         self._instances = instances
         self._senders = senders
         self._outbox = outbox
         self._tracer = tracer or trace.get_tracer(__name__)
+        self.connections = connections or ConnectionDesk(instances, {})
+        """Provisioning, connection actions, discovery and the recorded connection states."""
 
     async def send_message(self, request: SendRequest) -> list[PartResult]:
         """Send the parts of `request` in order, idempotently per (idempotency_key, part index)."""
@@ -91,18 +106,37 @@ class ChannelsCore:
         if not chat_id:
             violations.append(FieldViolation("chat_id", "required"))
         if presence not in PRESENCES:
-            violations.append(FieldViolation("presence", "must be composing, recording or paused"))
+            violations.append(FieldViolation("presence", "must be composing, recording, paused or available"))
         if violations:
             raise InvalidArgumentError("invalid presence request", violations=violations)
         instance, sender = await self._instance(instance_name)
         try:
             await sender.send_presence(instance, chat_id, presence, max(0, duration_ms))
         except ChannelError as exc:
-            raise UnavailableError(f"presence not sent: {exc.message}") from None
+            # Still UNAVAILABLE (a presence is never worth failing a reply for), with the channel's reason so an API
+            # caller learns whether the key, the recipient or the channel was at fault.
+            raise UnavailableError(f"presence not sent: {exc.message}", reason=_failure_reason(exc)) from None
+
+    async def fetch_profile(self, instance_name: str, chat_id: str) -> Profile:
+        """A person's public profile: FAILED_PRECONDITION with the channel's reason when it refuses, UNAVAILABLE
+        when it cannot be asked (a read: nothing to reconcile, the caller simply asks again)."""
+        if not chat_id:
+            raise InvalidArgumentError("chat_id is required", violations=[FieldViolation("chat_id", "required")])
+        instance, sender = await self._instance(instance_name)
+        try:
+            return await sender.fetch_profile(instance, chat_id)
+        except ChannelRejectedError as exc:
+            raise FailedPreconditionError(exc.message, reason=exc.reason) from None
+        except ChannelError as exc:
+            raise UnavailableError(f"profile not fetched: {exc.message}", reason=_failure_reason(exc)) from None
 
     async def get_connection_status(self, instance_name: str, *, include_qr_code: bool = False) -> ConnectionStatus:
-        """The instance's channel connection; a channel that cannot be asked gives state ERROR with the detail."""
+        """The instance's channel connection; a channel that cannot be asked gives state ERROR with the detail.
+        What the channel last reported (`connections`) answers without a round trip when it can."""
         instance, sender = await self._instance(instance_name)
+        recorded = await self.connections.book.status(instance.name, include_qr_code=include_qr_code)
+        if recorded is not None:
+            return recorded
         return await sender.connection_status(instance, include_qr_code=include_qr_code)
 
     async def check_account(self, instance: Instance) -> Account:
@@ -146,21 +180,61 @@ class ChannelsCore:
     ) -> tuple[list[Contact], int]:
         """One page of the people the instance's account can message, and how many match in all."""
         instance, sender = await self._instance(instance_name)
-        try:
-            contacts = await sender.list_contacts(instance)
-        except ChannelError as exc:
-            raise UnavailableError(f"{instance.channel} did not list the contacts: {exc.message}") from None
-        if contacts is None:
-            raise FailedPreconditionError(
-                f"contacts of a {instance.channel} instance are not listed yet", reason="CONTACTS_NOT_LISTED"
+        return await directory.list_contacts_page(sender, instance, page=page, page_size=page_size, search=search)
+
+    async def get_contact(self, instance_name: str, contact_id: str) -> Contact:
+        """One contact by the list's id (NOT_FOUND when the channel has none)."""
+        instance, sender = await self._instance(instance_name)
+        return await directory.find_contact(sender, instance, contact_id)
+
+    async def list_chats(
+        self, instance_name: str, *, page: int, page_size: int, search: str = "", chat_type: str = ""
+    ) -> tuple[list[Chat], int]:
+        """One page of the instance's chats, and how many match in all."""
+        instance, sender = await self._instance(instance_name)
+        return await directory.list_chats_page(
+            sender, instance, page=page, page_size=page_size, search=search, chat_type=chat_type
+        )
+
+    async def get_chat(self, instance_name: str, chat_id: str) -> Chat:
+        """One chat by the list's id (NOT_FOUND when the channel has none)."""
+        instance, sender = await self._instance(instance_name)
+        return await directory.find_chat(sender, instance, chat_id)
+
+    async def fetch_media(
+        self, instance_name: str, channel_message_id: str, chat_id: str, max_bytes: int = 0
+    ) -> FetchedMedia:
+        """A received message's file, downloaded from the channel (FetchMedia), at most `max_bytes` (0: this
+        service's cap). FAILED_PRECONDITION when the channel cannot (or no longer) give it or it is over the cap,
+        UNAVAILABLE when the channel could not be asked."""
+        if not channel_message_id:
+            raise InvalidArgumentError(
+                "channel_message_id is required", violations=[FieldViolation("channel_message_id", "required")]
             )
-        needle = search.strip().casefold()
-        if needle:
-            contacts = [c for c in contacts if needle in c.name.casefold() or needle in c.email.casefold()]
-        page = max(page, 1)
-        page_size = min(page_size if page_size > 0 else 50, 500)
-        start = (page - 1) * page_size
-        return contacts[start : start + page_size], len(contacts)
+        instance, sender = await self._instance(instance_name)
+        if not isinstance(sender, MediaSource):
+            raise FailedPreconditionError(
+                f"received files cannot be downloaded on {instance.channel}", reason=REASON_NOT_SUPPORTED
+            )
+        cap = max_bytes if max_bytes > 0 else DEFAULT_FETCH_MAX_BYTES
+        with self._tracer.start_as_current_span("channels.fetch_media") as span:
+            span.set_attribute(attrs.INSTANCE_NAME, instance.name)
+            span.set_attribute(CHAT_ID_ATTRIBUTE, chat_id)
+            try:
+                fetched = await sender.fetch_media(instance, channel_message_id, chat_id, cap)
+            except MediaTooLargeError as exc:
+                span.set_attribute(attrs.MEDIA_NOTE, exc.message)
+                raise FailedPreconditionError(exc.message, reason=exc.reason) from None
+            except ChannelRejectedError as exc:
+                span.set_attribute(attrs.MEDIA_NOTE, exc.message)
+                raise FailedPreconditionError(
+                    f"{instance.channel} did not give the file: {exc.message}", reason=exc.reason
+                ) from None
+            except ChannelError as exc:
+                span.set_attribute(attrs.MEDIA_NOTE, exc.message)
+                raise UnavailableError(f"{instance.channel} could not be asked for the file: {exc.message}") from None
+            span.set_attribute("omni.media.size", len(fetched.data))
+            return fetched
 
     async def purge_instance(self, instance_name: str) -> int:
         """Delete every outbox row of a deleted instance (its idempotency keys with them), so a new instance of the
@@ -169,7 +243,8 @@ class ChannelsCore:
             raise InvalidArgumentError(
                 "instance_name is required", violations=[FieldViolation("instance_name", "required")]
             )
-        return await self._outbox.purge_instance(instance_name)
+        forgotten = await self.connections.book.forget(instance_name)
+        return await self._outbox.purge_instance(instance_name) + forgotten
 
     async def _instance(self, name: str) -> tuple[Instance, ChannelSender]:
         if not name:
@@ -188,6 +263,49 @@ class ChannelsCore:
         return sender
 
 
+def _failure_reason(exc: ChannelError) -> str:
+    """The ErrorInfo reason of a channel failure outside the outbox, named as the outbox names its own."""
+    if isinstance(exc, ChannelRejectedError):
+        return exc.reason
+    if isinstance(exc, ChannelTransientError) and exc.rate_limited:
+        return REASON_RATE_LIMITED
+    if isinstance(exc, ChannelTransientError) and exc.outcome_unknown:
+        return REASON_TIMEOUT
+    return REASON_UPSTREAM
+
+
+def _part_violations(index: int, part: OutboundPart) -> list[FieldViolation]:
+    """What is wrong with one part: it needs exactly one kind of content, and that content must be whole."""
+    field = f"parts[{index}]"
+    kinds = [part.media is not None, part.reaction is not None, part.location is not None, bool(part.contacts)]
+    if sum(kinds) > 1:
+        return [FieldViolation(field, "set at most one of media, reaction, location and contacts")]
+    if not any(kinds) and not part.text.strip():
+        return [FieldViolation(field, "a part needs text, media, a reaction, a location or contacts")]
+    violations: list[FieldViolation] = []
+    if part.media is not None:
+        if not (part.media.url or part.media.base64):
+            violations.append(FieldViolation(f"{field}.media", "url or base64 is required"))
+        if part.media.type and part.media.type not in MEDIA_TYPES:
+            violations.append(FieldViolation(f"{field}.media.type", "not a sendable media type"))
+    if part.reaction is not None and not part.reaction.message_id:
+        violations.append(FieldViolation(f"{field}.reaction.message_id", "required"))
+    if part.location is not None:
+        location = part.location
+        if not (math.isfinite(location.latitude) and -90 <= location.latitude <= 90):
+            violations.append(FieldViolation(f"{field}.location.latitude", "must be between -90 and 90"))
+        if not (math.isfinite(location.longitude) and -180 <= location.longitude <= 180):
+            violations.append(FieldViolation(f"{field}.location.longitude", "must be between -180 and 180"))
+    if len(part.contacts) > MAX_CONTACT_CARDS:
+        violations.append(FieldViolation(f"{field}.contacts", f"at most {MAX_CONTACT_CARDS} cards"))
+    for number, card in enumerate(part.contacts):
+        if not card.full_name.strip():
+            violations.append(FieldViolation(f"{field}.contacts[{number}].full_name", "required"))
+        if not any(ch.isdigit() for ch in card.phone_number):
+            violations.append(FieldViolation(f"{field}.contacts[{number}].phone_number", "must be a phone number"))
+    return violations
+
+
 def _validate_send(request: SendRequest) -> None:
     violations: list[FieldViolation] = []
     if not request.chat_id:
@@ -197,13 +315,7 @@ def _validate_send(request: SendRequest) -> None:
     if not request.parts:
         violations.append(FieldViolation("parts", "at least one part is required"))
     for index, part in enumerate(request.parts):
-        if part.media is None and not part.text.strip():
-            violations.append(FieldViolation(f"parts[{index}]", "a part needs text or media"))
-        if part.media is not None:
-            if not (part.media.url or part.media.base64):
-                violations.append(FieldViolation(f"parts[{index}].media", "url or base64 is required"))
-            if part.media.type and part.media.type not in MEDIA_TYPES:
-                violations.append(FieldViolation(f"parts[{index}].media.type", "not a sendable media type"))
+        violations.extend(_part_violations(index, part))
     if request.instance_name == "":
         violations.append(FieldViolation("instance_name", "required"))
     if violations:

@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 
 from servicekit.address_guard import url_refusal
 from servicekit.channels import Channel
-from servicekit.errors import AlreadyExistsError, FieldViolation, InvalidArgumentError, NotFoundError, OmniError
+from servicekit.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    OmniError,
+)
 from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 from servicekit.instances import (
     GROUP_REPLY_MENTION,
@@ -30,7 +37,14 @@ from servicekit.instances import (
 from servicekit.standard_webhooks import new_signing_secret
 from services.router.core.broadcaster import InstanceBroadcaster
 from services.router.core.models import INSTANCE_FIELDS, ChannelAccount, InstanceChange
-from services.router.core.ports import AccountChecker, Clock, InstancePurger, InstanceStore
+from services.router.core.ports import (
+    AccountChecker,
+    Clock,
+    InstanceProvisioner,
+    InstancePurger,
+    InstanceStore,
+    Provisioning,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +153,21 @@ def _with_account(instance: Instance, account: ChannelAccount) -> Instance:
     return instance
 
 
+def _with_instance_token(instance: Instance, token: str) -> Instance:
+    """The instance with its gateway instance token set (a WhatsApp instance only; others have none)."""
+    if not isinstance(instance.config, WhatsAppConfig) or instance.config.instance_token == token:
+        return instance
+    return dataclasses.replace(instance, config=dataclasses.replace(instance.config, instance_token=token))
+
+
+def _moved(current: Instance, updated: Instance) -> bool:
+    """True when the instance now names another gateway instance (server or name), whose token it lacks."""
+    before, after = current.config, updated.config
+    if not isinstance(before, WhatsAppConfig) or not isinstance(after, WhatsAppConfig):
+        return False
+    return (before.evolution_url, before.whatsapp_instance) != (after.evolution_url, after.whatsapp_instance)
+
+
 def new_webhook_secret() -> str:
     """A fresh webhook secret: 32 random bytes, URL-safe, so it fits a header and a query string alike."""
     return secrets.token_urlsafe(32)
@@ -190,8 +219,11 @@ class InstanceService:
         production: bool = False,
         webhook_secret_grace_seconds: float = WEBHOOK_SECRET_GRACE_SECONDS,
         allow_link_local_urls: bool = False,
+        provisioner: InstanceProvisioner | None = None,
     ) -> None:
         self._repository = repository
+        self._provisioner = provisioner
+        """Sets instances up on their channel gateway (Evolution); without it, only their webhook is registered."""
         self._broadcaster = broadcaster
         self._accounts = accounts
         self._purger = purger
@@ -223,10 +255,57 @@ class InstanceService:
         if await self._repository.get(stored.name) is not None:
             raise AlreadyExistsError(f"instance {stored.name!r} already exists", reason="INSTANCE_EXISTS")
         stored = _with_account(stored, await self._accounts.check(stored))
-        await self._register_webhook(stored)
-        await self._repository.create(stored)
+        url = self._webhook_url(stored)
+        if self._provisioner is None or not url:
+            await self._register_webhook(stored)
+            await self._repository.create(stored)
+        else:
+            stored = await self._create_provisioned(stored, self._provisioner, url)
         self._broadcaster.publish(InstanceChange("upserted", stored, stored.name))
         return stored
+
+    async def _create_provisioned(self, instance: Instance, provisioner: InstanceProvisioner, url: str) -> Instance:
+        """Store, then provision, then keep the token the gateway issued; whatever fails leaves nothing behind.
+
+        The row is stored first: it claims the name before anything exists on the gateway, and the events a
+        fresh gateway instance sends at once (its first QR) find their instance. It is announced to watchers only
+        once provisioned. A refusal deletes the row again; a failure to keep the token deletes the gateway
+        instance that was just created (best effort, logged), then the row."""
+        await self._repository.create(instance)
+        try:
+            done = await provisioner.provision(instance, url)
+            if not done.provisioned:
+                await self._accounts.register_webhook(instance, url)
+        except BaseException:
+            await self._discard(instance.name)
+            raise
+        if not done.instance_token:
+            return instance
+        kept = _with_instance_token(instance, done.instance_token)
+        try:
+            if not await self._repository.update(kept):
+                raise NotFoundError(f"instance {instance.name!r} vanished while created", reason="INSTANCE_NOT_FOUND")
+        except BaseException:
+            if done.created:
+                await self._delete_remote_quietly(provisioner, instance.name)
+            await self._discard(instance.name)
+            raise
+        return kept
+
+    async def _discard(self, name: str) -> None:
+        """Delete a row whose creation failed (best effort), and tell watchers that may have read it meanwhile."""
+        try:
+            await self._repository.delete(name)
+        except Exception:
+            log.exception("could not delete the half-created instance %s", name)
+        self._broadcaster.publish(InstanceChange("deleted", None, name))
+
+    @staticmethod
+    async def _delete_remote_quietly(provisioner: InstanceProvisioner, name: str) -> None:
+        try:
+            await provisioner.delete_remote(name)
+        except Exception:
+            log.exception("could not delete the gateway instance of %s after a failed create; delete it by hand", name)
 
     async def get(self, name: str) -> Instance:
         instance = await self._repository.get(name)
@@ -258,7 +337,10 @@ class InstanceService:
         self._refuse_open_webhooks_in_production(updated)
         if updated.config != current.config:
             updated = _with_account(updated, await self._accounts.check(updated))
-        if (updated.config, updated.webhook_secret, updated.webhook_auth) != (
+        url = self._webhook_url(updated)
+        if self._provisioner is not None and url:
+            updated = await self._resync(current, updated, self._provisioner, url)
+        elif (updated.config, updated.webhook_secret, updated.webhook_auth) != (
             current.config,
             current.webhook_secret,
             current.webhook_auth,
@@ -307,21 +389,52 @@ class InstanceService:
                 violations=[FieldViolation("webhook_auth", '"none" is for local trials only (ENVIRONMENT=production)')],
             )
 
+    async def _resync(
+        self, current: Instance, updated: Instance, provisioner: InstanceProvisioner, url: str
+    ) -> Instance:
+        """Provision again when something the gateway holds changed (where the instance lives, its credentials, the
+        webhook secret or auth, the group setting behind Evolution's groupsIgnore). An instance moved to another
+        gateway instance drops the old one's token first: it opens nothing there."""
+        watched = ("config", "webhook_secret", "webhook_auth", "group_reply")
+        if all(getattr(updated, field) == getattr(current, field) for field in watched):
+            return updated
+        if _moved(current, updated):
+            updated = _with_instance_token(updated, "")
+        done: Provisioning = await provisioner.provision(updated, url)
+        if not done.provisioned:
+            await self._accounts.register_webhook(updated, url)
+        return _with_instance_token(updated, done.instance_token) if done.instance_token else updated
+
+    def _webhook_url(self, instance: Instance) -> str:
+        """Where the channel must post the instance's webhooks; empty when the hub's public URL is not known or the
+        channel has no webhook route."""
+        segment = instance.traits.webhook_segment
+        if self._webhook_base_url and segment:
+            return f"{self._webhook_base_url}/api/v1/webhook/{segment}/{instance.name}"
+        return ""
+
     async def _register_webhook(self, instance: Instance) -> None:
         """Tell the channel where to post and with which secret (Evolution's webhook/set), when the hub's public URL
         is known and the channel has a webhook route."""
-        segment = instance.traits.webhook_segment
-        if self._webhook_base_url and segment:
-            url = f"{self._webhook_base_url}/api/v1/webhook/{segment}/{instance.name}"
+        url = self._webhook_url(instance)
+        if url:
             await self._accounts.register_webhook(instance, url)
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, delete_remote: bool = False) -> None:
         """Delete the instance and everything every service keeps for it.
 
-        The other services purge first: when one cannot, this raises UNAVAILABLE and the instance stays, so the
+        With `delete_remote`, the gateway instance (Evolution's) goes first: when the gateway refuses or cannot be
+        reached, this raises and the instance stays, so nothing is half deleted and the call can be retried.
+        The other services purge next: when one cannot, this raises UNAVAILABLE and the instance stays, so the
         delete can simply be retried (a purge is idempotent), never leaving data behind a name that is free again.
         They purge once more after the row is gone, best effort, for a message accepted in between."""
         await self.get(name)
+        if delete_remote:
+            if self._provisioner is None:
+                raise FailedPreconditionError(
+                    "this hub cannot delete gateway instances", reason="REMOTE_DELETE_NOT_SUPPORTED"
+                )
+            await self._provisioner.delete_remote(name)
         await self._purger.purge(name)
         if not await self._repository.delete(name):
             raise NotFoundError(f"instance {name!r} not found", reason="INSTANCE_NOT_FOUND")

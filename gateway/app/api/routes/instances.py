@@ -19,11 +19,15 @@ from gateway.app.mappers.instances import (
     instance_out,
     update_to_proto,
 )
-from gateway.app.schemas.common import PAGE_MAX
+from gateway.app.schemas.common import PAGE_MAX, HttpUrl, SecretText
 from gateway.app.schemas.instances import (
     ChannelType,
+    ConnectIn,
+    ConnectionActionOut,
     ConnectionStatus,
     ConnectionStatusOut,
+    DiscoveredInstanceOut,
+    DiscoverOut,
     InstanceCreate,
     InstanceList,
     InstanceOut,
@@ -115,6 +119,44 @@ async def list_instances(
     )
 
 
+@router.get("/discover", response_model=DiscoverOut, dependencies=[AdminOnly])
+async def discover_instances(
+    channels: ChannelsStubDep,
+    settings: SettingsDep,
+    evolution_url: Annotated[HttpUrl | None, Query(description="An Evolution server to list (default: all).")] = None,
+    evolution_key: Annotated[SecretText | None, Query(description="Its global API key.")] = None,
+) -> DiscoverOut:
+    """Evolution instances no Omni instance manages yet: on the given server, or on every server Omni's instances use
+    (with their keys) plus the deployment's EVOLUTION_API_URL. Declared before /{name} so "discover" is not read as
+    an instance name."""
+    if evolution_key and not evolution_url:
+        raise InvalidArgumentError(
+            "evolution_key needs evolution_url",
+            violations=[FieldViolation("evolution_url", "required with evolution_key")],
+        )
+    answer = await call(
+        channels.DiscoverInstances,
+        channels_service_pb2.DiscoverInstancesRequest(
+            evolution_url=evolution_url or "", evolution_key=evolution_key or ""
+        ),
+        timeout=settings.api_channel_timeout_seconds,
+    )
+    return DiscoverOut(
+        instances=[
+            DiscoveredInstanceOut(
+                name=item.name,
+                evolution_url=item.evolution_url,
+                status=STATUS_BY_STATE.get(item.state, "error"),
+                raw_state=item.raw_state or None,
+                owner_jid=item.owner_jid or None,
+                profile_name=item.profile_name or None,
+                remote_id=item.remote_id or None,
+            )
+            for item in answer.instances
+        ]
+    )
+
+
 @router.get("/{name}", response_model=InstanceOut, dependencies=[InstanceAccess])
 async def get_instance(name: str, stub: RouterStubDep, settings: SettingsDep, request: Request) -> InstanceOut:
     """One instance, secrets masked. 404 when unknown."""
@@ -147,12 +189,23 @@ async def update_instance(
 
 
 @router.delete("/{name}", status_code=204, response_class=Response, dependencies=[AdminOnly])
-async def delete_instance(name: str, stub: RouterStubDep, settings: SettingsDep) -> Response:
+async def delete_instance(
+    name: str,
+    stub: RouterStubDep,
+    settings: SettingsDep,
+    delete_remote: Annotated[
+        bool,
+        Query(
+            description="Also delete the Evolution instance (default: keep it). 502 and nothing deleted when "
+            "Evolution refuses."
+        ),
+    ] = False,
+) -> Response:
     """Delete an instance with its users and sessions. 404 when unknown."""
     await call(
         stub.DeleteInstance,
-        router_service_pb2.DeleteInstanceRequest(name=name),
-        timeout=settings.api_rpc_timeout_seconds,
+        router_service_pb2.DeleteInstanceRequest(name=name, delete_remote=delete_remote),
+        timeout=settings.api_channel_timeout_seconds if delete_remote else settings.api_rpc_timeout_seconds,
     )
     return Response(status_code=204)
 
@@ -190,3 +243,75 @@ async def qr_code(name: str, stub: RouterStubDep, channels: ChannelsStubDep, set
         qr_code=state.qr_code or None,
         pairing_code=state.pairing_code or None,
     )
+
+
+_ACTIONS: dict[str, channels_service_pb2.ConnectionAction.ValueType] = {
+    "connect": channels_service_pb2.CONNECTION_ACTION_CONNECT,
+    "restart": channels_service_pb2.CONNECTION_ACTION_RESTART,
+    "logout": channels_service_pb2.CONNECTION_ACTION_LOGOUT,
+    "disconnect": channels_service_pb2.CONNECTION_ACTION_DISCONNECT,
+}
+
+
+async def _act(
+    name: str, action: str, phone_number: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: Settings
+) -> ConnectionActionOut:
+    """One ManageConnection call (the channels service checks the key's instance and answers 404 for others)."""
+    answer = await call(
+        channels.ManageConnection,
+        channels_service_pb2.ManageConnectionRequest(
+            instance_name=name, action=_ACTIONS[action], phone_number=phone_number
+        ),
+        timeout=settings.api_channel_timeout_seconds,
+    )
+    found = await call(
+        stub.GetInstance, router_service_pb2.GetInstanceRequest(name=name), timeout=settings.api_rpc_timeout_seconds
+    )
+    state = answer.status
+    return ConnectionActionOut(
+        **_status_fields(name, channel_name(found.instance.channel), state),
+        qr_code=state.qr_code or None,
+        pairing_code=state.pairing_code or None,
+        action=action,
+        message=answer.message or None,
+    )
+
+
+@router.post("/{name}/connect", response_model=ConnectionActionOut, dependencies=[InstanceAccess])
+async def connect(
+    name: str,
+    stub: RouterStubDep,
+    channels: ChannelsStubDep,
+    settings: SettingsDep,
+    body: ConnectIn | None = None,
+) -> ConnectionActionOut:
+    """Start a WhatsApp login: the QR code to scan (or, with phone_number, a pairing code), or the state when the
+    account is connected already. 502 with Evolution's reason when it refuses."""
+    phone = body.phone_number if body is not None and body.phone_number else ""
+    return await _act(name, "connect", phone, stub, channels, settings)
+
+
+@router.post("/{name}/restart", response_model=ConnectionActionOut, dependencies=[InstanceAccess])
+async def restart(
+    name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep
+) -> ConnectionActionOut:
+    """Restart the account's connection (it reconnects with its stored session)."""
+    return await _act(name, "restart", "", stub, channels, settings)
+
+
+@router.post("/{name}/logout", response_model=ConnectionActionOut, dependencies=[InstanceAccess])
+async def logout(
+    name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep
+) -> ConnectionActionOut:
+    """Log the WhatsApp account out (a new QR scan is needed) and forget its recorded QR and account; 409 when it is
+    not connected."""
+    return await _act(name, "logout", "", stub, channels, settings)
+
+
+@router.post("/{name}/disconnect", response_model=ConnectionActionOut, dependencies=[InstanceAccess])
+async def disconnect(
+    name: str, stub: RouterStubDep, channels: ChannelsStubDep, settings: SettingsDep
+) -> ConnectionActionOut:
+    """Disconnect the account, keeping the Evolution instance: the same logout, but an account that is not connected
+    is already disconnected (200, not 409)."""
+    return await _act(name, "disconnect", "", stub, channels, settings)
