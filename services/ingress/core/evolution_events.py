@@ -8,10 +8,11 @@ message id is trusted to find the message; the rest is shown as is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from servicekit import trace_attributes as attrs
+from services.ingress.core.evolution_values import dict_of, str_of, to_int
 from services.ingress.core.message_events import (
     MESSAGE_DELETED,
     MESSAGE_EDITED,
@@ -90,18 +91,18 @@ def _one(event: str, data: dict[str, Any], extract_text: TextReader) -> MessageE
     if event == MESSAGES_UPDATE:
         return _receipt(data)
     if event == MESSAGES_DELETE:
-        key = _dict(data.get("key")) or data  # 2.x sends the key itself; be lenient with a wrapped one
-        key_id = _str(key.get("id"))
+        key = dict_of(data.get("key")) or data  # 2.x sends the key itself; be lenient with a wrapped one
+        key_id = str_of(key.get("id"))
         if not key_id:
             return REASON_MALFORMED
-        return MessageEvent(MESSAGE_DELETED, key_id, _str(key.get("remoteJid")), from_me=key.get("fromMe") is True)
+        return MessageEvent(MESSAGE_DELETED, key_id, str_of(key.get("remoteJid")), from_me=key.get("fromMe") is True)
     return _edit(data, extract_text)
 
 
 def _receipt(data: dict[str, Any]) -> MessageEvent | str:
-    key = _dict(data.get("key"))
+    key = dict_of(data.get("key"))
     # 2.x: keyId (messageId is Evolution's row id); v1.8: the key spread flat, so `id`.
-    key_id = _str(data.get("keyId")) or _str(key.get("id")) or _str(data.get("id"))
+    key_id = str_of(data.get("keyId")) or str_of(key.get("id")) or str_of(data.get("id"))
     if not key_id:
         return REASON_MALFORMED
     poll = data.get("pollUpdates")
@@ -111,45 +112,27 @@ def _receipt(data: dict[str, Any]) -> MessageEvent | str:
     if isinstance(raw_status, int) and not isinstance(raw_status, bool):
         status = _STATUS_BY_NUMBER.get(raw_status, "")
     else:
-        status = RECEIPT_STATUSES.get(_str(raw_status).strip().upper(), "")
+        status = RECEIPT_STATUSES.get(str_of(raw_status).strip().upper(), "")
     if not status:
         return REASON_MESSAGE_CHANGED
     from_me = data.get("fromMe", key.get("fromMe")) is True
-    chat_id = _str(data.get("remoteJid")) or _str(key.get("remoteJid"))
+    chat_id = str_of(data.get("remoteJid")) or str_of(key.get("remoteJid"))
     return MessageEvent(RECEIPT, key_id, chat_id, status=status, from_me=from_me)
 
 
 def _edit(data: dict[str, Any], extract_text: TextReader) -> MessageEvent | str:
-    key = _dict(data.get("key"))
-    key_id = _str(key.get("id"))
+    key = dict_of(data.get("key"))
+    key_id = str_of(key.get("id"))
     if not key_id:
         return REASON_MALFORMED
     kind = data.get("type")
-    edited = _dict(data.get("editedMessage"))
-    chat_id = _str(key.get("remoteJid"))
+    edited = dict_of(data.get("editedMessage"))
+    chat_id = str_of(key.get("remoteJid"))
     if kind in _REVOKE_TYPES:
         # `key` is the author's perspective here: its fromMe says nothing about whose message it was.
         return MessageEvent(MESSAGE_DELETED, key_id, chat_id)
     if kind in _EDIT_TYPES or (kind is None and edited):
         text = extract_text(edited) if edited else ""
-        version = _str(data.get("timestampMs")) or str(_int_like(data.get("timestampMs")) or "")
+        version = str_of(data.get("timestampMs")) or str(to_int(data.get("timestampMs")) or "")
         return MessageEvent(MESSAGE_EDITED, key_id, chat_id, text=text, version=version)
     return REASON_NOT_A_MESSAGE  # EPHEMERAL_SETTING and the other protocol messages
-
-
-def _int_like(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, Mapping):
-        low, high = value.get("low"), value.get("high", 0)
-        if isinstance(low, int) and isinstance(high, int):
-            return high * 2**32 + (low % 2**32)
-    return None
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}

@@ -18,6 +18,7 @@ from typing import Any
 from servicekit.channels import Channel
 from servicekit.messages import InboundMessage, Media, QuotedMessage, Sender
 from services.ingress.core.evolution_events import MESSAGE_EVENTS, ignored_event, parse_message_event
+from services.ingress.core.evolution_values import dict_of, str_of, to_int
 from services.ingress.core.receivers.base import Received
 
 MESSAGES_UPSERT = "messages.upsert"
@@ -125,10 +126,10 @@ def parse_envelope(envelope: Mapping[str, Any]) -> Received:
     event = normalize_event(envelope.get("event"))
     if not event:
         return Received(event="", kind="ignored", reason=REASON_NO_EVENT)
-    own_jid = _str(envelope.get("sender"))
+    own_jid = str_of(envelope.get("sender"))
     data = envelope.get("data")
     if event == SEND_MESSAGE:
-        return _parse_own_send(event, _dict(data), own_jid)
+        return _parse_own_send(event, dict_of(data), own_jid)
     if event in MESSAGE_EVENTS:
         return parse_message_event(event, data, extract_text)
     if event != MESSAGES_UPSERT:
@@ -141,11 +142,11 @@ def parse_envelope(envelope: Mapping[str, Any]) -> Received:
 
 
 def _parse_own_send(event: str, data: dict[str, Any], own_jid: str) -> Received:
-    key = _dict(data.get("key"))
-    key_id = _str(key.get("id"))
+    key = dict_of(data.get("key"))
+    key_id = str_of(key.get("id"))
     if not key_id:
         return Received(event=event, kind="ignored", reason=REASON_MALFORMED)
-    chat_id = _str(key.get("remoteJid"))
+    chat_id = str_of(key.get("remoteJid"))
     message = _build_message(event, data, key, key_id, chat_id, own_jid) if chat_id else None
     return Received(event=event, kind="own_send", reason=REASON_OWN_SEND, channel_message_id=key_id, message=message)
 
@@ -154,8 +155,8 @@ def _parse_upsert(event: str, data: dict[str, Any], own_jid: str) -> Received:
     key = data.get("key")
     if not isinstance(key, dict):
         return Received(event=event, kind="ignored", reason=REASON_MALFORMED)
-    key_id = _str(key.get("id"))
-    chat_id = _str(key.get("remoteJid"))
+    key_id = str_of(key.get("id"))
+    chat_id = str_of(key.get("remoteJid"))
     if not key_id or not chat_id:
         return Received(event=event, kind="ignored", reason=REASON_MALFORMED, channel_message_id=key_id)
     message = _build_message(event, data, key, key_id, chat_id, own_jid)
@@ -176,12 +177,12 @@ def _parse_upsert(event: str, data: dict[str, Any], own_jid: str) -> Received:
 def _build_message(
     event: str, data: dict[str, Any], key: dict[str, Any], key_id: str, chat_id: str, own_jid: str
 ) -> InboundMessage:
-    raw_message = _dict(data.get("message"))
+    raw_message = dict_of(data.get("message"))
     content = unwrap(raw_message)
     message_type = content_type(content)
     text = extract_text(raw_message)
     if not text and message_type == "audio":
-        text = _str(raw_message.get("speechToText"))
+        text = str_of(raw_message.get("speechToText"))
     media = _media(raw_message, content, message_type)
     return InboundMessage(
         channel_message_id=key_id,
@@ -221,9 +222,9 @@ def phone_from_jid(jid: str) -> str:
 def _sender(data: dict[str, Any], key: dict[str, Any], chat_id: str, own_jid: str) -> Sender:
     own = bare_jid(own_jid) if own_jid else ""
     if chat_id.endswith("@g.us"):
-        participant = _str(key.get("participant")) or _str(data.get("participant"))
+        participant = str_of(key.get("participant")) or str_of(data.get("participant"))
         alt_candidates = [key.get("participantAlt"), key.get("participantPn"), key.get("senderPn")]
-        alt = next((_str(c) for c in alt_candidates if _str(c)), "")
+        alt = next((str_of(c) for c in alt_candidates if str_of(c)), "")
         sender_id = participant or alt or chat_id
     else:
         sender_id = chat_id
@@ -235,7 +236,7 @@ def _sender(data: dict[str, Any], key: dict[str, Any], chat_id: str, own_jid: st
             data.get("senderPn"),
             data.get("previousRemoteJid"),
         ]
-        alt = next((_str(c) for c in alt_candidates if _str(c) and bare_jid(_str(c)) != bare_jid(chat_id)), "")
+        alt = next((str_of(c) for c in alt_candidates if str_of(c) and bare_jid(str_of(c)) != bare_jid(chat_id)), "")
     if alt and (bare_jid(alt) == bare_jid(sender_id) or (own and bare_jid(alt) == own)):
         alt = ""
     phone = ""
@@ -243,7 +244,7 @@ def _sender(data: dict[str, Any], key: dict[str, Any], chat_id: str, own_jid: st
         if is_phone_jid(jid) and bare_jid(jid) != own:
             phone = phone_from_jid(jid)
             break
-    return Sender(id=sender_id, display_name=_str(data.get("pushName")), phone_number=phone, alt_id=alt)
+    return Sender(id=sender_id, display_name=str_of(data.get("pushName")), phone_number=phone, alt_id=alt)
 
 
 # --- content -------------------------------------------------------------------------------------------------
@@ -254,10 +255,10 @@ def unwrap(message: dict[str, Any], depth: int = 0) -> dict[str, Any]:
     if depth >= MAX_WRAPPER_DEPTH:
         return message
     for wrapper in WRAPPERS:
-        inner = _dict(_dict(message.get(wrapper)).get("message"))
+        inner = dict_of(dict_of(message.get(wrapper)).get("message"))
         if inner:
             return unwrap(inner, depth + 1)
-    edited = _dict(_dict(message.get("protocolMessage")).get("editedMessage"))
+    edited = dict_of(dict_of(message.get("protocolMessage")).get("editedMessage"))
     if edited:
         return unwrap(edited, depth + 1)
     return message
@@ -266,14 +267,14 @@ def unwrap(message: dict[str, Any], depth: int = 0) -> dict[str, Any]:
 def content_type(content: dict[str, Any]) -> str:
     """The canonical message type of unwrapped content, "" when it carries nothing we handle."""
     for key, kind in _STRUCTURED_TYPES.items():
-        if _dict(content.get(key)):
+        if dict_of(content.get(key)):
             return kind
     for key, kind in _MEDIA_TYPES.items():
-        if _dict(content.get(key)):
+        if dict_of(content.get(key)):
             return kind
     for key in _TEXT_KEYS:
         value = content.get(key)
-        if (isinstance(value, str) and value) or _dict(value):
+        if (isinstance(value, str) and value) or dict_of(value):
             return "text"
     return ""
 
@@ -284,84 +285,85 @@ def extract_text(message: dict[str, Any]) -> str:
 
 
 def _direct_text(message: dict[str, Any], depth: int) -> str:
-    text = _str(message.get("conversation")) or _str(_dict(message.get("extendedTextMessage")).get("text"))
+    text = str_of(message.get("conversation")) or str_of(dict_of(message.get("extendedTextMessage")).get("text"))
     if text:
         return text
     for media_key in ("imageMessage", "videoMessage", "documentMessage"):
-        caption = _str(_dict(message.get(media_key)).get("caption"))
+        caption = str_of(dict_of(message.get(media_key)).get("caption"))
         if caption:
             return caption
     if depth >= MAX_WRAPPER_DEPTH:
         return ""
     for wrapper in WRAPPERS:
-        inner = _dict(_dict(message.get(wrapper)).get("message"))
+        inner = dict_of(dict_of(message.get(wrapper)).get("message"))
         if inner:
             text = _direct_text(inner, depth + 1)
             if text:
                 return text
-    edited = _dict(_dict(message.get("protocolMessage")).get("editedMessage"))
+    edited = dict_of(dict_of(message.get("protocolMessage")).get("editedMessage"))
     return _direct_text(edited, depth + 1) if edited else ""
 
 
 def _structured_text(content: dict[str, Any]) -> str:
-    buttons = _dict(content.get("buttonsResponseMessage"))
-    text = _str(buttons.get("selectedDisplayText")) or _str(buttons.get("selectedButtonId"))
+    buttons = dict_of(content.get("buttonsResponseMessage"))
+    text = str_of(buttons.get("selectedDisplayText")) or str_of(buttons.get("selectedButtonId"))
     if text:
         return text
-    listing = _dict(content.get("listResponseMessage"))
-    text = _str(listing.get("title")) or _str(_dict(listing.get("singleSelectReply")).get("selectedRowId"))
+    listing = dict_of(content.get("listResponseMessage"))
+    text = str_of(listing.get("title")) or str_of(dict_of(listing.get("singleSelectReply")).get("selectedRowId"))
     if text:
         return text
-    template = _dict(content.get("templateButtonReplyMessage"))
-    text = _str(template.get("selectedDisplayText")) or _str(template.get("selectedId"))
+    template = dict_of(content.get("templateButtonReplyMessage"))
+    text = str_of(template.get("selectedDisplayText")) or str_of(template.get("selectedId"))
     if text:
         return text
-    interactive = _dict(content.get("interactiveResponseMessage"))
-    text = _str(_dict(interactive.get("body")).get("text")) or _str(
-        _dict(interactive.get("nativeFlowResponseMessage")).get("paramsJson")
+    interactive = dict_of(content.get("interactiveResponseMessage"))
+    text = str_of(dict_of(interactive.get("body")).get("text")) or str_of(
+        dict_of(interactive.get("nativeFlowResponseMessage")).get("paramsJson")
     )
     if text:
         return text
-    options = _dict(_dict(content.get("pollUpdateMessage")).get("vote")).get("selectedOptions")
+    options = dict_of(dict_of(content.get("pollUpdateMessage")).get("vote")).get("selectedOptions")
     if isinstance(options, list):
         text = ", ".join(o for o in options if isinstance(o, str) and o)
         if text:
             return text
-    text = _str(_dict(content.get("reactionMessage")).get("text"))
+    text = str_of(dict_of(content.get("reactionMessage")).get("text"))
     if text:
         return text
     for contact_key in ("contactMessage", "contactsArrayMessage"):
-        contact = _dict(content.get(contact_key))
-        text = _str(contact.get("displayName")) or _str(contact.get("vcard"))
+        contact = dict_of(content.get(contact_key))
+        text = str_of(contact.get("displayName")) or str_of(contact.get("vcard"))
         if text:
             return text
     for location_key in ("locationMessage", "liveLocationMessage"):
-        location = _dict(content.get(location_key))
+        location = dict_of(content.get(location_key))
         if location:
             return _location_text(location)
     return ""
 
 
 def _location_text(location: dict[str, Any]) -> str:
-    label = ", ".join(p for p in (_str(location.get("name")), _str(location.get("address"))) if p)
+    label = ", ".join(p for p in (str_of(location.get("name")), str_of(location.get("address"))) if p)
     lat, lng = location.get("degreesLatitude"), location.get("degreesLongitude")
     coords = f"({lat}, {lng})" if _is_number(lat) and _is_number(lng) else ""
     return " ".join(p for p in (label, coords) if p)
 
 
 def _media(raw_message: dict[str, Any], content: dict[str, Any], message_type: str) -> tuple[Media, ...]:
-    media_key = next((k for k, kind in _MEDIA_TYPES.items() if kind == message_type and _dict(content.get(k))), "")
+    media_key = next((k for k, kind in _MEDIA_TYPES.items() if kind == message_type and dict_of(content.get(k))), "")
     if not media_key:
         return ()
-    item = _dict(content.get(media_key))
+    item = dict_of(content.get(media_key))
     return (
         Media(
             type=message_type,
-            mime_type=_str(item.get("mimetype")),
-            url=_str(raw_message.get("mediaUrl")) or _str(item.get("url")),
-            base64=_str(raw_message.get("base64")),
-            caption=_str(item.get("caption")),
-            filename=_str(item.get("fileName")) or (_str(item.get("title")) if media_key == "documentMessage" else ""),
+            mime_type=str_of(item.get("mimetype")),
+            url=str_of(raw_message.get("mediaUrl")) or str_of(item.get("url")),
+            base64=str_of(raw_message.get("base64")),
+            caption=str_of(item.get("caption")),
+            filename=str_of(item.get("fileName"))
+            or (str_of(item.get("title")) if media_key == "documentMessage" else ""),
             size_bytes=to_int(item.get("fileLength")) or 0,
             duration_seconds=to_int(item.get("seconds")) or 0,
             voice_note=media_key == "audioMessage" and item.get("ptt") is True,
@@ -370,53 +372,22 @@ def _media(raw_message: dict[str, Any], content: dict[str, Any], message_type: s
 
 
 def _quoted(data: dict[str, Any], content: dict[str, Any]) -> QuotedMessage | None:
-    candidates = [_dict(data.get("contextInfo"))]
+    candidates = [dict_of(data.get("contextInfo"))]
     # v1.8 keeps extendedTextMessage (and 2.4.0-rc drops data.contextInfo), so look in the content too.
-    candidates += [_dict(_dict(v).get("contextInfo")) for v in content.values() if isinstance(v, dict)]
+    candidates += [dict_of(dict_of(v).get("contextInfo")) for v in content.values() if isinstance(v, dict)]
     for context in candidates:
-        stanza_id = _str(context.get("stanzaId"))
+        stanza_id = str_of(context.get("stanzaId"))
         if stanza_id:
-            quoted_message = _dict(context.get("quotedMessage"))
+            quoted_message = dict_of(context.get("quotedMessage"))
             return QuotedMessage(
                 channel_message_id=stanza_id,
-                sender_id=_str(context.get("participant")),
+                sender_id=str_of(context.get("participant")),
                 text=extract_text(quoted_message) if quoted_message else "",
             )
     return None
 
 
 # --- defensive readers ---------------------------------------------------------------------------------------
-
-
-def to_int(value: object) -> int | None:
-    """An int64 in any of Evolution's encodings: number, decimal string or {low, high} (§2.2)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            try:
-                return int(float(value))
-            except ValueError:
-                return None
-    if isinstance(value, dict):
-        low, high = value.get("low"), value.get("high", 0)
-        if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
-            return high * 2**32 + (low % 2**32)
-    return None
-
-
-def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _is_number(value: object) -> bool:
@@ -446,9 +417,9 @@ def parse_connection_event(envelope: Mapping[str, Any]) -> ConnectionReport | No
     """The connection news of a `connection.update` / `qrcode.updated` envelope; None for any other event or a
     payload that says nothing usable. Pure, and lenient like the rest of this module."""
     event = normalize_event(envelope.get("event"))
-    data = _dict(envelope.get("data"))
+    data = dict_of(envelope.get("data"))
     if event == CONNECTION_UPDATE:
-        raw = _str(data.get("state")).lower()
+        raw = str_of(data.get("state")).lower()
         state = _CONNECTION_STATES.get(raw)
         if state is None:
             return None
@@ -457,8 +428,8 @@ def parse_connection_event(envelope: Mapping[str, Any]) -> ConnectionReport | No
             return ConnectionReport(
                 state=state,
                 raw_state=raw,
-                account_id=_str(data.get("wuid")),
-                account_name=_str(data.get("profileName")),
+                account_id=str_of(data.get("wuid")),
+                account_name=str_of(data.get("profileName")),
             )
         if raw == "refused":
             return ConnectionReport(state=state, raw_state=raw, detail="QR code limit reached")
@@ -469,10 +440,10 @@ def parse_connection_event(envelope: Mapping[str, Any]) -> ConnectionReport | No
     if event == QRCODE_UPDATED:
         qrcode = data.get("qrcode")
         if isinstance(qrcode, dict):
-            qr = _str(qrcode.get("base64")).removeprefix(_DATA_URL_PNG)
-            pairing = _str(qrcode.get("pairingCode"))
+            qr = str_of(qrcode.get("base64")).removeprefix(_DATA_URL_PNG)
+            pairing = str_of(qrcode.get("pairingCode"))
             return ConnectionReport(raw_state="connecting", qr_code=qr, pairing_code=pairing) if qr or pairing else None
-        message = _str(data.get("message"))
+        message = str_of(data.get("message"))
         if message:  # the QR limit variant: {"message": "QR code limit reached, ...", "statusCode": 500}
             return ConnectionReport(state="error", raw_state="refused", detail=message)
     return None
