@@ -263,6 +263,12 @@ class ChannelsServicer(channels_service_pb2_grpc.ChannelsServiceServicer):
         await self._core.connections.record(request.instance_name, _event_from_proto(request))
         return channels_service_pb2.RecordConnectionEventResponse()
 
+    async def CountConnections(
+        self, request: channels_service_pb2.CountConnectionsRequest, context: Context
+    ) -> channels_service_pb2.CountConnectionsResponse:
+        # Mesh only: the gateway's /health shows the counts, never which instance is in which state.
+        return channels_service_pb2.CountConnectionsResponse(counts=await self._core.connections.book.counts())
+
     async def FetchMedia(
         self, request: channels_service_pb2.FetchMediaRequest, context: Context
     ) -> channels_service_pb2.FetchMediaResponse:

@@ -91,6 +91,11 @@ async def test_connect_scan_and_status_come_from_the_webhooks(world: World) -> N
     code, again = await world.mesh.get_json(f"/api/v1/instances/{name}/status")
     assert (code, again["status"]) == (200, "connected")
     assert world.evolution.requests == []  # answered from what the webhook said
+    async with world.mesh.client.get("/health") as response:
+        health = await response.json()
+    assert health["connections"]["connected"] >= 1  # counted from the recorded states, no instance named
+    assert name not in str(health["connections"])
+    assert world.evolution.requests == []
 
     code, out = await post(world, f"/api/v1/instances/{name}/logout")
     assert (code, out["status"]) == (200, "disconnected"), out

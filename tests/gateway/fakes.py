@@ -416,6 +416,12 @@ class FakeChannels(channels_service_pb2_grpc.ChannelsServiceServicer):
         canned = self.script.record("ListChannels", request, context)
         return canned or channels_service_pb2.ListChannelsResponse()
 
+    async def CountConnections(
+        self, request: channels_service_pb2.CountConnectionsRequest, context: Context
+    ) -> channels_service_pb2.CountConnectionsResponse:
+        canned = self.script.record("CountConnections", request, context)
+        return canned or channels_service_pb2.CountConnectionsResponse()
+
     async def ManageConnection(
         self, request: channels_service_pb2.ManageConnectionRequest, context: Context
     ) -> channels_service_pb2.ManageConnectionResponse:

@@ -9,6 +9,7 @@ import grpc
 import httpx
 import pytest
 from fastapi import FastAPI
+from omni.channels.v1 import channels_service_pb2
 from omni.common.v1 import channel_pb2
 from omni.ingress.v1 import ingress_service_pb2
 
@@ -35,7 +36,21 @@ async def not_serving() -> AsyncIterator[grpc.aio.Channel]:
 async def test_healthy_mesh(anon: httpx.AsyncClient) -> None:
     response = await anon.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "healthy", "services": dict.fromkeys(MESH_SERVICES, "SERVING"), "bots": {}}
+    assert response.json() == {
+        "status": "healthy",
+        "services": dict.fromkeys(MESH_SERVICES, "SERVING"),
+        "bots": {},
+        "connections": {},
+    }
+
+
+async def test_health_counts_connection_states_without_naming_instances(
+    anon: httpx.AsyncClient, mesh: FakeMesh
+) -> None:
+    counts = {"connected": 3, "connecting": 1, "error": 1}
+    mesh.script.respond("CountConnections", channels_service_pb2.CountConnectionsResponse(counts=counts))
+    response = await anon.get("/health")
+    assert (response.status_code, response.json()["connections"]) == (200, counts)
 
 
 async def test_health_lists_every_bot_and_a_bot_in_error_leaves_the_hub_healthy(
@@ -77,6 +92,7 @@ async def test_one_service_not_serving_makes_it_503(
         "status": "unhealthy",
         "services": {"ingress": "SERVING", "router": "NOT_SERVING", "channels": "SERVING", "tracing": "SERVING"},
         "bots": {},
+        "connections": {},
     }
 
 

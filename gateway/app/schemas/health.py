@@ -22,3 +22,9 @@ class HealthOut(BaseModel):
     status: Literal["healthy", "unhealthy"]
     services: dict[str, str]
     bots: dict[str, BotHealth] | None = None
+    connections: dict[str, int] | None = Field(
+        default=None,
+        description="How many instances the channels last reported in each connection state (connected, connecting, "
+        "disconnected, error), recorded from their connection webhooks: no channel is asked, and no instance is named "
+        "(null when the channels service could not be asked).",
+    )

@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from grpc_health.v1 import health_pb2
+from omni.channels.v1 import channels_service_pb2
 from omni.ingress.v1 import ingress_service_pb2
 from starlette.responses import Response
 
-from gateway.app.api.deps import HealthStubs, IngressStubDep, SettingsDep
+from gateway.app.api.deps import ChannelsStubDep, HealthStubs, IngressStubDep, SettingsDep
 from gateway.app.api.errors import json_response
 from gateway.app.api.routes.instances import STATUS_BY_STATE
 from gateway.app.api.rpc import call
@@ -47,20 +48,36 @@ async def _bots(ingress: Any, timeout: float) -> dict[str, BotHealth] | None:
     }
 
 
+async def _connections(channels: Any, timeout: float) -> dict[str, int] | None:
+    """How many instances are in each recorded connection state; None when channels could not be asked."""
+    try:
+        answer = await call(channels.CountConnections, channels_service_pb2.CountConnectionsRequest(), timeout=timeout)
+    except OmniError:
+        return None
+    return dict(answer.counts)
+
+
 @router.get(
     "/health",
     response_model=HealthOut,
     responses={503: {"model": HealthOut, "description": "At least one service is not SERVING."}},
 )
-async def health(stubs: HealthStubs, ingress: IngressStubDep, settings: SettingsDep) -> Response:
+async def health(
+    stubs: HealthStubs, ingress: IngressStubDep, channels: ChannelsStubDep, settings: SettingsDep
+) -> Response:
     """Report each service's gRPC health (503 when any is not SERVING, so a load balancer takes us out) and the
-    state of every bot the hub runs (a bot in error does not make the hub unhealthy: it is one tenant's account)."""
+    state of every bot the hub runs and how many WhatsApp connections are in each state (a bot or a number in error
+    does not make the hub unhealthy: it is one tenant's account)."""
     names = list(stubs)
     timeout = settings.api_health_timeout_seconds
-    statuses, bots = await asyncio.gather(
-        asyncio.gather(*(_status_of(stubs[name], timeout) for name in names)), _bots(ingress, timeout)
+    statuses, bots, connections = await asyncio.gather(
+        asyncio.gather(*(_status_of(stubs[name], timeout) for name in names)),
+        _bots(ingress, timeout),
+        _connections(channels, timeout),
     )
     services = dict(zip(names, statuses, strict=True))
     healthy = all(status == "SERVING" for status in services.values())
-    body = HealthOut(status="healthy" if healthy else "unhealthy", services=services, bots=bots)
+    body = HealthOut(
+        status="healthy" if healthy else "unhealthy", services=services, bots=bots, connections=connections
+    )
     return json_response(200 if healthy else 503, body.model_dump())

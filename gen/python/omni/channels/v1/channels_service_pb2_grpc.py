@@ -95,6 +95,11 @@ class ChannelsServiceStub:
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventRequest.SerializeToString,
                 response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventResponse.FromString,
                 _registered_method=True)
+        self.CountConnections = channel.unary_unary(
+                '/omni.channels.v1.ChannelsService/CountConnections',
+                request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CountConnectionsRequest.SerializeToString,
+                response_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CountConnectionsResponse.FromString,
+                _registered_method=True)
         self.ListChats = channel.unary_unary(
                 '/omni.channels.v1.ChannelsService/ListChats',
                 request_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.ListChatsRequest.SerializeToString,
@@ -236,6 +241,14 @@ class ChannelsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountConnections(self, request, context):
+        """CountConnections counts the instances in each recorded connection state, naming none (it feeds the open
+        /health). Mesh only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListChats(self, request, context):
         """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
         channel has no chat list), UNAVAILABLE.
@@ -347,6 +360,11 @@ def add_ChannelsServiceServicer_to_server(servicer, server):
                     servicer.RecordConnectionEvent,
                     request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventRequest.FromString,
                     response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventResponse.SerializeToString,
+            ),
+            'CountConnections': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountConnections,
+                    request_deserializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CountConnectionsRequest.FromString,
+                    response_serializer=omni_dot_channels_dot_v1_dot_channels__service__pb2.CountConnectionsResponse.SerializeToString,
             ),
             'ListChats': grpc.unary_unary_rpc_method_handler(
                     servicer.ListChats,
@@ -704,6 +722,33 @@ class ChannelsService:
             '/omni.channels.v1.ChannelsService/RecordConnectionEvent',
             omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventRequest.SerializeToString,
             omni_dot_channels_dot_v1_dot_channels__service__pb2.RecordConnectionEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountConnections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.channels.v1.ChannelsService/CountConnections',
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.CountConnectionsRequest.SerializeToString,
+            omni_dot_channels_dot_v1_dot_channels__service__pb2.CountConnectionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,10 @@ class ChannelsServiceStub:
     """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
     qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
     """
+    CountConnections: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.CountConnectionsRequest, _channels_service_pb2.CountConnectionsResponse]
+    """CountConnections counts the instances in each recorded connection state, naming none (it feeds the open
+    /health). Mesh only.
+    """
     ListChats: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ListChatsRequest, _channels_service_pb2.ListChatsResponse]
     """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
     channel has no chat list), UNAVAILABLE.
@@ -177,6 +181,10 @@ class ChannelsServiceAsyncStub(ChannelsServiceStub):
     RecordConnectionEvent: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.RecordConnectionEventRequest, _channels_service_pb2.RecordConnectionEventResponse]  # type: ignore[assignment]
     """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
     qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
+    """
+    CountConnections: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.CountConnectionsRequest, _channels_service_pb2.CountConnectionsResponse]  # type: ignore[assignment]
+    """CountConnections counts the instances in each recorded connection state, naming none (it feeds the open
+    /health). Mesh only.
     """
     ListChats: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListChatsRequest, _channels_service_pb2.ListChatsResponse]  # type: ignore[assignment]
     """ListChats pages through the instance's chats, in a stable order. Errors: NOT_FOUND, FAILED_PRECONDITION (the
@@ -334,6 +342,16 @@ class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_channels_service_pb2.RecordConnectionEventResponse, _abc.Awaitable[_channels_service_pb2.RecordConnectionEventResponse]]:
         """RecordConnectionEvent keeps what a channel said about an instance's connection (Evolution connection.update and
         qrcode.updated, received by ingress), so status and QR reads need no round trip. Mesh only.
+        """
+
+    @_abc_1.abstractmethod
+    def CountConnections(
+        self,
+        request: _channels_service_pb2.CountConnectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_channels_service_pb2.CountConnectionsResponse, _abc.Awaitable[_channels_service_pb2.CountConnectionsResponse]]:
+        """CountConnections counts the instances in each recorded connection state, naming none (it feeds the open
+        /health). Mesh only.
         """
 
     @_abc_1.abstractmethod
