@@ -163,6 +163,7 @@ async def measure(
     timeout: float,
     *,
     pause_router: bool = False,
+    settle_seconds: float = 0.0,
 ) -> Measured:
     """One phase: post, wait for every reply, and account for latency, loss, duplicates and CPU.
 
@@ -184,6 +185,7 @@ async def measure(
         if pause_router:
             mesh.supervisor.kill("router", signal.SIGCONT)
     sent = await wait_for_replies(evolution, n, timeout)
+    await asyncio.sleep(settle_seconds)  # work that follows the replies (receipt webhooks) is counted too
     cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
     cpu["bench client"] = own_cpu_seconds() - bench_before
     postgres = cpu_seconds_of_command("postgres") - postgres_before
@@ -249,6 +251,27 @@ def verdict(steady: Measured, burst: Measured, paused: Measured, rate: float, co
           f"reached {paused.acks_per_second:,.0f}/s with the router paused)")  # fmt: skip
 
 
+async def receipts_phase(
+    mesh: LocalMesh, evolution: str, pids: dict[str, int | None], args: argparse.Namespace, burst: Measured
+) -> None:
+    """The burst again with Evolution posting a delivery and a read receipt (messages.update) after every reply, as
+    a real phone does: what showing receipts on the traces costs per message, beside the same burst without."""
+    async with aiohttp.ClientSession() as session:
+        await session.post(f"{evolution}/__sim/receipts", json={"statuses": ["DELIVERY_ACK", "READ"]})
+    try:
+        with_receipts = await measure(mesh, evolution, pids, args.messages, args.concurrency, args.chats, 0.0,
+                                      args.timeout, settle_seconds=3.0)  # fmt: skip
+    finally:
+        async with aiohttp.ClientSession() as session:
+            await session.post(f"{evolution}/__sim/receipts", json={"statuses": []})
+    report(f"burst with receipts: {args.messages} webhooks, each reply followed by 2 receipt webhooks", with_receipts,
+           args.messages)  # fmt: skip
+    plain = sum(burst.cpu.values()) / args.messages * 1000
+    receipts = sum(with_receipts.cpu.values()) / args.messages * 1000
+    print(f"  receipts cost {receipts - plain:+.2f} ms CPU per message ({(receipts - plain) / 2:+.2f} ms per receipt "
+          f"webhook): {plain:.2f} -> {receipts:.2f} ms")  # fmt: skip
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000, help="webhooks in the closed-loop burst")
@@ -262,6 +285,9 @@ async def main() -> None:
     parser.add_argument("--discord-instances", type=int, default=4, help="bots the Discord messages spread over")
     parser.add_argument("--bots", type=int, default=100, help="Discord bots connected at once in one ingress")
     parser.add_argument("--skip-discord", action="store_true", help="no Discord phases")
+    parser.add_argument(
+        "--skip-receipts", action="store_true", help="no burst with Evolution's delivery and read receipts"
+    )
     parser.add_argument("--skip-slack", action="store_true", help="no Slack phase")
     parser.add_argument("--slack-messages", type=int, default=500, help="DMs in the Slack phase")
     parser.add_argument("--slack-workspaces", type=int, default=4, help="workspaces the Slack DMs spread over")
@@ -313,6 +339,8 @@ async def main() -> None:
         report(f"burst: {args.messages} webhooks, closed loop at concurrency {args.concurrency}", burst, args.messages)
         report("router paused: the same burst stored while the router is stopped, then drained", paused,
                args.messages)  # fmt: skip
+        if not args.skip_receipts:
+            await receipts_phase(mesh, evolution.url, pids, args, burst)
         print("\n== direct pipeline (agent call + sendText, no hub, closed loop at the same concurrency)")
         print(f"  {direct_rate:7.1f} replies/s   p50 {percentile(direct_lat, 50):7.1f} ms   "
               f"p99 {percentile(direct_lat, 99):7.1f} ms")  # fmt: skip

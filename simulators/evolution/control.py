@@ -24,12 +24,21 @@ def _cannot_scan(name: str, *, owner_jid: str = "", profile_name: str = "") -> N
     raise ValueError("this simulator cannot scan QR codes")
 
 
-class ControlEndpoints:
-    """Read the recorded traffic, inject faults and latency, reset, add instances."""
+class ReceiptSwitch(Protocol):
+    """`ReceiptEmitter`: which receipt statuses follow every send (none: off)."""
 
-    def __init__(self, state: EvolutionState, scan_qr: ScanQr | None = None) -> None:
+    auto_statuses: tuple[str, ...]
+
+
+class ControlEndpoints:
+    """Read the recorded traffic, inject faults and latency, reset, add instances, turn automatic receipts on."""
+
+    def __init__(
+        self, state: EvolutionState, scan_qr: ScanQr | None = None, receipts: ReceiptSwitch | None = None
+    ) -> None:
         self._state = state
         self._scan_qr = scan_qr or _cannot_scan
+        self._receipts = receipts
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -41,7 +50,17 @@ class ControlEndpoints:
             web.post("/__sim/reset", self._reset),
             web.post("/__sim/instances", self._instances),
             web.post("/__sim/scan", self._scan),
+            web.post("/__sim/receipts", self._auto_receipts),
         ]
+
+    async def _auto_receipts(self, request: web.Request) -> web.StreamResponse:
+        """`{statuses: ["DELIVERY_ACK", "READ"]}` posts those receipts after every send; `[]` stops them."""
+        body = await read_body(request)
+        statuses = body.get("statuses")
+        if self._receipts is None or not isinstance(statuses, list):
+            return json_response({"error": "statuses must be a list"}, status=400)
+        self._receipts.auto_statuses = tuple(str(s) for s in statuses)
+        return json_response({"statuses": list(self._receipts.auto_statuses)})
 
     async def _sent(self, request: web.Request) -> web.StreamResponse:
         return json_response([asdict(s) for s in self._state.sent])

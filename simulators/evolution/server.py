@@ -251,7 +251,7 @@ class EvolutionSimulator:
         app.add_routes(self._instances.routes())
         app.add_routes(self._media.routes())
         app.add_routes(WebhookEndpoints(self.state).routes())
-        app.add_routes(ControlEndpoints(self.state, self._instances.scan_qr).routes())
+        app.add_routes(ControlEndpoints(self.state, self._instances.scan_qr, self._receipts).routes())
         app.add_routes(DirectoryEndpoints(self.state, self.directory).routes())
         return app
 
