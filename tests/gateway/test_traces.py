@@ -33,6 +33,7 @@ async def test_trace_detail_shape(client: httpx.AsyncClient, mesh: FakeMesh) -> 
         "agent_request_payload": {"message": "Hello!", "session_id": "sess-1"},
         "agent_response_payload": {"text": "Hi there"},
         "outgoing_payload": None,
+        "delivery_status": None,
         "spans": [
             {
                 "name": "agent.call",
