@@ -83,7 +83,9 @@ async def main() -> None:
             rate_limit_backoff_seconds=settings.channels_rate_limit_backoff_seconds,
         )
         senders: dict[Channel, ChannelSender] = {
-            Channel.WHATSAPP: EvolutionSender(evolution, fallback_key=settings.evolution_api_key),
+            Channel.WHATSAPP: EvolutionSender(
+                evolution, fallback_key=settings.evolution_api_key, receipts=settings.whatsapp_receipts
+            ),
             Channel.DISCORD: discord_sender,
             Channel.SLACK: slack_sender,
         }
@@ -91,7 +93,10 @@ async def main() -> None:
         outbox = OutboxSender(store, senders, policy=send_policy(settings), worker_id=settings.replica_id())
         retention = delivery_retention("finished outbox parts", store.purge_finished, settings)
         admin = EvolutionAdmin(
-            evolution, fallback_key=settings.evolution_api_key, default_url=settings.evolution_api_url
+            evolution,
+            fallback_key=settings.evolution_api_key,
+            default_url=settings.evolution_api_url,
+            receipts=settings.whatsapp_receipts,
         )
         connections = ConnectionDesk(instances, {Channel.WHATSAPP: admin}, ConnectionBook(ConnectionStateStore(db)))
         instances.listen(connections.instances_changed)

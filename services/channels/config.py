@@ -33,6 +33,9 @@ class Settings(MeshSettings):
     """How far before a send of unknown outcome findMessages looks for it (covers clock skew with Evolution)."""
     evolution_api_key: str = Field(default="", validation_alias=AliasChoices("EVOLUTION_API_KEY"))
     """Deployment-wide Evolution API key used for instances that have none of their own."""
+    whatsapp_receipts: bool = True
+    """Subscribe Evolution's delivery and read receipts (MESSAGES_UPDATE) when Omni sets an instance's webhook, so
+    traces show whether replies were delivered and read; each receipt is one more webhook through the mesh."""
     evolution_api_url: str = Field(default="", validation_alias=AliasChoices("EVOLUTION_API_URL"))
     """The deployment's default Evolution server: instance discovery lists it too (with EVOLUTION_API_KEY), even
     before any instance uses it."""

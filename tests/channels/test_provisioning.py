@@ -300,3 +300,18 @@ async def test_discover_on_a_named_server_with_a_wrong_key_is_refused(world: Wor
     world.sim.add_instance("spare")
     good = channels_service_pb2.DiscoverInstancesRequest(evolution_url=world.sim.url, evolution_key=GLOBAL_KEY)
     assert [i.name for i in (await world.stub.DiscoverInstances(good, timeout=10)).instances] == ["spare"]
+
+
+async def test_receipts_can_be_left_unsubscribed(session: aiohttp.ClientSession, sim: EvolutionSimulator) -> None:
+    """AUTOMAGIK_OMNI_WHATSAPP_RECEIPTS=false: creating and adopting both leave MESSAGES_UPDATE out, nothing else."""
+    admin = EvolutionAdmin(EvolutionClient(session, timeout_seconds=5), fallback_key=GLOBAL_KEY, receipts=False)
+    expected = [event for event in WEBHOOK_EVENTS if event != "MESSAGES_UPDATE"]
+    await admin.provision(acme(sim.url), HOOK)
+    created = sim.webhook_of("acme-wa")
+    assert created is not None
+    assert created["events"] == expected
+    sim.add_instance("kept-wa")
+    await admin.provision(acme(sim.url, remote="kept-wa", name="kept"), HOOK)
+    adopted = sim.webhook_of("kept-wa")
+    assert adopted is not None
+    assert adopted["events"] == expected

@@ -36,7 +36,7 @@ from services.channels.core.evolution import (
 )
 from services.channels.core.models import ConnectionState, ConnectionStatus
 from services.channels.core.senders.base import REASON_MISCONFIGURED, ChannelRejectedError
-from services.channels.core.senders.whatsapp import WEBHOOK_EVENTS, WEBHOOK_SECRET_HEADER, ready_instance
+from services.channels.core.senders.whatsapp import WEBHOOK_SECRET_HEADER, ready_instance, webhook_events
 
 INTEGRATION = "WHATSAPP-BAILEYS"
 _DATA_URL_PNG = "data:image/png;base64,"
@@ -87,10 +87,13 @@ class EvolutionAdmin:
 
     channel = Channel.WHATSAPP
 
-    def __init__(self, client: EvolutionClient, *, fallback_key: str = "", default_url: str = "") -> None:
+    def __init__(
+        self, client: EvolutionClient, *, fallback_key: str = "", default_url: str = "", receipts: bool = True
+    ) -> None:
         self._client = client
         self._fallback_key = fallback_key
         self._default_url = default_url
+        self._events = webhook_events(receipts=receipts)
 
     # ------------------------------------------------------------------ provisioning
 
@@ -103,7 +106,7 @@ class EvolutionAdmin:
             "byEvents": False,
             "base64": False,
             "headers": {WEBHOOK_SECRET_HEADER: instance.webhook_secret} if instance.webhook_secret else {},
-            "events": list(WEBHOOK_EVENTS),
+            "events": self._events,
         }
         existing = await self._find(config)
         if existing is not None:

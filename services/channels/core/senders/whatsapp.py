@@ -50,6 +50,14 @@ WEBHOOK_EVENTS = (
 they refer to); and the connection's changes and login QRs (kept by channels so status and QR reads need no round
 trip to Evolution). Not SEND_MESSAGE: Evolution posts one per reply the hub sends, doubling the webhook traffic for an
 echo the hub already recognises (its own sends come back as fromMe upserts)."""
+RECEIPT_EVENT = "MESSAGES_UPDATE"
+
+
+def webhook_events(*, receipts: bool) -> list[str]:
+    """The events Omni subscribes: all of WEBHOOK_EVENTS, or without receipts. Receipts are the dearest: Evolution
+    posts two or three per part sent (server, delivered, read), each a webhook through the mesh (`make bench` measures
+    them), so a deployment that does not need delivery status on its traces may turn them off."""
+    return [event for event in WEBHOOK_EVENTS if receipts or event != RECEIPT_EVENT]
 
 
 def ready_instance(instance: Instance, fallback_key: str) -> Instance:
@@ -74,10 +82,16 @@ class EvolutionSender:
     channel = Channel.WHATSAPP
 
     def __init__(
-        self, evolution: EvolutionClient, *, fallback_key: str = "", directory: EvolutionDirectory | None = None
+        self,
+        evolution: EvolutionClient,
+        *,
+        fallback_key: str = "",
+        directory: EvolutionDirectory | None = None,
+        receipts: bool = True,
     ) -> None:
         self._evolution = evolution
         self._fallback_key = fallback_key
+        self._events = webhook_events(receipts=receipts)
         self._directory = directory or EvolutionDirectory(evolution)
 
     def _ready(self, instance: Instance) -> Instance:
@@ -182,5 +196,5 @@ class EvolutionSender:
         """Evolution's `webhook/set` with the secret as an instance webhook header, so the operator never copies it
         by hand (Evolution signs nothing itself; its contract §1.4)."""
         headers = {WEBHOOK_SECRET_HEADER: instance.webhook_secret} if instance.webhook_secret else {}
-        await self._evolution.set_webhook(self._ready(instance), webhook_url, headers, list(WEBHOOK_EVENTS))
+        await self._evolution.set_webhook(self._ready(instance), webhook_url, headers, self._events)
         return True
