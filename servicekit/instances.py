@@ -104,6 +104,12 @@ GROUP_REPLY_ALL = "all"
 GROUP_REPLY_NEVER = "never"
 GROUP_REPLY_MODES: tuple[str, ...] = (GROUP_REPLY_MENTION, GROUP_REPLY_ALL, GROUP_REPLY_NEVER)
 
+ACCESS_OPEN = "open"
+"""Every sender reaches the agent except those a block rule matches: the default."""
+ACCESS_ALLOWLIST = "allowlist"
+"""Only senders an allow rule matches reach the agent."""
+ACCESS_MODES: tuple[str, ...] = (ACCESS_OPEN, ACCESS_ALLOWLIST)
+
 C = TypeVar("C", WhatsAppConfig, DiscordConfig, SlackConfig)
 
 
@@ -139,6 +145,14 @@ class Instance:
     """OpenAI-compatible base URL voice notes are transcribed at; empty: the deployment's default, if any."""
     transcription_api_key: str = ""
     transcription_model: str = ""
+    access_mode: str = ACCESS_OPEN
+    """Who reaches the agent (ACCESS_MODES)."""
+    blocked_text: str = ""
+    """Sent to a blocked sender when set; empty: a blocked message is answered nothing."""
+    agent_max_attempts: int = 0
+    """Agent call attempts before a message's trace ends in error; 0: the deployment's delivery attempts."""
+    session_id_prefix: str = ""
+    """Starts the session names the agent receives."""
 
     def __repr__(self) -> str:
         return f"Instance(name={self.name!r}, channel={self.channel.value!r})"

@@ -163,6 +163,16 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE instances ADD COLUMN transcription_model TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    Migration(
+        6,
+        "access mode, blocked text, agent attempts and session prefix per instance",
+        [
+            "ALTER TABLE instances ADD COLUMN access_mode TEXT NOT NULL DEFAULT 'open'",
+            "ALTER TABLE instances ADD COLUMN blocked_text TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE instances ADD COLUMN agent_max_attempts INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE instances ADD COLUMN session_id_prefix TEXT NOT NULL DEFAULT ''",
+        ],
+    ),
 ]
 
 _LEGACY_PLAIN = ("evolution_url", "whatsapp_instance", "discord_client_id", "discord_guild_id")
@@ -210,6 +220,7 @@ class InstanceRepository:
         values["enable_auto_split"] = bool(values["enable_auto_split"])
         values["is_active"] = bool(values["is_active"])
         values["agent_timeout_seconds"] = int(values["agent_timeout_seconds"])
+        values["agent_max_attempts"] = int(values["agent_max_attempts"] or 0)
         values["previous_webhook_secret_expires_at"] = float(values["previous_webhook_secret_expires_at"] or 0)
         for name in INSTANCE_SECRETS:
             values[name] = self._box.decrypt(row[f"{name}_enc"] or "")

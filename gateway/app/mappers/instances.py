@@ -40,6 +40,8 @@ _PLAIN_STRINGS = (
     "fallback_text",
     "transcription_url",
     "transcription_model",
+    "blocked_text",
+    "session_id_prefix",
 )
 
 WEBHOOK_PATHS = {
@@ -76,8 +78,10 @@ def _set_field(instance: instance_pb2.Instance, field: str, value: Any) -> str:
         instance.channel = CHANNEL_BY_NAME[value]
     elif field == "webhook_auth":
         instance.webhook_auth = WEBHOOK_AUTH_BY_NAME.get(value or "secret", instance_pb2.WEBHOOK_AUTH_SECRET)
-    elif field == "group_reply":
-        instance.group_reply = value or ""
+    elif field in ("group_reply", "access_mode"):
+        setattr(instance, field, value or "")
+    elif field == "agent_max_attempts":
+        instance.agent_max_attempts = value or 0
     elif field in _PLAIN_STRINGS or field in CHANNEL_FIELD_PATHS:
         setattr(target, name, value or "")
     else:
@@ -137,6 +141,8 @@ def instance_out(instance: instance_pb2.Instance, base_url: str) -> InstanceOut:
         webhook_url=base_url.rstrip("/") + path.format(name=instance.name) if path else None,
         webhook_auth="none" if instance.webhook_auth == instance_pb2.WEBHOOK_AUTH_NONE else "secret",
         group_reply=instance.group_reply if instance.group_reply in ("all", "never") else "mention",
+        access_mode="allowlist" if instance.access_mode == "allowlist" else "open",
+        agent_max_attempts=instance.agent_max_attempts,
         id=instance.id or None,
         created_at=to_datetime(instance.created_at),
         updated_at=to_datetime(instance.updated_at),

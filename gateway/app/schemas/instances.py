@@ -13,6 +13,7 @@ from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 ChannelType = Literal["whatsapp", "discord", "slack"]
 WebhookAuth = Literal["secret", "none"]
 GroupReply = Literal["mention", "all", "never"]
+AccessMode = Literal["open", "allowlist"]
 ConnectionStatus = Literal["connected", "connecting", "disconnected", "error"]
 
 
@@ -112,6 +113,16 @@ class InstanceFields(BaseModel):
         default=None, description="Bearer key of the transcription endpoint (write-only)."
     )
     transcription_model: ShortText | None = Field(default=None, description="Transcription model (default whisper-1).")
+    access_mode: AccessMode | None = Field(
+        default=None,
+        description='"open" (default: everyone but blocked senders reaches the agent) or "allowlist" (only senders '
+        "an allow rule matches).",
+    )
+    blocked_text: LongText | None = Field(default=None, description="Sent to a blocked sender (default: nothing).")
+    agent_max_attempts: int | None = Field(
+        default=None, ge=0, le=100, description="Agent call attempts before the trace ends in error (0: the default)."
+    )
+    session_id_prefix: ShortText | None = Field(default=None, description="Starts the session names the agent gets.")
 
 
 class InstanceCreate(InstanceFields):
@@ -209,6 +220,10 @@ class InstanceOut(BaseModel):
     transcription_api_key: str | None = Field(default=None, description="Masked hint.")
     has_transcription_api_key: bool = False
     transcription_model: str | None = None
+    access_mode: AccessMode = "open"
+    blocked_text: str | None = None
+    agent_max_attempts: int = 0
+    session_id_prefix: str | None = None
     id: str | None = Field(default=None, description="Immutable instance id.")
     webhook_url: str | None = Field(
         default=None,

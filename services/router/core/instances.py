@@ -23,6 +23,8 @@ from servicekit.errors import (
 )
 from servicekit.instance_names import NAME_PATTERN, RESERVED_NAMES
 from servicekit.instances import (
+    ACCESS_MODES,
+    ACCESS_OPEN,
     GROUP_REPLY_MENTION,
     GROUP_REPLY_MODES,
     WEBHOOK_AUTH_MODES,
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AGENT_TIMEOUT = 60
 MAX_AGENT_TIMEOUT = 600
+MAX_AGENT_ATTEMPTS = 100
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 100
 WEBHOOK_SECRET_GRACE_SECONDS = 24 * 3600.0
@@ -126,9 +129,16 @@ def validate(instance: Instance, *, allow_link_local: bool = False) -> Instance:
         violations.append(FieldViolation("group_reply", f"must be one of {', '.join(GROUP_REPLY_MODES)}"))
     if instance.transcription_url and not _is_http_url(instance.transcription_url):
         violations.append(FieldViolation("transcription_url", "must be an http(s) URL"))
+    access_mode = instance.access_mode or ACCESS_OPEN
+    if access_mode not in ACCESS_MODES:
+        violations.append(FieldViolation("access_mode", f"must be one of {', '.join(ACCESS_MODES)}"))
+    if not 0 <= instance.agent_max_attempts <= MAX_AGENT_ATTEMPTS:
+        violations.append(FieldViolation("agent_max_attempts", f"must be between 0 and {MAX_AGENT_ATTEMPTS}"))
     if violations:
         raise InvalidArgumentError("invalid instance", violations=violations)
-    return dataclasses.replace(instance, agent_timeout_seconds=timeout, group_reply=group_reply)
+    return dataclasses.replace(
+        instance, agent_timeout_seconds=timeout, group_reply=group_reply, access_mode=access_mode
+    )
 
 
 MIN_WEBHOOK_SECRET_LENGTH = 16

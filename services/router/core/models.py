@@ -26,6 +26,10 @@ INSTANCE_FIELDS: frozenset[str] = frozenset(
         "transcription_url",
         "transcription_api_key",
         "transcription_model",
+        "access_mode",
+        "blocked_text",
+        "agent_max_attempts",
+        "session_id_prefix",
     }
 )
 """Top-level FieldMask paths UpdateInstance accepts; channel fields are named "<channel>.<field>"."""

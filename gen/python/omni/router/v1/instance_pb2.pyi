@@ -131,6 +131,10 @@ class Instance(_message.Message):
     TRANSCRIPTION_URL_FIELD_NUMBER: _builtins.int
     TRANSCRIPTION_API_KEY_FIELD_NUMBER: _builtins.int
     TRANSCRIPTION_MODEL_FIELD_NUMBER: _builtins.int
+    ACCESS_MODE_FIELD_NUMBER: _builtins.int
+    BLOCKED_TEXT_FIELD_NUMBER: _builtins.int
+    AGENT_MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    SESSION_ID_PREFIX_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the instance's unique name: lower case, [a-z0-9][a-z0-9_-]{0,62}."""
     channel: _channel_pb2.Channel.ValueType
@@ -167,6 +171,18 @@ class Instance(_message.Message):
     """
     transcription_model: _builtins.str
     """transcription_model is the model named in the transcription request (default whisper-1)."""
+    access_mode: _builtins.str
+    """access_mode is "open" (default: every sender but those blocked reaches the agent) or "allowlist" (only senders an
+    allow rule matches).
+    """
+    blocked_text: _builtins.str
+    """blocked_text is sent to a blocked sender, when set (default: a blocked message is answered nothing)."""
+    agent_max_attempts: _builtins.int
+    """agent_max_attempts is how many times a message's agent call is tried before its trace ends in error
+    (0: the deployment's delivery attempts).
+    """
+    session_id_prefix: _builtins.str
+    """session_id_prefix starts the session names the agent receives (default: none)."""
     @_builtins.property
     def whatsapp(self) -> Global___WhatsAppConfig:
         """whatsapp is the Evolution API account of a WhatsApp instance."""
@@ -242,10 +258,14 @@ class Instance(_message.Message):
         transcription_url: _builtins.str = ...,
         transcription_api_key: Global___SecretValue | None = ...,
         transcription_model: _builtins.str = ...,
+        access_mode: _builtins.str = ...,
+        blocked_text: _builtins.str = ...,
+        agent_max_attempts: _builtins.int = ...,
+        session_id_prefix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_signing_secret", b"agent_signing_secret", "channel_config", b"channel_config", "created_at", b"created_at", "discord", b"discord", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "transcription_api_key", b"transcription_api_key", "updated_at", b"updated_at", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_signing_secret", b"agent_signing_secret", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "group_reply", b"group_reply", "id", b"id", "is_active", b"is_active", "name", b"name", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "slack", b"slack", "transcription_api_key", b"transcription_api_key", "transcription_model", b"transcription_model", "transcription_url", b"transcription_url", "updated_at", b"updated_at", "webhook_auth", b"webhook_auth", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_mode", b"access_mode", "agent_api_key", b"agent_api_key", "agent_api_url", b"agent_api_url", "agent_max_attempts", b"agent_max_attempts", "agent_signing_secret", b"agent_signing_secret", "agent_timeout_seconds", b"agent_timeout_seconds", "automagik_instance_id", b"automagik_instance_id", "automagik_instance_name", b"automagik_instance_name", "blocked_text", b"blocked_text", "channel", b"channel", "channel_config", b"channel_config", "created_at", b"created_at", "default_agent", b"default_agent", "discord", b"discord", "enable_auto_split", b"enable_auto_split", "fallback_text", b"fallback_text", "group_reply", b"group_reply", "id", b"id", "is_active", b"is_active", "name", b"name", "previous_webhook_secret", b"previous_webhook_secret", "previous_webhook_secret_expires_at", b"previous_webhook_secret_expires_at", "session_id_prefix", b"session_id_prefix", "slack", b"slack", "transcription_api_key", b"transcription_api_key", "transcription_model", b"transcription_model", "transcription_url", b"transcription_url", "updated_at", b"updated_at", "webhook_auth", b"webhook_auth", "webhook_secret", b"webhook_secret", "whatsapp", b"whatsapp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_channel_config: _TypeAlias = _typing.Literal["whatsapp", "discord", "slack"]  # noqa: Y015
     _WhichOneofArgType_channel_config: _TypeAlias = _typing.Literal["channel_config", b"channel_config"]  # noqa: Y015
