@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -26,6 +27,11 @@ InstancesListener = Callable[[Mapping[str, Instance]], None]
 """Called with every known instance after the snapshot and after each change (a bot host reconciles from it)."""
 
 
+REFRESH_INTERVAL_SECONDS = 1.0
+"""How often one instance may be re-read past the cache (strangers posting wrong secrets cost one read a second)."""
+MAX_REFRESH_ENTRIES = 10_000
+
+
 class WatchedInstanceDirectory:
     """`InstanceDirectory` backed by the router, cached and invalidated by its watch stream."""
 
@@ -39,6 +45,7 @@ class WatchedInstanceDirectory:
         that overtook it would otherwise be undone, and a recreated instance served with the old one's id)."""
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[InstancesListener] = []
+        self._refreshed_at: dict[str, float] = {}
 
     def listen(self, listener: InstancesListener) -> None:
         """Call `listener` with the whole cache once it is synced and after every change."""
@@ -61,10 +68,27 @@ class WatchedInstanceDirectory:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def refresh(self, name: str) -> Instance:
+        """The instance read from the router now, bypassing the cache, at most once a second per name (else the cached
+        one): for a webhook whose secret the cache does not know yet. A rotation registers the new secret with the
+        channel before the watch stream brings it here, and a channel that is answered 401 drops the event (Evolution
+        does not retry a 401), so a refusal is only final once checked against the router."""
+        now = time.monotonic()
+        if now - self._refreshed_at.get(name, -REFRESH_INTERVAL_SECONDS) < REFRESH_INTERVAL_SECONDS:
+            return await self.get(name)
+        if len(self._refreshed_at) > MAX_REFRESH_ENTRIES:
+            self._refreshed_at.clear()
+        self._refreshed_at[name] = now
+        return await self._fetch(name)
+
     async def get(self, name: str) -> Instance:
         cached = self._cache.get(name)
         if cached is not None:
             return cached
+        return await self._fetch(name)
+
+    async def _fetch(self, name: str) -> Instance:
+        """GetInstance, cached unless the watch stream changed something meanwhile."""
         generation = self._generation
         response = await call(
             self._stub.GetInstance,

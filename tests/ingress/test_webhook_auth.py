@@ -65,7 +65,8 @@ def core(store: InboxStore) -> IngressCore:
     [
         ("locked", {"x-omni-webhook-secret": SECRET}),
         ("locked", {"X-Omni-Webhook-Secret": SECRET}),
-        ("locked", {"authorization": f"Bearer {jwt(SECRET, exp=NOW + 600)}"}),
+        # Valid for two hours from collection (not Evolution's 10 minutes): a long suite reaches this test late.
+        ("locked", {"authorization": f"Bearer {jwt(SECRET, exp=NOW + 7200, iat=NOW)}"}),
         ("rotated", {"x-omni-webhook-secret": OLD}),
         ("rotated", {"x-omni-webhook-secret": SECRET}),
         ("open", {}),
@@ -131,3 +132,21 @@ async def test_authentication_comes_before_parsing(store: InboxStore) -> None:
         await core(store).receive_webhook("locked", "whatsapp", b"<html>not json", {})
     with pytest.raises(errors.InvalidArgumentError):
         await core(store).receive_webhook("locked", "whatsapp", b"<html>not json", {"x-omni-webhook-secret": SECRET})
+
+
+async def test_a_secret_the_cache_does_not_know_yet_is_checked_against_the_router(store: InboxStore) -> None:
+    """After a rotation the channel may post with the new secret before the watch stream updates the cache: one fresh
+    read (the router's) decides, and a wrong secret still fails after it."""
+    stale = DictDirectory(Instance(name="locked", id="id-locked", webhook_secret=OTHER))
+    fresh = DictDirectory(LOCKED)
+    reads: list[str] = []
+
+    async def refresh(name: str) -> Instance:
+        reads.append(name)
+        return await fresh.get(name)
+
+    ingress = IngressCore(store, stale, refresh=refresh)
+    result = await ingress.receive_webhook("locked", None, body(upsert("NEW")), {"x-omni-webhook-secret": SECRET})
+    assert (result.disposition, reads) == (ACCEPTED, ["locked"])
+    with pytest.raises(errors.UnauthenticatedError):
+        await ingress.receive_webhook("locked", None, body(upsert("BAD")), {"x-omni-webhook-secret": "wrong"})

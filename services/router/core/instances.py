@@ -374,8 +374,14 @@ class InstanceService:
             previous_webhook_secret_expires_at=now + self._grace if current.webhook_secret else 0.0,
             updated_at=max(now, current.updated_at),
         )
-        await self._register_webhook(rotated)
+        # Stored (and watched) before the channel is told: a delivery signed with the new secret may follow the
+        # registration at once, and must find it known. Should the registration fail, the old state comes back.
         await self._store_change(rotated)
+        try:
+            await self._register_webhook(rotated)
+        except OmniError:
+            await self._store_change(dataclasses.replace(current, updated_at=max(self._clock(), rotated.updated_at)))
+            raise
         return rotated.webhook_secret, rotated.previous_webhook_secret_expires_at
 
     async def rotate_agent_signing_secret(self, name: str) -> str:
