@@ -14,15 +14,25 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from servicekit.mesh_auth import MeshCredentials
-from servicekit.redaction import MAX_PAYLOAD_CHARS, MAX_STRING_CHARS, REDACTED, payload_json
+from servicekit.payload_policy import PayloadPolicy, configure_payloads, payload_json
+from servicekit.redaction import MAX_PAYLOAD_CHARS, MAX_STRING_CHARS, REDACTED
 from servicekit.settings import MeshSettings
 
-__all__ = ["MAX_PAYLOAD_CHARS", "MAX_STRING_CHARS", "REDACTED", "payload_json", "setup_tracing"]
+__all__ = [
+    "MAX_PAYLOAD_CHARS",
+    "MAX_STRING_CHARS",
+    "REDACTED",
+    "PayloadPolicy",
+    "configure_payloads",
+    "payload_json",
+    "setup_tracing",
+]
 
 
 def setup_tracing(service_name: str, settings: MeshSettings) -> TracerProvider:
     """Install a tracer provider that batches spans to the tracing service; returns it so it can be shut down."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"omni-{service_name}"}))
+    configure_payloads(PayloadPolicy.from_env())
     if settings.enable_tracing:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

@@ -10,10 +10,13 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from servicekit.errors import NotFoundError
+from servicekit.errors import FailedPreconditionError, NotFoundError
 from servicekit.principals import current_principal
 from services.tracing.core import SpanRecord, Trace, TraceQuery, TracingCore
-from services.tracing.otlp import spans_from_request
+from services.tracing.core.erasure import erase_sender
+from services.tracing.core.models import AnalyticsQuery, Bucket, DurationStats
+from services.tracing.otlp import notify_exported, spans_from_request
+from services.tracing.storage import TraceStore
 
 _STATUS_TO_PROTO = {
     "processing": trace_pb2.TRACE_STATUS_PROCESSING,
@@ -74,10 +77,35 @@ def trace_to_proto(trace: Trace) -> trace_pb2.Trace:
         channel_message_id=trace.channel_message_id,
         updated_at=_timestamp_s(trace.updated_at),
         spans=[_span_to_proto(span) for span in trace.spans],
+        attempts=trace.attempts,
+        last_attempt_error=trace.last_attempt_error,
+        message_type=trace.message_type,
+        has_media=trace.has_media,
+        message_text=trace.message_text,
+        error_stage=trace.error_stage,
     )
+    if trace.next_retry_at is not None:
+        message.next_retry_at.CopyFrom(_timestamp_s(trace.next_retry_at))
     for kind, payload in trace.payloads.items():
         getattr(message, f"{kind}_payload").CopyFrom(_value(payload))
     return message
+
+
+def _seconds(stamp: timestamp_pb2.Timestamp) -> float:
+    return float(stamp.ToNanoseconds() / 1e9)
+
+
+def _stats(stats: DurationStats) -> tracing_service_pb2.DurationStats:
+    return tracing_service_pb2.DurationStats(p50_ms=stats.p50_ms, p95_ms=stats.p95_ms, avg_ms=stats.avg_ms)
+
+
+def _buckets(buckets: list[Bucket]) -> list[tracing_service_pb2.AnalyticsBucket]:
+    return [
+        tracing_service_pb2.AnalyticsBucket(
+            key=b.key, count=b.count, error_count=b.error_count, avg_duration_ms=b.avg_duration_ms
+        )
+        for b in buckets
+    ]
 
 
 class OtlpTraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
@@ -89,7 +117,10 @@ class OtlpTraceServicer(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        await self._core.ingest(spans_from_request(request))
+        spans = spans_from_request(request)
+        await self._core.ingest(spans)
+        # After the commit: a batch the store refused is retried by the exporter and must be observed only once.
+        notify_exported(request, spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
@@ -113,6 +144,10 @@ class TracingServicer(tracing_service_pb2_grpc.TracingServiceServicer):
             created_before=request.end_time.ToNanoseconds() / 1e9 if request.HasField("end_time") else None,
             page=request.page,
             page_size=request.page_size,
+            source_channel=request.source_channel,
+            message_type=request.message_type,
+            has_media=request.has_media if request.HasField("has_media") else None,
+            text=request.text,
         )
         page = await self._core.list_traces(query)
         return tracing_service_pb2.ListTracesResponse(
@@ -128,8 +163,51 @@ class TracingServicer(tracing_service_pb2_grpc.TracingServiceServicer):
             raise NotFoundError(f"trace {trace.trace_id} not found", metadata={"trace_id": trace.trace_id})
         return tracing_service_pb2.GetTraceResponse(trace=trace_to_proto(trace))
 
+    async def GetTraceAnalytics(
+        self, request: tracing_service_pb2.GetTraceAnalyticsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tracing_service_pb2.GetTraceAnalyticsResponse:
+        caller = current_principal()
+        summary = await self._core.analytics(
+            AnalyticsQuery(
+                # A scoped key summarises its own instance only, whatever filter it sent.
+                instance_name=caller.instance_name if caller.is_scoped else request.instance_name,
+                created_from=_seconds(request.start_time) if request.HasField("start_time") else None,
+                created_before=_seconds(request.end_time) if request.HasField("end_time") else None,
+            )
+        )
+        return tracing_service_pb2.GetTraceAnalyticsResponse(
+            total=summary.total,
+            success_rate=summary.success_rate,
+            duration=_stats(summary.duration),
+            agent_duration=_stats(summary.agent_duration),
+            by_instance=_buckets(summary.by_instance),
+            by_channel=_buckets(summary.by_channel),
+            by_status=_buckets(summary.by_status),
+            by_message_type=_buckets(summary.by_message_type),
+            errors_by_stage=_buckets(summary.errors_by_stage),
+        )
+
+    async def CleanupTraces(
+        self, request: tracing_service_pb2.CleanupTracesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tracing_service_pb2.CleanupTracesResponse:
+        current_principal().require_admin()
+        count, cutoff = await self._core.cleanup(request.older_than_days, dry_run=request.dry_run)
+        return tracing_service_pb2.CleanupTracesResponse(
+            count=count, older_than=_timestamp_s(cutoff), dry_run=request.dry_run
+        )
+
     async def PurgeInstance(
         self, request: tracing_service_pb2.PurgeInstanceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tracing_service_pb2.PurgeInstanceResponse:
         deleted = await self._core.purge_instance(request.instance_name)
         return tracing_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)
+
+    async def EraseSender(
+        self, request: tracing_service_pb2.EraseSenderRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> tracing_service_pb2.EraseSenderResponse:
+        # Mesh only (not a public RPC): the router erases a user. The core's store is the one erasure acts on.
+        store = self._core._store
+        if not isinstance(store, TraceStore):
+            raise FailedPreconditionError("this tracing store cannot erase traces")
+        deleted = await erase_sender(store, request.instance_name, list(request.sender_ids), list(request.session_ids))
+        return tracing_service_pb2.EraseSenderResponse(traces_deleted=deleted)

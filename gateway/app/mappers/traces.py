@@ -5,10 +5,22 @@ from __future__ import annotations
 from typing import Any, cast, get_args
 
 from google.protobuf import json_format, struct_pb2
-from omni.tracing.v1 import trace_pb2
+from omni.tracing.v1 import trace_pb2, tracing_service_pb2
 
 from gateway.app.mappers.timestamps import to_datetime
-from gateway.app.schemas.traces import DeliveryStatus, SpanOut, TraceDetail, TraceStatus, TraceSummary
+from gateway.app.schemas.traces import (
+    AnalyticsBucketOut,
+    DeliveryStatus,
+    DurationStatsOut,
+    SpanNode,
+    SpanOut,
+    TraceAnalytics,
+    TraceDetail,
+    TracePayloads,
+    TraceStatus,
+    TraceSteps,
+    TraceSummary,
+)
 from servicekit import trace_attributes as attrs
 
 STATUS_BY_NAME: dict[str, trace_pb2.TraceStatus.ValueType] = {
@@ -50,6 +62,11 @@ def _summary_fields(trace: trace_pb2.Trace) -> dict[str, Any]:
         "duration_ms": trace.duration_ms,
         "agent_duration_ms": trace.agent_duration_ms,
         "error_message": trace.error_message or None,
+        "attempts": trace.attempts,
+        "next_retry_at": to_datetime(trace.next_retry_at),
+        "message_type": trace.message_type or None,
+        "has_media": trace.has_media,
+        "error_stage": trace.error_stage or None,
     }
 
 
@@ -84,6 +101,96 @@ def trace_detail(trace: trace_pb2.Trace) -> TraceDetail:
         outgoing_payload=_payload(trace, "outgoing_payload"),
         spans=spans,
         delivery_status=_delivery_status(spans),
+        span_tree=span_tree(spans),
+        steps=trace_steps(spans, total_ms=float(trace.duration_ms)),
+    )
+
+
+def trace_payloads(trace: trace_pb2.Trace) -> TracePayloads:
+    """The payload snapshots of a trace by stage."""
+    return TracePayloads(
+        trace_id=trace.trace_id,
+        incoming=_payload(trace, "incoming_payload"),
+        agent_request=_payload(trace, "agent_request_payload"),
+        agent_response=_payload(trace, "agent_response_payload"),
+        outgoing=_payload(trace, "outgoing_payload"),
+    )
+
+
+def span_tree(spans: list[SpanOut]) -> list[SpanNode]:
+    """The spans nested under their parents. A span whose parent is not in the trace (the webhook's remote parent,
+    a receipt filed from another trace) is a root; a parent cycle (bad input) cannot loop: each span is placed once."""
+    known = {span.span_id for span in spans}
+    children: dict[str | None, list[SpanOut]] = {}
+    for span in sorted(spans, key=lambda s: (s.start_time is None, s.start_time, s.span_id)):
+        parent = span.parent_span_id if span.parent_span_id in known else None
+        children.setdefault(parent, []).append(span)
+    placed: set[str] = set()
+
+    def build(parent: str | None, depth: int) -> list[SpanNode]:
+        nodes = []
+        for span in children.get(parent, []):
+            if span.span_id in placed:
+                continue
+            placed.add(span.span_id)
+            nodes.append(
+                SpanNode(
+                    span_id=span.span_id,
+                    name=span.name,
+                    service_name=span.service_name,
+                    status=span.status,
+                    duration_ms=span.duration_ms,
+                    depth=depth,
+                    children=build(span.span_id, depth + 1),
+                )
+            )
+        return nodes
+
+    return build(None, 0)
+
+
+def trace_steps(spans: list[SpanOut], *, total_ms: float) -> TraceSteps:
+    """Per-step durations: ingress (first span to the first router span), agent calls, channel sends."""
+    agent = [s.duration_ms for s in spans if s.attributes.get(attrs.STEP) == attrs.STEP_AGENT_CALL]
+    send = [s.duration_ms for s in spans if s.attributes.get(attrs.STEP) == attrs.STEP_CHANNEL_SEND]
+    starts = [s.start_time for s in spans if s.start_time is not None]
+    routed = [s.start_time for s in spans if s.name == "router.route" and s.start_time is not None]
+    ingress = (min(routed) - min(starts)).total_seconds() * 1000 if routed and starts else None
+    return TraceSteps(
+        ingress=round(ingress, 3) if ingress is not None else None,
+        agent=round(sum(agent), 3) if agent else None,
+        send=round(sum(send), 3) if send else None,
+        total=total_ms,
+    )
+
+
+def _bucket(bucket: tracing_service_pb2.AnalyticsBucket) -> AnalyticsBucketOut:
+    return AnalyticsBucketOut(
+        key=bucket.key, count=bucket.count, error_count=bucket.error_count, avg_duration_ms=bucket.avg_duration_ms
+    )
+
+
+def _stats(stats: tracing_service_pb2.DurationStats) -> DurationStatsOut:
+    return DurationStatsOut(p50_ms=stats.p50_ms, p95_ms=stats.p95_ms, avg_ms=stats.avg_ms)
+
+
+def trace_analytics(
+    answer: tracing_service_pb2.GetTraceAnalyticsResponse, request: tracing_service_pb2.GetTraceAnalyticsRequest
+) -> TraceAnalytics:
+    """The analytics JSON, with the window and instance it covers."""
+    return TraceAnalytics(
+        start=to_datetime(request.start_time),
+        end=to_datetime(request.end_time),
+        instance_name=request.instance_name or None,
+        total=answer.total,
+        success_rate=answer.success_rate,
+        duration=_stats(answer.duration),
+        agent_duration=_stats(answer.agent_duration),
+        by_instance=[_bucket(b) for b in answer.by_instance],
+        by_channel=[_bucket(b) for b in answer.by_channel],
+        by_status=[_bucket(b) for b in answer.by_status],
+        by_message_type=[_bucket(b) for b in answer.by_message_type],
+        errors_by_stage=[_bucket(b) for b in answer.errors_by_stage],
     )
 
 

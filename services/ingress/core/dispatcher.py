@@ -234,6 +234,9 @@ class Dispatcher:
         if isinstance(retry_after, int | float) and retry_after > delay:
             delay = float(retry_after)
         now = self._clock()
+        # On the trace at once: why this attempt failed and when the next one runs (the trace stays `processing`).
+        span.set_attribute(attrs.ATTEMPT_ERROR, exc.message if isinstance(exc, errors.OmniError) else reason)
+        span.set_attribute(attrs.NEXT_RETRY_AT, now + delay)
         log.info("message %s attempt %d failed (%s); retry in %.2fs", row.id, row.attempts, reason, delay)
         await self._store.mark_retry(row.id, self._replica_id, now + delay, reason, now)
 

@@ -62,6 +62,14 @@ class Trace:
     payloads: dict[str, Any] = field(default_factory=dict)
     """Payload kind → parsed JSON value; kinds never seen are absent."""
     spans: list[SpanRecord] = field(default_factory=list)
+    attempts: int = 0
+    next_retry_at: float | None = None
+    """Epoch seconds of the next delivery attempt; None once the trace is final."""
+    last_attempt_error: str = ""
+    message_type: str = ""
+    has_media: bool = False
+    message_text: str = ""
+    error_stage: str = ""
 
     @property
     def duration_ms(self) -> int:
@@ -88,6 +96,54 @@ class TraceQuery:
     """Epoch seconds, exclusive."""
     page: int = 1
     page_size: int = 50
+    source_channel: str = ""
+    message_type: str = ""
+    has_media: bool | None = None
+    text: str = ""
+    """Case-insensitive substring of the message text."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsQuery:
+    """Which traces GetTraceAnalytics summarises; empty and None mean "any"."""
+
+    instance_name: str = ""
+    created_from: float | None = None
+    created_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DurationStats:
+    """Nearest-rank percentiles and mean of durations, in milliseconds."""
+
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    avg_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """The traces sharing one value of a dimension."""
+
+    key: str
+    count: int
+    error_count: int
+    avg_duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Analytics:
+    """The summary of a set of traces."""
+
+    total: int
+    success_rate: float
+    duration: DurationStats
+    agent_duration: DurationStats
+    by_instance: list[Bucket]
+    by_channel: list[Bucket]
+    by_status: list[Bucket]
+    by_message_type: list[Bucket]
+    errors_by_stage: list[Bucket]
 
 
 @dataclass(frozen=True, slots=True)

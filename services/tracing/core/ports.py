@@ -9,7 +9,7 @@ from typing import Protocol
 
 from services.tracing.core.derivation import TraceAggregate
 from services.tracing.core.message_events import Link, MessageEvent
-from services.tracing.core.models import SpanRecord, Trace, TraceQuery
+from services.tracing.core.models import Analytics, AnalyticsQuery, SpanRecord, Trace, TraceQuery
 
 
 class IngestBatch(Protocol):
@@ -62,6 +62,14 @@ class TraceRepository(Protocol):
 
     async def get_trace(self, trace_id: str) -> Trace | None:
         """One message trace with payloads and spans."""
+        ...
+
+    async def analytics(self, query: AnalyticsQuery) -> Analytics:
+        """The summary of the message traces `query` selects, computed by the database."""
+        ...
+
+    async def count_older_than(self, cutoff: float) -> int:
+        """How many traces were created before `cutoff` (epoch seconds)."""
         ...
 
     async def delete_older_than(self, cutoff: float) -> int:

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 
 from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError, UnavailableError
 from services.tracing.core.message_events import Link, MessageEvent, filed_under, links_of_spans, message_event
-from services.tracing.core.models import TRACE_STATUSES, SpanRecord, Trace, TracePage, TraceQuery
+from services.tracing.core.models import (
+    TRACE_STATUSES,
+    Analytics,
+    AnalyticsQuery,
+    SpanRecord,
+    Trace,
+    TracePage,
+    TraceQuery,
+)
 from services.tracing.core.ports import IngestBatch, TraceRepository
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+MAX_TEXT_SEARCH = 200
+"""Longest text search: the LIKE scan stays bounded (time window, short pattern)."""
 
 
 class TracingCore:
@@ -97,20 +108,13 @@ class TracingCore:
             violations.append(FieldViolation("page_size", "must be between 1 and 500"))
         if query.status and query.status not in TRACE_STATUSES:
             violations.append(FieldViolation("status", f"unknown status {query.status!r}"))
+        if len(query.text) > MAX_TEXT_SEARCH:
+            violations.append(FieldViolation("text", f"at most {MAX_TEXT_SEARCH} characters"))
         if violations:
             raise InvalidArgumentError("invalid trace query", violations=violations)
         page = query.page or 1
         page_size = min(query.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        normalised = TraceQuery(
-            instance_name=query.instance_name,
-            status=query.status,
-            source_user_id=query.source_user_id,
-            session_id=query.session_id,
-            created_from=query.created_from,
-            created_before=query.created_before,
-            page=page,
-            page_size=page_size,
-        )
+        normalised = dataclasses.replace(query, page=page, page_size=page_size, text=query.text.strip())
         traces, total = await self._store.list_traces(normalised)
         return TracePage(traces=traces, total_count=total, page=page, page_size=page_size)
 
@@ -134,6 +138,31 @@ class TracingCore:
                 "instance_name is required", violations=[FieldViolation("instance_name", "required")]
             )
         return await self._store.delete_instance(instance_name)
+
+    async def analytics(self, query: AnalyticsQuery) -> Analytics:
+        """Counts, success rate, duration percentiles and breakdowns of the traces `query` selects."""
+        if (
+            query.created_from is not None
+            and query.created_before is not None
+            and query.created_before < query.created_from
+        ):
+            raise InvalidArgumentError(
+                "end_time is before start_time", violations=[FieldViolation("end_time", "must not precede start_time")]
+            )
+        return await self._store.analytics(query)
+
+    async def cleanup(self, older_than_days: float, *, dry_run: bool) -> tuple[int, float]:
+        """Delete (or, with `dry_run`, count) the traces created more than `older_than_days` ago; returns the count
+        and the cut-off (epoch seconds). The operator's on-demand version of the retention sweep."""
+        if older_than_days < 0:
+            raise InvalidArgumentError(
+                "older_than_days must not be negative",
+                violations=[FieldViolation("older_than_days", "must be 0 or more")],
+            )
+        cutoff = self._clock() - older_than_days * 86_400
+        if dry_run:
+            return await self._store.count_older_than(cutoff), cutoff
+        return await self._store.delete_older_than(cutoff), cutoff
 
     async def purge(self, retention_days: float) -> int:
         """Delete traces (with their spans) created more than `retention_days` ago; returns how many."""

@@ -81,6 +81,13 @@ class Trace(_message.Message):
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_MESSAGE_ID_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_RETRY_AT_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_ERROR_FIELD_NUMBER: _builtins.int
+    MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    HAS_MEDIA_FIELD_NUMBER: _builtins.int
+    MESSAGE_TEXT_FIELD_NUMBER: _builtins.int
+    ERROR_STAGE_FIELD_NUMBER: _builtins.int
     trace_id: _builtins.str
     """trace_id is the OpenTelemetry trace id, 32 lower-case hex characters."""
     instance_name: _builtins.str
@@ -103,6 +110,18 @@ class Trace(_message.Message):
     """message_id is the hub's inbound message id, when the trace is for one."""
     channel_message_id: _builtins.str
     """channel_message_id is the channel's id of the inbound message."""
+    attempts: _builtins.int
+    """attempts is the highest delivery attempt any span of the trace recorded (0: not known)."""
+    last_attempt_error: _builtins.str
+    """last_attempt_error is why the latest failed attempt failed (an agent status, a timeout), even while processing."""
+    message_type: _builtins.str
+    """message_type is the inbound message's type (text, image, audio, ...)."""
+    has_media: _builtins.bool
+    """has_media is true when the inbound message carried a file."""
+    message_text: _builtins.str
+    """message_text is the inbound message's text (capped), what the text search of ListTraces looks in."""
+    error_stage: _builtins.str
+    """error_stage says which step made the trace end in error: agent, channel, router or ingress."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """created_at is the start of the first span."""
@@ -131,6 +150,10 @@ class Trace(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """updated_at is when the last span arrived."""
 
+    @_builtins.property
+    def next_retry_at(self) -> _timestamp_pb2.Timestamp:
+        """next_retry_at is when the inbox retries the message after a failed attempt; unset once the trace is final."""
+
     def __init__(
         self,
         *,
@@ -152,10 +175,17 @@ class Trace(_message.Message):
         message_id: _builtins.str = ...,
         channel_message_id: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+        next_retry_at: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt_error: _builtins.str = ...,
+        message_type: _builtins.str = ...,
+        has_media: _builtins.bool = ...,
+        message_text: _builtins.str = ...,
+        error_stage: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_request_payload", b"agent_request_payload", "agent_response_payload", b"agent_response_payload", "created_at", b"created_at", "incoming_payload", b"incoming_payload", "outgoing_payload", b"outgoing_payload", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_request_payload", b"agent_request_payload", "agent_response_payload", b"agent_response_payload", "created_at", b"created_at", "incoming_payload", b"incoming_payload", "next_retry_at", b"next_retry_at", "outgoing_payload", b"outgoing_payload", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_duration_ms", b"agent_duration_ms", "agent_request_payload", b"agent_request_payload", "agent_response_payload", b"agent_response_payload", "channel_message_id", b"channel_message_id", "created_at", b"created_at", "duration_ms", b"duration_ms", "error_message", b"error_message", "incoming_payload", b"incoming_payload", "instance_name", b"instance_name", "message_id", b"message_id", "outgoing_payload", b"outgoing_payload", "session_id", b"session_id", "source_channel", b"source_channel", "source_user_id", b"source_user_id", "spans", b"spans", "status", b"status", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_duration_ms", b"agent_duration_ms", "agent_request_payload", b"agent_request_payload", "agent_response_payload", b"agent_response_payload", "attempts", b"attempts", "channel_message_id", b"channel_message_id", "created_at", b"created_at", "duration_ms", b"duration_ms", "error_message", b"error_message", "error_stage", b"error_stage", "has_media", b"has_media", "incoming_payload", b"incoming_payload", "instance_name", b"instance_name", "last_attempt_error", b"last_attempt_error", "message_id", b"message_id", "message_text", b"message_text", "message_type", b"message_type", "next_retry_at", b"next_retry_at", "outgoing_payload", b"outgoing_payload", "session_id", b"session_id", "source_channel", b"source_channel", "source_user_id", b"source_user_id", "spans", b"spans", "status", b"status", "trace_id", b"trace_id", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -34,6 +34,10 @@ class ListTracesRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    SOURCE_CHANNEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    HAS_MEDIA_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
     instance_name: _builtins.str
     """instance_name keeps one instance's traces."""
     status: _trace_pb2.TraceStatus.ValueType
@@ -46,6 +50,14 @@ class ListTracesRequest(_message.Message):
     """source_user_id keeps one sender's traces."""
     session_id: _builtins.str
     """session_id keeps one session's traces."""
+    source_channel: _builtins.str
+    """source_channel keeps traces of one channel (whatsapp, discord, slack, api)."""
+    message_type: _builtins.str
+    """message_type keeps traces of inbound messages of this type."""
+    has_media: _builtins.bool
+    """has_media keeps traces whose message did (true) or did not (false) carry a file; unset: any."""
+    text: _builtins.str
+    """text keeps traces whose message text contains it (case-insensitive)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """start_time keeps traces created at or after it."""
@@ -65,14 +77,244 @@ class ListTracesRequest(_message.Message):
         session_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        source_channel: _builtins.str = ...,
+        message_type: _builtins.str = ...,
+        has_media: _builtins.bool | None = ...,
+        text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_has_media", b"_has_media", "end_time", b"end_time", "has_media", b"has_media", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_has_media", b"_has_media", "end_time", b"end_time", "has_media", b"has_media", "instance_name", b"instance_name", "message_type", b"message_type", "page", b"page", "page_size", b"page_size", "session_id", b"session_id", "source_channel", b"source_channel", "source_user_id", b"source_user_id", "start_time", b"start_time", "status", b"status", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__has_media: _TypeAlias = _typing.Literal["has_media"]  # noqa: Y015
+    _WhichOneofArgType__has_media: _TypeAlias = _typing.Literal["_has_media", b"_has_media"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__has_media) -> _WhichOneofReturnType__has_media | None: ...
+
+Global___ListTracesRequest: _TypeAlias = ListTracesRequest  # noqa: Y015
+
+@_typing.final
+class GetTraceAnalyticsRequest(_message.Message):
+    """GetTraceAnalyticsRequest chooses the traces summarised."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name keeps one instance's traces."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time keeps traces created at or after it."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """end_time keeps traces created before it."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "instance_name", b"instance_name", "page", b"page", "page_size", b"page_size", "session_id", b"session_id", "source_user_id", b"source_user_id", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "instance_name", b"instance_name", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListTracesRequest: _TypeAlias = ListTracesRequest  # noqa: Y015
+Global___GetTraceAnalyticsRequest: _TypeAlias = GetTraceAnalyticsRequest  # noqa: Y015
+
+@_typing.final
+class DurationStats(_message.Message):
+    """DurationStats are nearest-rank percentiles of durations in milliseconds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    P50_MS_FIELD_NUMBER: _builtins.int
+    P95_MS_FIELD_NUMBER: _builtins.int
+    AVG_MS_FIELD_NUMBER: _builtins.int
+    p50_ms: _builtins.float
+    """p50_ms is the median."""
+    p95_ms: _builtins.float
+    """p95_ms is the 95th percentile."""
+    avg_ms: _builtins.float
+    """avg_ms is the mean."""
+    def __init__(
+        self,
+        *,
+        p50_ms: _builtins.float = ...,
+        p95_ms: _builtins.float = ...,
+        avg_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_ms", b"avg_ms", "p50_ms", b"p50_ms", "p95_ms", b"p95_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DurationStats: _TypeAlias = DurationStats  # noqa: Y015
+
+@_typing.final
+class AnalyticsBucket(_message.Message):
+    """AnalyticsBucket is the traces sharing one value of a dimension."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    ERROR_COUNT_FIELD_NUMBER: _builtins.int
+    AVG_DURATION_MS_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """key is the dimension's value (an instance name, a channel, a status, a message type, an error stage)."""
+    count: _builtins.int
+    """count is how many traces."""
+    error_count: _builtins.int
+    """error_count is how many of them ended in error."""
+    avg_duration_ms: _builtins.float
+    """avg_duration_ms is their mean duration."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        count: _builtins.int = ...,
+        error_count: _builtins.int = ...,
+        avg_duration_ms: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_duration_ms", b"avg_duration_ms", "count", b"count", "error_count", b"error_count", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyticsBucket: _TypeAlias = AnalyticsBucket  # noqa: Y015
+
+@_typing.final
+class GetTraceAnalyticsResponse(_message.Message):
+    """GetTraceAnalyticsResponse is the summary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    AGENT_DURATION_FIELD_NUMBER: _builtins.int
+    BY_INSTANCE_FIELD_NUMBER: _builtins.int
+    BY_CHANNEL_FIELD_NUMBER: _builtins.int
+    BY_STATUS_FIELD_NUMBER: _builtins.int
+    BY_MESSAGE_TYPE_FIELD_NUMBER: _builtins.int
+    ERRORS_BY_STAGE_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """total is the number of message traces."""
+    success_rate: _builtins.float
+    """success_rate is sent / (sent + error), 0 when neither."""
+    @_builtins.property
+    def duration(self) -> Global___DurationStats:
+        """duration is over every trace."""
+
+    @_builtins.property
+    def agent_duration(self) -> Global___DurationStats:
+        """agent_duration is over the traces that called the agent."""
+
+    @_builtins.property
+    def by_instance(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalyticsBucket]:
+        """by_instance breaks the traces down by instance."""
+
+    @_builtins.property
+    def by_channel(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalyticsBucket]:
+        """by_channel breaks them down by channel."""
+
+    @_builtins.property
+    def by_status(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalyticsBucket]:
+        """by_status breaks them down by status."""
+
+    @_builtins.property
+    def by_message_type(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalyticsBucket]:
+        """by_message_type breaks them down by message type."""
+
+    @_builtins.property
+    def errors_by_stage(self) -> _containers.RepeatedCompositeFieldContainer[Global___AnalyticsBucket]:
+        """errors_by_stage counts error traces by the step that failed."""
+
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        success_rate: _builtins.float = ...,
+        duration: Global___DurationStats | None = ...,
+        agent_duration: Global___DurationStats | None = ...,
+        by_instance: _abc.Iterable[Global___AnalyticsBucket] | None = ...,
+        by_channel: _abc.Iterable[Global___AnalyticsBucket] | None = ...,
+        by_status: _abc.Iterable[Global___AnalyticsBucket] | None = ...,
+        by_message_type: _abc.Iterable[Global___AnalyticsBucket] | None = ...,
+        errors_by_stage: _abc.Iterable[Global___AnalyticsBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_duration", b"agent_duration", "duration", b"duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_duration", b"agent_duration", "by_channel", b"by_channel", "by_instance", b"by_instance", "by_message_type", b"by_message_type", "by_status", b"by_status", "duration", b"duration", "errors_by_stage", b"errors_by_stage", "success_rate", b"success_rate", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTraceAnalyticsResponse: _TypeAlias = GetTraceAnalyticsResponse  # noqa: Y015
+
+@_typing.final
+class CleanupTracesRequest(_message.Message):
+    """CleanupTracesRequest says what to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_DAYS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    older_than_days: _builtins.float
+    """older_than_days: traces created before now minus this many days go."""
+    dry_run: _builtins.bool
+    """dry_run only counts."""
+    def __init__(
+        self,
+        *,
+        older_than_days: _builtins.float = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "older_than_days", b"older_than_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanupTracesRequest: _TypeAlias = CleanupTracesRequest  # noqa: Y015
+
+@_typing.final
+class CleanupTracesResponse(_message.Message):
+    """CleanupTracesResponse says what went (or would go)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    OLDER_THAN_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """count is the number of traces deleted, or that would be with dry_run."""
+    dry_run: _builtins.bool
+    """dry_run echoes the request."""
+    @_builtins.property
+    def older_than(self) -> _timestamp_pb2.Timestamp:
+        """older_than is the cut-off."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        older_than: _timestamp_pb2.Timestamp | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "dry_run", b"dry_run", "older_than", b"older_than"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanupTracesResponse: _TypeAlias = CleanupTracesResponse  # noqa: Y015
 
 @_typing.final
 class ListTracesResponse(_message.Message):
@@ -191,3 +433,59 @@ class PurgeInstanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurgeInstanceResponse: _TypeAlias = PurgeInstanceResponse  # noqa: Y015
+
+@_typing.final
+class EraseSenderRequest(_message.Message):
+    """EraseSenderRequest names a person's messages on one instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    SENDER_IDS_FIELD_NUMBER: _builtins.int
+    SESSION_IDS_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance the messages came to."""
+    @_builtins.property
+    def sender_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sender_ids are the person's ids on that instance's channel (traces whose source_user_id is one go)."""
+
+    @_builtins.property
+    def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """session_ids are the person's sessions (traces of those sessions go)."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        sender_ids: _abc.Iterable[_builtins.str] | None = ...,
+        session_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_name", b"instance_name", "sender_ids", b"sender_ids", "session_ids", b"session_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseSenderRequest: _TypeAlias = EraseSenderRequest  # noqa: Y015
+
+@_typing.final
+class EraseSenderResponse(_message.Message):
+    """EraseSenderResponse counts what went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRACES_DELETED_FIELD_NUMBER: _builtins.int
+    traces_deleted: _builtins.int
+    """traces_deleted is how many traces were deleted with their spans."""
+    def __init__(
+        self,
+        *,
+        traces_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["traces_deleted", b"traces_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseSenderResponse: _TypeAlias = EraseSenderResponse  # noqa: Y015

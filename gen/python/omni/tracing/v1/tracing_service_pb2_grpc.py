@@ -46,10 +46,25 @@ class TracingServiceStub:
                 request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceRequest.SerializeToString,
                 response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceResponse.FromString,
                 _registered_method=True)
+        self.GetTraceAnalytics = channel.unary_unary(
+                '/omni.tracing.v1.TracingService/GetTraceAnalytics',
+                request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceAnalyticsRequest.SerializeToString,
+                response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceAnalyticsResponse.FromString,
+                _registered_method=True)
+        self.CleanupTraces = channel.unary_unary(
+                '/omni.tracing.v1.TracingService/CleanupTraces',
+                request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.CleanupTracesRequest.SerializeToString,
+                response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.CleanupTracesResponse.FromString,
+                _registered_method=True)
         self.PurgeInstance = channel.unary_unary(
                 '/omni.tracing.v1.TracingService/PurgeInstance',
                 request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceRequest.SerializeToString,
                 response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceResponse.FromString,
+                _registered_method=True)
+        self.EraseSender = channel.unary_unary(
+                '/omni.tracing.v1.TracingService/EraseSender',
+                request_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.EraseSenderRequest.SerializeToString,
+                response_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.EraseSenderResponse.FromString,
                 _registered_method=True)
 
 
@@ -72,9 +87,33 @@ class TracingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTraceAnalytics(self, request, context):
+        """GetTraceAnalytics summarises the traces of a time range (counts, success rate, duration percentiles, breakdowns),
+        computed in SQL. A scoped key gets its own instance's numbers only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CleanupTraces(self, request, context):
+        """CleanupTraces deletes (or with dry_run counts) the traces created more than older_than_days ago. Admin only:
+        errors PERMISSION_DENIED for a scoped key, INVALID_ARGUMENT for a negative age.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PurgeInstance(self, request, context):
         """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
         deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EraseSender(self, request, context):
+        """EraseSender deletes, with their spans, the traces of one person's messages on an instance (those of their
+        sessions or sent under one of their ids): the router calls it when a user is erased. Mesh only. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,10 +132,25 @@ def add_TracingServiceServicer_to_server(servicer, server):
                     request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceRequest.FromString,
                     response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceResponse.SerializeToString,
             ),
+            'GetTraceAnalytics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTraceAnalytics,
+                    request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceAnalyticsRequest.FromString,
+                    response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceAnalyticsResponse.SerializeToString,
+            ),
+            'CleanupTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.CleanupTraces,
+                    request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.CleanupTracesRequest.FromString,
+                    response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.CleanupTracesResponse.SerializeToString,
+            ),
             'PurgeInstance': grpc.unary_unary_rpc_method_handler(
                     servicer.PurgeInstance,
                     request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceRequest.FromString,
                     response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceResponse.SerializeToString,
+            ),
+            'EraseSender': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseSender,
+                    request_deserializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.EraseSenderRequest.FromString,
+                    response_serializer=omni_dot_tracing_dot_v1_dot_tracing__service__pb2.EraseSenderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -166,6 +220,60 @@ class TracingService:
             _registered_method=True)
 
     @staticmethod
+    def GetTraceAnalytics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.tracing.v1.TracingService/GetTraceAnalytics',
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceAnalyticsRequest.SerializeToString,
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.GetTraceAnalyticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CleanupTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.tracing.v1.TracingService/CleanupTraces',
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.CleanupTracesRequest.SerializeToString,
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.CleanupTracesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PurgeInstance(request,
             target,
             options=(),
@@ -182,6 +290,33 @@ class TracingService:
             '/omni.tracing.v1.TracingService/PurgeInstance',
             omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceRequest.SerializeToString,
             omni_dot_tracing_dot_v1_dot_tracing__service__pb2.PurgeInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseSender(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.tracing.v1.TracingService/EraseSender',
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.EraseSenderRequest.SerializeToString,
+            omni_dot_tracing_dot_v1_dot_tracing__service__pb2.EraseSenderResponse.FromString,
             options,
             channel_credentials,
             insecure,

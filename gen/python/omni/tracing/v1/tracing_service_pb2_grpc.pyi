@@ -39,9 +39,21 @@ class TracingServiceStub:
     """ListTraces pages through traces, newest first. Payloads and spans are omitted."""
     GetTrace: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.GetTraceRequest, _tracing_service_pb2.GetTraceResponse]
     """GetTrace returns one trace with its payloads and spans. Errors: NOT_FOUND."""
+    GetTraceAnalytics: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.GetTraceAnalyticsRequest, _tracing_service_pb2.GetTraceAnalyticsResponse]
+    """GetTraceAnalytics summarises the traces of a time range (counts, success rate, duration percentiles, breakdowns),
+    computed in SQL. A scoped key gets its own instance's numbers only.
+    """
+    CleanupTraces: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.CleanupTracesRequest, _tracing_service_pb2.CleanupTracesResponse]
+    """CleanupTraces deletes (or with dry_run counts) the traces created more than older_than_days ago. Admin only:
+    errors PERMISSION_DENIED for a scoped key, INVALID_ARGUMENT for a negative age.
+    """
     PurgeInstance: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.PurgeInstanceRequest, _tracing_service_pb2.PurgeInstanceResponse]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
     deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
+    EraseSender: _grpc.UnaryUnaryMultiCallable[_tracing_service_pb2.EraseSenderRequest, _tracing_service_pb2.EraseSenderResponse]
+    """EraseSender deletes, with their spans, the traces of one person's messages on an instance (those of their
+    sessions or sent under one of their ids): the router calls it when a user is erased. Mesh only. Idempotent.
     """
 
 @_typing.type_check_only
@@ -55,9 +67,21 @@ class TracingServiceAsyncStub(TracingServiceStub):
     """ListTraces pages through traces, newest first. Payloads and spans are omitted."""
     GetTrace: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.GetTraceRequest, _tracing_service_pb2.GetTraceResponse]  # type: ignore[assignment]
     """GetTrace returns one trace with its payloads and spans. Errors: NOT_FOUND."""
+    GetTraceAnalytics: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.GetTraceAnalyticsRequest, _tracing_service_pb2.GetTraceAnalyticsResponse]  # type: ignore[assignment]
+    """GetTraceAnalytics summarises the traces of a time range (counts, success rate, duration percentiles, breakdowns),
+    computed in SQL. A scoped key gets its own instance's numbers only.
+    """
+    CleanupTraces: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.CleanupTracesRequest, _tracing_service_pb2.CleanupTracesResponse]  # type: ignore[assignment]
+    """CleanupTraces deletes (or with dry_run counts) the traces created more than older_than_days ago. Admin only:
+    errors PERMISSION_DENIED for a scoped key, INVALID_ARGUMENT for a negative age.
+    """
     PurgeInstance: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.PurgeInstanceRequest, _tracing_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
     deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
+    EraseSender: _aio.UnaryUnaryMultiCallable[_tracing_service_pb2.EraseSenderRequest, _tracing_service_pb2.EraseSenderResponse]  # type: ignore[assignment]
+    """EraseSender deletes, with their spans, the traces of one person's messages on an instance (those of their
+    sessions or sent under one of their ids): the router calls it when a user is erased. Mesh only. Idempotent.
     """
 
 class TracingServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -82,6 +106,26 @@ class TracingServiceServicer(metaclass=_abc_1.ABCMeta):
         """GetTrace returns one trace with its payloads and spans. Errors: NOT_FOUND."""
 
     @_abc_1.abstractmethod
+    def GetTraceAnalytics(
+        self,
+        request: _tracing_service_pb2.GetTraceAnalyticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracing_service_pb2.GetTraceAnalyticsResponse, _abc.Awaitable[_tracing_service_pb2.GetTraceAnalyticsResponse]]:
+        """GetTraceAnalytics summarises the traces of a time range (counts, success rate, duration percentiles, breakdowns),
+        computed in SQL. A scoped key gets its own instance's numbers only.
+        """
+
+    @_abc_1.abstractmethod
+    def CleanupTraces(
+        self,
+        request: _tracing_service_pb2.CleanupTracesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracing_service_pb2.CleanupTracesResponse, _abc.Awaitable[_tracing_service_pb2.CleanupTracesResponse]]:
+        """CleanupTraces deletes (or with dry_run counts) the traces created more than older_than_days ago. Admin only:
+        errors PERMISSION_DENIED for a scoped key, INVALID_ARGUMENT for a negative age.
+        """
+
+    @_abc_1.abstractmethod
     def PurgeInstance(
         self,
         request: _tracing_service_pb2.PurgeInstanceRequest,
@@ -89,6 +133,16 @@ class TracingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_tracing_service_pb2.PurgeInstanceResponse, _abc.Awaitable[_tracing_service_pb2.PurgeInstanceResponse]]:
         """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
         deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseSender(
+        self,
+        request: _tracing_service_pb2.EraseSenderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracing_service_pb2.EraseSenderResponse, _abc.Awaitable[_tracing_service_pb2.EraseSenderResponse]]:
+        """EraseSender deletes, with their spans, the traces of one person's messages on an instance (those of their
+        sessions or sent under one of their ids): the router calls it when a user is erased. Mesh only. Idempotent.
         """
 
 def add_TracingServiceServicer_to_server(servicer: TracingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,35 @@
+"""Erasing a person's traces (EraseSender), when an operator deletes a user (the router's DeleteUser).
+
+Decision: the traces are deleted, spans and all, rather than having their payload columns nulled. A trace's spans
+carry the payloads as attributes too, and its summary keeps the sender id, chat and message type: nulling the
+payload columns would leave personal data behind. The traces of a person's one-to-one sessions go whole; in a
+group only the messages they sent (by sender id) go, so nobody else's traces are touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from servicekit.errors import FieldViolation, InvalidArgumentError
+
+
+class SenderTraces(Protocol):
+    """The trace store as erasure needs it (storage.TraceStore)."""
+
+    async def erase_sender(self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str]) -> int: ...
+
+
+async def erase_sender(
+    store: SenderTraces, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str]
+) -> int:
+    """Delete the traces of the person's messages on the instance; returns how many. Idempotent."""
+    if not instance_name:
+        raise InvalidArgumentError(
+            "instance_name is required", violations=[FieldViolation("instance_name", "required")]
+        )
+    senders = [s for s in dict.fromkeys(sender_ids) if s]
+    sessions = [s for s in dict.fromkeys(session_ids) if s]
+    if not senders and not sessions:
+        return 0
+    return await store.erase_sender(instance_name, senders, sessions)
