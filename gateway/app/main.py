@@ -16,7 +16,7 @@ from gateway.app.api.errors import install_error_handlers
 from gateway.app.api.limits import BodyLimits
 from gateway.app.api.main import api_router
 from gateway.app.api.rate_limit import RateLimit, buckets_from
-from gateway.app.api.routes import health
+from gateway.app.api.routes import health, metrics
 from gateway.app.api.webhooks.fast_path import WebhookFastPath
 from gateway.app.config import Settings
 from gateway.app.edge import OmniGateway
@@ -33,7 +33,7 @@ DESCRIPTION = (
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
     """Health probes and the docs are not messages: no trace for them."""
     path = str(scope.get("path", ""))
-    return path == "/health" or path.startswith(("/docs", "/openapi", "/redoc"))
+    return path in ("/health", "/metrics") or path.startswith(("/docs", "/openapi", "/redoc"))
 
 
 TELEMETRY: TelemetryConfig = {
@@ -112,6 +112,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             allow_headers=["*"],
         )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(api_router)
     return app
 

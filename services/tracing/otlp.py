@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
@@ -11,7 +13,25 @@ from opentelemetry.proto.trace.v1 import trace_pb2 as otlp_trace_pb2
 
 from services.tracing.core.models import SpanRecord
 
+log = logging.getLogger(__name__)
+
 SERVICE_NAME_KEY = "service.name"
+
+ExportObserver = Callable[[trace_service_pb2.ExportTraceServiceRequest, list[SpanRecord]], None]
+EXPORT_OBSERVERS: list[ExportObserver] = []
+"""Called with each Export request once its spans are stored (metrics, forwarding to the operator's collector).
+Process-wide and set up by `__main__`, so the receiver does not need to know who listens. Observers must not block."""
+
+
+def notify_exported(request: trace_service_pb2.ExportTraceServiceRequest, spans: list[SpanRecord]) -> None:
+    """Tell every observer about a stored request; an observer's failure never fails the export."""
+    for observer in EXPORT_OBSERVERS:
+        try:
+            observer(request, spans)
+        except Exception:
+            log.exception("export observer failed")
+
+
 _STATUS_NAMES = {
     otlp_trace_pb2.Status.STATUS_CODE_UNSET: "unset",
     otlp_trace_pb2.Status.STATUS_CODE_OK: "ok",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +25,9 @@ from servicekit import trace_attributes as attrs
 from servicekit.channels import Channel
 from servicekit.instances import Instance, InstanceDirectory
 from servicekit.messages import InboundMessage, Sender, message_from_json, message_to_dict, message_to_json
+from servicekit.metrics import IGNORED_WEBHOOKS
 from servicekit.telemetry import payload_json
+from services.ingress.core.ignored_traces import HOUSEKEEPING_REASONS, IgnoredTraceLimiter
 from services.ingress.core.inbox import IGNORED, RECEIVED, InboxRow, MediaBlob, conversation_key
 from services.ingress.core.media_store import DEFAULT_MAX_MEDIA_BYTES, MediaLibrary, separate_media
 from services.ingress.core.message_events import MessageEventsReceived, record_message_events
@@ -94,8 +96,12 @@ class IngressCore:
         also_purged: Sequence[InstanceData] = (),
         max_media_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
         media: MediaLibrary | None = None,
+        ignored_traces: IgnoredTraceLimiter | None = None,
+        refresh: Callable[[str], Awaitable[Instance]] | None = None,
     ) -> None:
         self._store = store
+        self._refresh = refresh
+        self._ignored_traces = ignored_traces or IgnoredTraceLimiter()
         self._max_media_bytes = max_media_bytes
         self._media = media
         self._also_purged = tuple(also_purged)  # other per-instance stores (bot leases) a purge empties too
@@ -119,7 +125,17 @@ class IngressCore:
         if channel is not None and channel != instance.channel:
             raise webhook_unauthenticated()
         receiver = webhook_receiver(instance.channel)
-        receiver.authenticate(instance, headers, body)
+        try:
+            receiver.authenticate(instance, headers, body)
+        except errors.UnauthenticatedError:
+            if self._refresh is None:
+                raise
+            # The cache may not know a secret the channel was just given (a rotation): one fresh read decides.
+            try:
+                instance = await self._refresh(instance_name)
+            except errors.NotFoundError:
+                raise webhook_unauthenticated() from None
+            receiver.authenticate(instance, headers, body)
         received, payload = receiver.parse(body, instance)
         return await self.accept(instance, received, payload)
 
@@ -130,6 +146,17 @@ class IngressCore:
             # Receipts, edits, deletions: one span each, filed under their message's trace; no inbox row.
             record_message_events(self._tracer, instance, received)
             return WebhookResult(disposition=IGNORED_DISPOSITION, reason=received.reason, event=received.event)
+        housekeeping = received.reason in HOUSEKEEPING_REASONS
+        plainly_ignored = received.message is None and received.kind == "ignored" and not housekeeping
+        if plainly_ignored and not self._ignored_traces.allow(instance.name):
+            # Over the instance's rate of ignored traces: answered and counted, but no span at all.
+            IGNORED_WEBHOOKS.labels(channel=instance.channel.value, traced="false").inc()
+            return WebhookResult(
+                disposition=IGNORED_DISPOSITION,
+                reason=received.reason,
+                event=received.event,
+                challenge=received.challenge,
+            )
         with self._tracer.start_as_current_span("ingress.accept") as span:
             span.set_attribute(attrs.INSTANCE_NAME, instance.name)
             span.set_attribute(attrs.SOURCE_CHANNEL, instance.channel.value)
@@ -141,9 +168,23 @@ class IngressCore:
             if received.message is not None or received.kind == "own_send":
                 return await self._record(instance, received, span, trace_id)
             span.set_attribute("omni.ignored_reason", received.reason)
+            if housekeeping:
+                return WebhookResult(
+                    disposition=IGNORED_DISPOSITION,
+                    reason=received.reason,
+                    event=received.event,
+                    challenge=received.challenge,
+                )
+            traced = plainly_ignored or self._ignored_traces.allow(instance.name)
+            IGNORED_WEBHOOKS.labels(channel=instance.channel.value, traced=str(traced).lower()).inc()
+            if traced:
+                # An `ignored` message trace with its reason: "check the traces" must show why nothing happened.
+                span.set_attribute(attrs.STATUS, attrs.STATUS_IGNORED)
+                span.set_attribute(attrs.ERROR_MESSAGE, received.reason)
             return WebhookResult(
                 disposition=IGNORED_DISPOSITION,
                 reason=received.reason,
+                trace_id=trace_id if traced else "",
                 event=received.event,
                 challenge=received.challenge,
             )
