@@ -72,7 +72,11 @@ PUBLIC_RPCS: Mapping[str, frozenset[str]] = {
             "RevokeApiKey",
         }
     ),
-    "omni.tracing.v1.TracingService": frozenset({"ListTraces", "GetTrace"}),
+    "omni.router.v1.AccessService": frozenset({"ListRules", "CreateRule", "DeleteRule", "CheckAccess"}),
+    "omni.router.v1.UsersService": frozenset(
+        {"ListUsers", "GetUser", "LinkUsers", "DeleteUser", "ListSessions", "GetSession", "ResetSession"}
+    ),
+    "omni.tracing.v1.TracingService": frozenset({"ListTraces", "GetTrace", "GetTraceAnalytics", "CleanupTraces"}),
     "omni.ingress.v1.IngressService": frozenset({"ListDeadLetters", "RedeliverDeadLetter", "ListBots"}),
     "omni.channels.v1.ChannelsService": frozenset(
         {

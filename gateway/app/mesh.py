@@ -6,14 +6,15 @@ channel multiplexes many concurrent calls over one HTTP/2 connection).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from omni.channels.v1 import channels_service_pb2_grpc
+from omni.common.v1 import metrics_pb2_grpc
 from omni.ingress.v1 import ingress_service_pb2_grpc
-from omni.router.v1 import router_service_pb2_grpc
+from omni.router.v1 import access_service_pb2_grpc, router_service_pb2_grpc, users_service_pb2_grpc
 from omni.tracing.v1 import tracing_service_pb2_grpc
 
 from servicekit.grpc_clients import open_channel
@@ -22,13 +23,17 @@ from servicekit.mesh_auth import MeshCredentials
 if TYPE_CHECKING:
     from omni.channels.v1.channels_service_pb2_grpc import ChannelsServiceAsyncStub as ChannelsStub
     from omni.ingress.v1.ingress_service_pb2_grpc import IngressServiceAsyncStub as IngressStub
+    from omni.router.v1.access_service_pb2_grpc import AccessServiceAsyncStub as AccessStub
     from omni.router.v1.router_service_pb2_grpc import RouterServiceAsyncStub as RouterStub
+    from omni.router.v1.users_service_pb2_grpc import UsersServiceAsyncStub as UsersStub
     from omni.tracing.v1.tracing_service_pb2_grpc import TracingServiceAsyncStub as TracingStub
 else:
     # The *AsyncStub classes exist only for type checkers; at run time the stub class is the same for aio channels.
     from omni.channels.v1.channels_service_pb2_grpc import ChannelsServiceStub as ChannelsStub
     from omni.ingress.v1.ingress_service_pb2_grpc import IngressServiceStub as IngressStub
+    from omni.router.v1.access_service_pb2_grpc import AccessServiceStub as AccessStub
     from omni.router.v1.router_service_pb2_grpc import RouterServiceStub as RouterStub
+    from omni.router.v1.users_service_pb2_grpc import UsersServiceStub as UsersStub
     from omni.tracing.v1.tracing_service_pb2_grpc import TracingServiceStub as TracingStub
 
 from gateway.app.config import Settings
@@ -36,10 +41,23 @@ from gateway.app.config import Settings
 MESH_SERVICES = ("ingress", "router", "channels", "tracing")
 """The services /health reports on, in display order."""
 
+METRICS_SERVICES = ("ingress", "tracing")
+"""The services hosting omni.common.v1.MetricsService (the tracing service counts from the spans of all)."""
+
 HealthStubMap = dict[str, Any]
 """Service name -> grpc.health.v1 HealthStub (untyped upstream)."""
 
-__all__ = ["MESH_SERVICES", "ChannelsStub", "HealthStubMap", "IngressStub", "Mesh", "RouterStub", "TracingStub"]
+__all__ = [
+    "MESH_SERVICES",
+    "AccessStub",
+    "ChannelsStub",
+    "HealthStubMap",
+    "IngressStub",
+    "Mesh",
+    "RouterStub",
+    "TracingStub",
+    "UsersStub",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,12 @@ class Mesh:
     tracing: TracingStub
     health: HealthStubMap
     grpc_channels: tuple[grpc.aio.Channel, ...]
+    access: AccessStub | None = None
+    """AccessService, hosted by the router process (over the router's channel)."""
+    users: UsersStub | None = None
+    """UsersService, hosted by the router process (over the router's channel)."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Service name -> MetricsService stub, for the services that count something (/metrics asks each)."""
 
     @classmethod
     def open(cls, settings: Settings) -> Mesh:
@@ -67,6 +91,9 @@ class Mesh:
             tracing=tracing_service_pb2_grpc.TracingServiceStub(opened["tracing"]),
             health={name: health_pb2_grpc.HealthStub(channel) for name, channel in opened.items()},
             grpc_channels=tuple(opened.values()),
+            access=access_service_pb2_grpc.AccessServiceStub(opened["router"]),
+            users=users_service_pb2_grpc.UsersServiceStub(opened["router"]),
+            metrics={name: metrics_pb2_grpc.MetricsServiceStub(opened[name]) for name in METRICS_SERVICES},
         )
 
     async def close(self, grace: float | None = None) -> None:

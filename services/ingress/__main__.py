@@ -18,6 +18,7 @@ from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.instances import Instance
 from servicekit.logs import configure_logging
 from servicekit.mesh_auth import mesh_credentials_or_exit
+from servicekit.metrics import DEAD_LETTERS, add_metrics_service
 from servicekit.retention import RetentionTask, delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
@@ -119,6 +120,7 @@ async def main() -> None:
             also_purged=(leases, blobs),
             max_media_bytes=settings.max_media_bytes,
             media=media,
+            refresh=instances.refresh,
         )
         bots = bot_host(settings, leases, core)
         instances.listen(bots.instances_changed)
@@ -133,6 +135,12 @@ async def main() -> None:
         channels_channel = open_channel(settings.address_of("channels"), tracing=settings.enable_tracing, mesh=mesh)
         relay = GrpcConnectionRelay(channels_service_pb2_grpc.ChannelsServiceStub(channels_channel))
         server, port, health = create_server(settings, core, statuses, connection_events=relay.relay)
+
+        async def refresh_metrics() -> None:
+            # Read at scrape time: the dead letters are rows every replica shares, not a per-process count.
+            DEAD_LETTERS.set((await core.list_dead_letters("", 1, 1))[1])
+
+        add_metrics_service(server, refresh=refresh_metrics)
         await server.start()
         await dispatcher.start()
         bots.start()

@@ -9,11 +9,14 @@ import grpc
 from omni.ingress.v1 import ingress_service_pb2, ingress_service_pb2_grpc
 
 from servicekit.convert import channel_of, message_from_proto
+from servicekit.errors import FailedPreconditionError
 from servicekit.principals import current_principal
 from services.ingress.convert import bot_status_to_proto, dead_letter_to_proto
 from services.ingress.core.accept import ACCEPTED, DUPLICATE, IGNORED_DISPOSITION, IngressCore
 from services.ingress.core.bots.status import BotStatus
+from services.ingress.core.erasure import erase_user
 from services.ingress.core.evolution_parser import CONNECTION_EVENTS
+from services.ingress.storage import InboxStore
 
 BotStatuses = Callable[[str], Awaitable[list[BotStatus]]]
 """The hosted bots' statuses, filtered by instance name ("" for all)."""
@@ -89,6 +92,16 @@ class IngressServicer(ingress_service_pb2_grpc.IngressServiceServicer):
     ) -> ingress_service_pb2.PurgeInstanceResponse:
         deleted = await self._core.purge_instance(request.instance_name)
         return ingress_service_pb2.PurgeInstanceResponse(deleted_rows=deleted)
+
+    async def EraseUser(
+        self, request: ingress_service_pb2.EraseUserRequest, context: Context
+    ) -> ingress_service_pb2.EraseUserResponse:
+        # Mesh only (not a public RPC): the router erases a user. The core's inbox store is the one erasure acts on.
+        store = self._core._store
+        if not isinstance(store, InboxStore):
+            raise FailedPreconditionError("this ingress store cannot erase messages")
+        deleted = await erase_user(store, request.instance_name, list(request.chat_ids), list(request.sender_ids))
+        return ingress_service_pb2.EraseUserResponse(messages_deleted=deleted)
 
     async def GetMedia(
         self, request: ingress_service_pb2.GetMediaRequest, context: Context

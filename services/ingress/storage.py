@@ -392,6 +392,29 @@ class InboxStore:
         A row a dispatcher holds right now is gone when it reports back; its mark_* update then matches nothing."""
         return await self._db.execute("DELETE FROM inbox WHERE instance_name = $1", instance_name)
 
+    async def rows_in_chats(self, instance_name: str, chat_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(id, message JSON) of the instance's rows in `chat_ids` (core/erasure.py picks one sender's)."""
+        rows: list[tuple[str, str]] = []
+        for chat_id in dict.fromkeys(chat_ids):
+            found = await self._db.fetch(
+                "SELECT id, message FROM inbox WHERE instance_name = $1 AND chat_id = $2", instance_name, chat_id
+            )
+            rows.extend((str(r["id"]), str(r["message"])) for r in found)
+        return rows
+
+    async def erase_rows(self, instance_name: str, ids: Sequence[str]) -> int:
+        """Delete the instance's rows `ids` with the files stored for them; returns how many rows went."""
+        deleted = 0
+        async with self._db.transaction() as tx:
+            for row_id in ids:
+                await tx.execute(
+                    "DELETE FROM media_blobs WHERE instance_name = $1 AND message_id = $2", instance_name, row_id
+                )
+                deleted += await tx.execute(
+                    "DELETE FROM inbox WHERE instance_name = $1 AND id = $2", instance_name, row_id
+                )
+        return deleted
+
     async def count_by_state(self) -> dict[str, int]:
         """How many rows are in each state (for tests and diagnostics)."""
         rows = await self._db.fetch("SELECT state, count(*) AS n FROM inbox GROUP BY state")

@@ -7,6 +7,7 @@ to the channels service for replies, and serves RouterService until SIGTERM/SIGI
 from __future__ import annotations
 
 import logging
+import time
 
 from omni.channels.v1 import channels_service_pb2_grpc
 from omni.ingress.v1 import ingress_service_pb2_grpc
@@ -21,6 +22,8 @@ from servicekit.mesh_auth import mesh_credentials_or_exit
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
+from services.router.access_servicer import AccessServicer
+from services.router.access_store import AccessRuleCache, AccessRuleRepository
 from services.router.api_key_store import ApiKeyRepository
 from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender, GrpcProvisioner
 from services.router.channel_media_client import GrpcChannelMedia
@@ -33,6 +36,7 @@ from services.router.core.instances import InstanceService
 from services.router.core.media_resolver import MediaResolver
 from services.router.core.router import MessageRouter
 from services.router.core.transcription import Transcriber, TranscriptionSettings
+from services.router.core.users import UsersService
 from services.router.ingress_client import GrpcStoredMedia
 from services.router.purge_client import GrpcInstancePurger
 from services.router.secret_box import SecretBox
@@ -45,6 +49,8 @@ from services.router.storage import (
     RouteRepository,
 )
 from services.router.stored_secrets import UnreadableSecretsError, check_stored_secrets
+from services.router.users_servicer import GrpcUserEraser, UsersServicer
+from services.router.users_store import UsersRepository
 
 log = logging.getLogger("services.router")
 
@@ -98,8 +104,12 @@ async def main() -> None:
     if await instance_repository.assign_missing_ids():
         log.info("gave instances stored before instance ids their id")
     routes = RouteRepository(db)
+    access_rules = AccessRuleRepository(db)
+    access_cache = AccessRuleCache(access_rules)
+    await access_cache.start()  # rules in memory before the first message; reloaded on every change
     retention = delivery_retention("finished route records", routes.purge_finished, settings)
     router = MessageRouter(
+        access=access_cache,
         instances=instance_repository,
         identities=identities,
         routes=routes,
@@ -143,6 +153,18 @@ async def main() -> None:
             router=router,
             api_sender=ApiSender(instances=instance_repository, channels=channels),
             api_keys=ApiKeyService(ApiKeyRepository(db), instance_repository),
+            users=UsersServicer(
+                UsersService(
+                    UsersRepository(db, forget_ids=identities.forget_ids),
+                    GrpcUserEraser(
+                        tracing=tracing_service_pb2_grpc.TracingServiceStub(purge_channels[1]),
+                        ingress=ingress_service_pb2_grpc.IngressServiceStub(purge_channels[0]),
+                        timeout=settings.router_purge_timeout_seconds,
+                    ),
+                    clock=time.time,
+                )
+            ),
+            access=AccessServicer(rules=access_rules, cache=access_cache, instances=instance_repository),
         )
         await server.start()
         retention.start()
@@ -151,6 +173,7 @@ async def main() -> None:
             server, health, [SERVICE_NAME], grace=settings.shutdown_grace_seconds, on_shutdown=retention.stop
         )
     finally:
+        await access_cache.stop()
         await router.aclose()
         await session.close()
         await channels_channel.close(None)

@@ -173,6 +173,37 @@ MIGRATIONS: list[Migration] = [
             "ALTER TABLE instances ADD COLUMN session_id_prefix TEXT NOT NULL DEFAULT ''",
         ],
     ),
+    Migration(
+        7,
+        "access rules, and the version every router replica polls to reload them",
+        # Rules are evaluated from memory (access_store.AccessRuleCache); a change bumps access_rules_version so
+        # every replica reloads within its poll period instead of reading rules per message.
+        [
+            """CREATE TABLE access_rules (
+                id TEXT PRIMARY KEY,
+                instance_name TEXT NOT NULL,
+                pattern TEXT NOT NULL,
+                rule_type TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+            "CREATE INDEX access_rules_instance ON access_rules (instance_name, created_at)",
+            "CREATE TABLE access_rules_version (id INTEGER PRIMARY KEY, version BIGINT NOT NULL)",
+            "INSERT INTO access_rules_version (id, version) VALUES (1, 0)",
+        ],
+    ),
+    Migration(
+        8,
+        "the agent's own session and user ids per session; user lookups for the users API",
+        # The ids an agent returns are sent back on the next turn (users_store.py); the indexes serve
+        # GetUser, LinkUsers and DeleteUser, which select a user's identities and sessions.
+        [
+            "ALTER TABLE sessions ADD COLUMN agent_session_id TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE sessions ADD COLUMN agent_user_id TEXT NOT NULL DEFAULT ''",
+            "CREATE INDEX sessions_user ON sessions (user_id)",
+            "CREATE INDEX user_identities_user ON user_identities (user_id)",
+        ],
+    ),
 ]
 
 _LEGACY_PLAIN = ("evolution_url", "whatsapp_instance", "discord_client_id", "discord_guild_id")
@@ -383,6 +414,11 @@ class IdentityRepository:
         self._users = {k: v for k, v in self._users.items() if k[0] != instance_name}
         self._sessions = {k: v for k, v in self._sessions.items() if k[0] != instance_name}
 
+    def forget_ids(self, user_ids: set[str], session_ids: set[str]) -> None:
+        """Drop cached entries resolving to users or sessions that were merged away, erased or reset (users API)."""
+        self._users = {k: v for k, v in self._users.items() if v not in user_ids}
+        self._sessions = {k: v for k, v in self._sessions.items() if v not in session_ids}
+
     async def resolve_user(self, person: Person, now: float) -> str:
         """The user id of `person`, creating the user and recording any id not seen before."""
         key = (person.instance_name, person.instance_id, person.channel, tuple(person.external_ids))
@@ -501,6 +537,20 @@ class IdentityRepository:
 
     async def get_session(self, session_id: str) -> Row | None:
         return await self._db.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
+
+    async def agent_ids(self, session_id: str) -> tuple[str, str]:
+        """The (session id, user id) the agent returned in its last reply in this session ("" when none)."""
+        row = await self._db.fetchrow("SELECT agent_session_id, agent_user_id FROM sessions WHERE id = $1", session_id)
+        return (str(row["agent_session_id"] or ""), str(row["agent_user_id"] or "")) if row is not None else ("", "")
+
+    async def store_agent_ids(self, session_id: str, agent_session_id: str, agent_user_id: str) -> None:
+        """Remember the ids the agent returned, to send them back on the session's next turn."""
+        await self._db.execute(
+            "UPDATE sessions SET agent_session_id = $2, agent_user_id = $3 WHERE id = $1",
+            session_id,
+            agent_session_id,
+            agent_user_id,
+        )
 
 
 class RouteRepository:

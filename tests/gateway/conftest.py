@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from grpc_health.v1 import health_pb2_grpc
 from omni.channels.v1 import channels_service_pb2_grpc
 from omni.ingress.v1 import ingress_service_pb2_grpc
-from omni.router.v1 import router_service_pb2_grpc
+from omni.router.v1 import access_service_pb2_grpc, router_service_pb2_grpc, users_service_pb2_grpc
 from omni.tracing.v1 import tracing_service_pb2_grpc
 
 from gateway.app.config import Settings
@@ -22,7 +22,7 @@ from gateway.app.main import create_app
 from gateway.app.mesh import MESH_SERVICES, Mesh
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import add_health_and_reflection, bind, new_server, set_serving
-from tests.gateway.fakes import FakeChannels, FakeIngress, FakeRouter, FakeTracing, Script
+from tests.gateway.fakes import FakeAccess, FakeChannels, FakeIngress, FakeRouter, FakeTracing, FakeUsers, Script
 
 API_KEY = "test-admin-key-0123456789"
 KNOWN_INSTANCE = "acme"
@@ -39,6 +39,8 @@ class FakeMesh:
     tracing: FakeTracing
     channel: grpc.aio.Channel
     address: str
+    access: FakeAccess
+    users: FakeUsers
 
 
 def gateway_settings(**overrides: Any) -> Settings:
@@ -60,12 +62,16 @@ async def mesh() -> AsyncIterator[FakeMesh]:
         tracing=FakeTracing(script),
         channel=None,  # type: ignore[arg-type]
         address="",
+        access=FakeAccess(script),
+        users=FakeUsers(script),
     )
     server = new_server("fake", tracing=False)
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(fakes.router, server)
     ingress_service_pb2_grpc.add_IngressServiceServicer_to_server(fakes.ingress, server)
     channels_service_pb2_grpc.add_ChannelsServiceServicer_to_server(fakes.channels, server)
     tracing_service_pb2_grpc.add_TracingServiceServicer_to_server(fakes.tracing, server)
+    access_service_pb2_grpc.add_AccessServiceServicer_to_server(fakes.access, server)
+    users_service_pb2_grpc.add_UsersServiceServicer_to_server(fakes.users, server)
     health = add_health_and_reflection(server, [])
     port = bind(server, "127.0.0.1", 0)
     await server.start()
@@ -89,6 +95,8 @@ def override_stubs(app: FastAPI, channel: grpc.aio.Channel, health_channels: dic
         tracing=tracing_service_pb2_grpc.TracingServiceStub(channel),
         health={name: health_pb2_grpc.HealthStub(health_channels[name]) for name in MESH_SERVICES},
         grpc_channels=(),
+        access=access_service_pb2_grpc.AccessServiceStub(channel),
+        users=users_service_pb2_grpc.UsersServiceStub(channel),
     )
 
 

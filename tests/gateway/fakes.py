@@ -7,6 +7,7 @@ which the real `ErrorMappingInterceptor` of `new_server` turns into a rich gRPC 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -16,7 +17,15 @@ from google.protobuf import timestamp_pb2
 from omni.channels.v1 import channels_service_pb2, channels_service_pb2_grpc
 from omni.common.v1 import channel_pb2, message_pb2
 from omni.ingress.v1 import inbox_pb2, ingress_service_pb2, ingress_service_pb2_grpc
-from omni.router.v1 import instance_pb2, router_service_pb2, router_service_pb2_grpc
+from omni.router.v1 import (
+    access_service_pb2,
+    access_service_pb2_grpc,
+    instance_pb2,
+    router_service_pb2,
+    router_service_pb2_grpc,
+    users_service_pb2,
+    users_service_pb2_grpc,
+)
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
 
 from servicekit.errors import (
@@ -24,6 +33,7 @@ from servicekit.errors import (
     InvalidArgumentError,
     NotFoundError,
     OmniError,
+    PermissionDeniedError,
     UnauthenticatedError,
 )
 
@@ -548,6 +558,92 @@ class FakeTracing(tracing_service_pb2_grpc.TracingServiceServicer):
             raise NotFoundError(f"trace {request.trace_id} not found")
         return tracing_service_pb2.GetTraceResponse(trace=self.traces[request.trace_id])
 
+    async def GetTraceAnalytics(
+        self, request: tracing_service_pb2.GetTraceAnalyticsRequest, context: Context
+    ) -> tracing_service_pb2.GetTraceAnalyticsResponse:
+        canned = self.script.record("GetTraceAnalytics", request, context)
+        if canned is not None:
+            return canned  # type: ignore[no-any-return]
+        return tracing_service_pb2.GetTraceAnalyticsResponse(total=len(self.traces))
+
+    async def CleanupTraces(
+        self, request: tracing_service_pb2.CleanupTracesRequest, context: Context
+    ) -> tracing_service_pb2.CleanupTracesResponse:
+        """Counts (and unless dry_run deletes) the traces created before now minus older_than_days."""
+        self.script.record("CleanupTraces", request, context)
+        cutoff = time.time() - request.older_than_days * 86_400
+        old = [tid for tid, trace in self.traces.items() if trace.created_at.ToNanoseconds() / 1e9 < cutoff]
+        if not request.dry_run:
+            for tid in old:
+                del self.traces[tid]
+        answer = tracing_service_pb2.CleanupTracesResponse(count=len(old), dry_run=request.dry_run)
+        answer.older_than.FromNanoseconds(int(cutoff * 1e9))
+        return answer
+
+
+class FakeAccess(access_service_pb2_grpc.AccessServiceServicer):
+    """AccessService with rules in a dict. It checks who may delete what as the router does, but keeps the rule (so
+    the auth matrix can ask twice); the real deletion, validation and precedence are tested on the router."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.rules: dict[str, access_service_pb2.AccessRule] = {}
+
+    def add_rule(self, instance_name: str, pattern: str, rule_id: str = "") -> access_service_pb2.AccessRule:
+        """Store a block rule directly (as another caller would have created it)."""
+        rule = access_service_pb2.AccessRule(
+            id=rule_id or f"rule-{len(self.rules) + 1}",
+            instance_name=instance_name,
+            pattern=pattern,
+            rule_type=access_service_pb2.RULE_TYPE_BLOCK,
+            scope=access_service_pb2.RULE_SCOPE_SENDER,
+        )
+        rule.created_at.FromSeconds(1_760_000_000 + len(self.rules))
+        self.rules[rule.id] = rule
+        return rule
+
+    async def ListRules(
+        self, request: access_service_pb2.ListRulesRequest, context: Context
+    ) -> access_service_pb2.ListRulesResponse:
+        self.script.record("ListRules", request, context)
+        rules = [
+            r for r in self.rules.values() if not request.instance_name or r.instance_name == request.instance_name
+        ]
+        return access_service_pb2.ListRulesResponse(rules=sorted(rules, key=lambda r: -r.created_at.seconds))
+
+    async def CreateRule(
+        self, request: access_service_pb2.CreateRuleRequest, context: Context
+    ) -> access_service_pb2.CreateRuleResponse:
+        scripted = self.script.record("CreateRule", request, context)
+        if scripted is not None:
+            return scripted  # type: ignore[no-any-return]
+        if request.rule.instance_name == "ghost":
+            raise NotFoundError("instance 'ghost' not found", reason="INSTANCE_NOT_FOUND")
+        rule = self.add_rule(request.rule.instance_name, request.rule.pattern)
+        rule.rule_type = request.rule.rule_type
+        rule.scope = request.rule.scope
+        return access_service_pb2.CreateRuleResponse(rule=rule)
+
+    async def DeleteRule(
+        self, request: access_service_pb2.DeleteRuleRequest, context: Context
+    ) -> access_service_pb2.DeleteRuleResponse:
+        self.script.record("DeleteRule", request, context)
+        rule = self.rules.get(request.id)
+        if rule is None or (request.instance_name and rule.instance_name not in ("", request.instance_name)):
+            raise NotFoundError(f"access rule {request.id!r} not found", reason="ACCESS_RULE_NOT_FOUND")
+        if request.instance_name and not rule.instance_name:
+            raise PermissionDeniedError("a scoped API key cannot delete global rules", reason="ADMIN_ONLY")
+        return access_service_pb2.DeleteRuleResponse()
+
+    async def CheckAccess(
+        self, request: access_service_pb2.CheckAccessRequest, context: Context
+    ) -> access_service_pb2.CheckAccessResponse:
+        self.script.record("CheckAccess", request, context)
+        for rule in self.rules.values():
+            if rule.pattern == request.sender_id and rule.instance_name in ("", request.instance_name):
+                return access_service_pb2.CheckAccessResponse(allowed=False, rule=rule, reason=f"blocked by {rule.id}")
+        return access_service_pb2.CheckAccessResponse(allowed=True, reason="no rule matches (access_mode open)")
+
 
 def dead_letter() -> inbox_pb2.DeadLetter:
     """A dead letter as ingress lists it."""
@@ -562,4 +658,130 @@ def dead_letter() -> inbox_pb2.DeadLetter:
     return letter
 
 
-__all__ = ["FakeChannels", "FakeIngress", "FakeRouter", "FakeTracing", "Script", "dead_letter", "sample_trace"]
+__all__ = [
+    "FakeAccess",
+    "FakeChannels",
+    "FakeIngress",
+    "FakeRouter",
+    "FakeTracing",
+    "Script",
+    "dead_letter",
+    "sample_trace",
+]
+
+
+def fake_user(user_id: str, instance_name: str) -> users_service_pb2.User:
+    """A user of `instance_name` with one WhatsApp id and one session (`session-<user_id>`)."""
+    session = users_service_pb2.Session(
+        id=f"session-{user_id}",
+        instance_name=instance_name,
+        chat_id="5511999990001@s.whatsapp.net",
+        channel="whatsapp",
+        session_name="+5511999990001",
+        user_id=user_id,
+        create_time=_now(),
+        last_message_time=_now(),
+        message_count=2,
+    )
+    return users_service_pb2.User(
+        id=user_id,
+        instance_name=instance_name,
+        channel="whatsapp",
+        identity="5511999990001@s.whatsapp.net",
+        display_name="Maria",
+        phone_number="+5511999990001",
+        first_seen_time=_now(),
+        last_seen_time=_now(),
+        message_count=2,
+        external_ids=[
+            users_service_pb2.ExternalId(
+                instance_name=instance_name, channel="whatsapp", external_id="5511999990001@s.whatsapp.net"
+            )
+        ],
+        sessions=[session],
+    )
+
+
+class FakeUsers(users_service_pb2_grpc.UsersServiceServicer):
+    """UsersService holding `users` by id; by-id calls honour the request's instance scope as the router does.
+
+    It changes nothing (a link, a delete or a reset answers as the router would and keeps the model), so the same
+    call answers the same for every key a test tries; the router's own suite covers the real changes."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.users: dict[str, Any] = {}
+
+    def _user(self, user_id: str, instance_name: str) -> Any:
+        user = self.users.get(user_id)
+        if user is None or (instance_name and user.instance_name != instance_name):
+            raise NotFoundError(f"user {user_id!r} not found", reason="USER_NOT_FOUND")
+        return user
+
+    def _session(self, session_id: str, instance_name: str) -> Any:
+        for user in self.users.values():
+            for session in user.sessions:
+                if session.id == session_id and (not instance_name or session.instance_name == instance_name):
+                    return session
+        raise NotFoundError(f"session {session_id!r} not found", reason="SESSION_NOT_FOUND")
+
+    async def ListUsers(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("ListUsers", request, context)) is not None:
+            return scripted
+        found = [
+            u
+            for u in self.users.values()
+            if (not request.instance_name or u.instance_name == request.instance_name)
+            and (not request.search or request.search.lower() in u.display_name.lower())
+        ]
+        offset = int(request.page_token or 0)
+        page = found[offset : offset + request.page_size]
+        return users_service_pb2.ListUsersResponse(users=page, total_count=len(found))
+
+    async def GetUser(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("GetUser", request, context)) is not None:
+            return scripted
+        return users_service_pb2.GetUserResponse(user=self._user(request.user_id, request.instance_name))
+
+    async def LinkUsers(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("LinkUsers", request, context)) is not None:
+            return scripted
+        if request.user_id == request.other_user_id:
+            raise InvalidArgumentError("a user cannot be linked to itself")
+        survivor = self._user(request.user_id, request.instance_name)
+        self._user(request.other_user_id, request.instance_name)
+        return users_service_pb2.LinkUsersResponse(user=survivor)
+
+    async def DeleteUser(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("DeleteUser", request, context)) is not None:
+            return scripted
+        user = self._user(request.user_id, request.instance_name)
+        return users_service_pb2.DeleteUserResponse(
+            sessions_deleted=len(user.sessions), traces_deleted=3, inbox_messages_deleted=1
+        )
+
+    async def ListSessions(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("ListSessions", request, context)) is not None:
+            return scripted
+        found = [
+            s
+            for u in self.users.values()
+            for s in u.sessions
+            if (not request.instance_name or s.instance_name == request.instance_name)
+            and (not request.user_id or s.user_id == request.user_id)
+        ]
+        return users_service_pb2.ListSessionsResponse(sessions=found, total_count=len(found))
+
+    async def GetSession(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("GetSession", request, context)) is not None:
+            return scripted
+        return users_service_pb2.GetSessionResponse(session=self._session(request.session_id, request.instance_name))
+
+    async def ResetSession(self, request: Any, context: Context) -> Any:
+        if (scripted := self.script.record("ResetSession", request, context)) is not None:
+            return scripted
+        reset = users_service_pb2.Session()
+        reset.CopyFrom(self._session(request.session_id, request.instance_name))
+        reset.id = f"{reset.id}-reset"
+        reset.message_count = 0
+        return users_service_pb2.ResetSessionResponse(session=reset)

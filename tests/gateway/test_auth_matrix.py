@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from gateway.app.main import create_app
 from tests.gateway.conftest import API_KEY, FakeMesh, gateway_settings, whatsapp_instance
-from tests.gateway.fakes import dead_letter, sample_trace
+from tests.gateway.fakes import dead_letter, fake_user, sample_trace
 
 OWN = "acme"
 OTHER = "globex"
@@ -36,6 +36,7 @@ ADMIN_ROUTES = frozenset(
         ("GET", "/api/v1/instances/discover"),
         ("POST", "/api/v1/instances/{name}/webhook-secret/rotate"),
         ("POST", "/api/v1/instances/{name}/agent-signing-secret/rotate"),
+        ("DELETE", "/api/v1/traces/cleanup"),
     }
 )
 """Operator-only routes; with every key-management route (`/instances/{name}/keys...`)."""
@@ -44,19 +45,44 @@ RESOURCE_ROUTES = frozenset(
     {
         ("GET", "/api/v1/traces"),
         ("GET", "/api/v1/traces/{trace_id}"),
+        ("GET", "/api/v1/traces/{trace_id}/payloads"),
+        ("GET", "/api/v1/traces/analytics/summary"),
         ("GET", "/api/v1/dead-letters"),
         ("POST", "/api/v1/dead-letters/{letter_id}/redeliver"),
+        ("GET", "/api/v1/access/rules"),
+        ("POST", "/api/v1/access/rules"),
+        ("DELETE", "/api/v1/access/rules/{rule_id}"),
+        ("POST", "/api/v1/access/check"),
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/users/{user_id}"),
+        ("POST", "/api/v1/users/{user_id}/link"),
+        ("DELETE", "/api/v1/users/{user_id}"),
+        ("GET", "/api/v1/sessions"),
+        ("GET", "/api/v1/sessions/{session_id}"),
+        ("POST", "/api/v1/sessions/{session_id}/reset"),
     }
 )
 
 TRACE_OF = {OWN: "0af7651916cd43dd8448eb211c80319c", OTHER: "1bf7651916cd43dd8448eb211c80319d"}
 LETTER_OF = {OWN: "dead-1", OTHER: "dead-2"}
+RULE_OF = {OWN: "rule-own", OTHER: "rule-other"}
+USER_OF = {OWN: "user-own", OTHER: "user-other"}
+USER_RPCS = frozenset({"GetUser", "LinkUsers", "DeleteUser", "GetSession", "ResetSession"})
+SECOND_OWN_USER = "user-own-2"
 
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/instances"): whatsapp_instance("newone"),
     ("PUT", "/api/v1/instances/{name}"): {"is_active": False},
     ("POST", "/api/v1/{instance}/send-text"): {"recipient": "+5511999999999", "text": "hi"},
     ("POST", "/api/v1/{instance}/send-media"): {"recipient": "+5511999999999", "media_url": "https://x.test/a.png"},
+    # Bodies that name the instance: a callable gets the instance the request is made for.
+    ("POST", "/api/v1/access/rules"): lambda instance: {
+        "phone_number": "+5511*",
+        "rule_type": "block",
+        "instance_name": instance,
+    },
+    ("POST", "/api/v1/users/{user_id}/link"): {"user_id": SECOND_OWN_USER},
+    ("POST", "/api/v1/access/check"): lambda instance: {"instance_name": instance, "phone_number": "+5511999999999"},
 }
 
 
@@ -85,6 +111,9 @@ class Route:
         """The path filled for `instance`; a list with no instance in its path filters on it."""
         values = {"trace_id": TRACE_OF.get(instance, "f" * 32), "letter_id": LETTER_OF.get(instance, "dead-0")}
         values["key_id"] = "key-1"
+        values["rule_id"] = RULE_OF.get(instance, "rule-0")
+        values["user_id"] = USER_OF.get(instance, "user-0")
+        values["session_id"] = f"session-{values['user_id']}"
         filled = re.sub(
             r"{(\w+)}", lambda m: instance if m[1] in INSTANCE_PARAMS else values.get(m[1], "item-1"), self.path
         )
@@ -92,8 +121,9 @@ class Route:
             filled += f"?instance_name={instance}"
         return filled
 
-    def body(self) -> Any:
-        return BODIES.get((self.method, self.path), {} if self.has_body else None)
+    def body(self, instance: str = OWN) -> Any:
+        body = BODIES.get((self.method, self.path), {} if self.has_body else None)
+        return body(instance) if callable(body) else body
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -134,6 +164,9 @@ async def tenants(mesh: FakeMesh, client: httpx.AsyncClient) -> Tenants:
         letter.message.instance_name = name
         mesh.ingress.letters.append(letter)
         mesh.ingress.dead.add(letter.id)
+        mesh.access.add_rule(name, "+5511*", RULE_OF[name])
+        mesh.users.users[USER_OF[name]] = fake_user(USER_OF[name], name)
+    mesh.users.users[SECOND_OWN_USER] = fake_user(SECOND_OWN_USER, OWN)
     return Tenants(mesh, mesh.router.add_api_key(OWN), mesh.router.add_api_key(OTHER))
 
 
@@ -147,7 +180,7 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 async def _call(http: httpx.AsyncClient, route: Route, instance: str, key: str | None) -> httpx.Response:
     headers = {} if key is None else {"x-api-key": key}
-    return await http.request(route.method, route.url(instance), json=route.body(), headers=headers)
+    return await http.request(route.method, route.url(instance), json=route.body(instance), headers=headers)
 
 
 def _calls(mesh: FakeMesh) -> dict[str, int]:
@@ -218,9 +251,14 @@ async def test_scoped_key_on_another_instances_route_is_404(
     if route.kind == "instance":
         assert not made
     else:
-        assert made <= {"GetTrace", "ListDeadLetters", "RedeliverDeadLetter"}
-        # Whatever reaches ingress is limited to the key's own instance (ingress answers 404 for another's letter).
-        for method in ("ListDeadLetters", "RedeliverDeadLetter"):
+        assert made <= {"GetTrace", "ListDeadLetters", "RedeliverDeadLetter", "DeleteRule", *USER_RPCS}
+        # The users service is asked only within the key's own instance (it answers 404 for another's user).
+        for method in USER_RPCS:
+            sent = tenants.mesh.script.calls.get(method, [])[before.get(method, 0) :]
+            assert all(request.instance_name == OWN for request in sent)
+        # Whatever reaches ingress (or the router's AccessService) is limited to the key's own instance (they answer
+        # 404 for another's letter or rule).
+        for method in ("ListDeadLetters", "RedeliverDeadLetter", "DeleteRule"):
             sent = tenants.mesh.script.calls.get(method, [])[before.get(method, 0) :]
             assert all(request.instance_name == OWN for request in sent)
 

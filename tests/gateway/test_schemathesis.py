@@ -20,7 +20,7 @@ import uvicorn
 from hypothesis import HealthCheck, Phase, settings
 from omni.channels.v1 import channels_service_pb2_grpc
 from omni.ingress.v1 import ingress_service_pb2_grpc
-from omni.router.v1 import router_service_pb2_grpc
+from omni.router.v1 import access_service_pb2_grpc, router_service_pb2_grpc, users_service_pb2_grpc
 from omni.tracing.v1 import tracing_service_pb2_grpc
 from schemathesis.checks import not_a_server_error
 
@@ -29,7 +29,7 @@ from gateway.app.mesh import MESH_SERVICES
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import add_health_and_reflection, bind, new_server, set_serving
 from tests.gateway.conftest import API_KEY, KNOWN_INSTANCE, gateway_settings, override_stubs
-from tests.gateway.fakes import FakeChannels, FakeIngress, FakeRouter, FakeTracing, Script
+from tests.gateway.fakes import FakeAccess, FakeChannels, FakeIngress, FakeRouter, FakeTracing, FakeUsers, Script
 
 EXAMPLES_PER_OPERATION = 12
 
@@ -91,6 +91,8 @@ class _Gateway:
         )
         channels_service_pb2_grpc.add_ChannelsServiceServicer_to_server(FakeChannels(script), grpc_server)
         tracing_service_pb2_grpc.add_TracingServiceServicer_to_server(FakeTracing(script), grpc_server)
+        users_service_pb2_grpc.add_UsersServiceServicer_to_server(FakeUsers(script), grpc_server)
+        access_service_pb2_grpc.add_AccessServiceServicer_to_server(FakeAccess(script), grpc_server)
         health = add_health_and_reflection(grpc_server, [])
         grpc_port = bind(grpc_server, "127.0.0.1", 0)
         await grpc_server.start()

@@ -15,8 +15,9 @@ import pytest
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from omni.channels.v1 import channels_service_pb2
+from omni.common.v1 import metrics_pb2
 from omni.ingress.v1 import ingress_service_pb2
-from omni.router.v1 import router_service_pb2
+from omni.router.v1 import access_service_pb2, router_service_pb2, users_service_pb2
 from omni.tracing.v1 import tracing_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
@@ -39,6 +40,9 @@ SCOPED_KEY = "omni_sk_scoped-key-of-acme"
 
 SERVICES: list[ServiceDescriptor] = [
     router_service_pb2.DESCRIPTOR.services_by_name["RouterService"],
+    access_service_pb2.DESCRIPTOR.services_by_name["AccessService"],
+    users_service_pb2.DESCRIPTOR.services_by_name["UsersService"],
+    metrics_pb2.DESCRIPTOR.services_by_name["MetricsService"],
     ingress_service_pb2.DESCRIPTOR.services_by_name["IngressService"],
     channels_service_pb2.DESCRIPTOR.services_by_name["ChannelsService"],
     tracing_service_pb2.DESCRIPTOR.services_by_name["TracingService"],

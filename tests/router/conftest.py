@@ -22,6 +22,8 @@ from servicekit.database import Database, migrate, open_database
 from servicekit.errors import InvalidArgumentError, OmniError
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import bind, new_server
+from services.router.access_servicer import AccessServicer
+from services.router.access_store import AccessRuleCache, AccessRuleRepository
 from services.router.api_key_store import ApiKeyRepository
 from services.router.channel_client import GrpcAccountChecker, GrpcChannelSender
 from services.router.config import Settings
@@ -157,6 +159,8 @@ class Harness:
     purger: RecordingPurger = field(default_factory=RecordingPurger)
     port: int = 0
     """The router server's port, for clients with other credentials than the harness stub's."""
+    access_cache: AccessRuleCache | None = None
+    """The router's in-memory access rules (AccessService writes through it)."""
 
     def spans(self, name: str) -> list[ReadableSpan]:
         return [s for s in self.exporter.get_finished_spans() if s.name == name]
@@ -236,7 +240,11 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     instances_repo = InstanceRepository(db, box, cache_seconds=2.0, on_delete=identities.forget_instance)
     broadcaster = InstanceBroadcaster(queue_size=50)
     purger = RecordingPurger()
+    access_rules = AccessRuleRepository(db)
+    access_cache = AccessRuleCache(access_rules, poll_seconds=0.1)
+    await access_cache.start()
     router = MessageRouter(
+        access=access_cache,
         instances=instances_repo,
         identities=identities,
         routes=RouteRepository(db),
@@ -259,14 +267,18 @@ async def harness(db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
         api_keys=ApiKeyService(ApiKeyRepository(db), instances_repo),
         port=0,
         tracing=False,
+        access=AccessServicer(rules=access_rules, cache=access_cache, instances=instances_repo),
     )
     await server.start()
     # As ingress, the router's main caller: it receives the channel and webhook secrets in clear, never the agent's.
     channel = open_channel(f"127.0.0.1:{port}", tracing=False, mesh=mesh_as("ingress"))
     stub = router_service_pb2_grpc.RouterServiceStub(channel)
     try:
-        yield Harness(stub, agent, channels, exporter, db, broadcaster, router, purger=purger, port=port)
+        harness = Harness(stub, agent, channels, exporter, db, broadcaster, router, purger=purger, port=port)
+        harness.access_cache = access_cache
+        yield harness
     finally:
+        await access_cache.stop()
         await channel.close(None)
         await server.stop(None)
         await router.aclose()

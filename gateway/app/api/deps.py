@@ -17,7 +17,16 @@ from omni.router.v1 import router_service_pb2
 
 from gateway.app.api.rpc import call
 from gateway.app.config import Settings
-from gateway.app.mesh import ChannelsStub, HealthStubMap, IngressStub, Mesh, RouterStub, TracingStub
+from gateway.app.mesh import (
+    AccessStub,
+    ChannelsStub,
+    HealthStubMap,
+    IngressStub,
+    Mesh,
+    RouterStub,
+    TracingStub,
+    UsersStub,
+)
 from servicekit.errors import OmniError, UnauthenticatedError, UnavailableError
 from servicekit.principal_cache import MISSING, PrincipalCache
 from servicekit.principals import ADMIN, SCOPED_KEY_PREFIX, Principal
@@ -59,6 +68,14 @@ async def get_router_stub(request: Request) -> RouterStub:
     return _mesh(request).router
 
 
+async def get_access_stub(request: Request) -> AccessStub:
+    """The AccessService stub (served by the router process)."""
+    stub = _mesh(request).access
+    if stub is None:
+        raise UnavailableError("the gateway has no AccessService stub", reason="GATEWAY_STARTING")
+    return stub
+
+
 async def get_ingress_stub(request: Request) -> IngressStub:
     """The IngressService stub."""
     return _mesh(request).ingress
@@ -74,6 +91,14 @@ async def get_tracing_stub(request: Request) -> TracingStub:
     return _mesh(request).tracing
 
 
+async def get_users_stub(request: Request) -> UsersStub:
+    """The UsersService stub (served by the router process)."""
+    stub = _mesh(request).users
+    if stub is None:
+        raise UnavailableError("the gateway has no UsersService stub", reason="GATEWAY_STARTING")
+    return stub
+
+
 async def get_health_stubs(request: Request) -> HealthStubMap:
     """One grpc.health.v1 stub per mesh service."""
     return _mesh(request).health
@@ -81,9 +106,11 @@ async def get_health_stubs(request: Request) -> HealthStubMap:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RouterStubDep = Annotated[RouterStub, Depends(get_router_stub)]
+AccessStubDep = Annotated[AccessStub, Depends(get_access_stub)]
 IngressStubDep = Annotated[IngressStub, Depends(get_ingress_stub)]
 ChannelsStubDep = Annotated[ChannelsStub, Depends(get_channels_stub)]
 TracingStubDep = Annotated[TracingStub, Depends(get_tracing_stub)]
+UsersStubDep = Annotated[UsersStub, Depends(get_users_stub)]
 HealthStubs = Annotated[HealthStubMap, Depends(get_health_stubs)]
 
 

@@ -11,9 +11,20 @@ from services.router.core.models import media_to_agent
 
 
 def build_agent_request(
-    instance: Instance, message: InboundMessage, *, user_id: str, session_id: str, session_name: str
+    instance: Instance,
+    message: InboundMessage,
+    *,
+    user_id: str,
+    session_id: str,
+    session_name: str,
+    agent_session_id: str = "",
+    agent_user_id: str = "",
 ) -> dict[str, Any]:
-    """The JSON object posted to `{agent_api_url}/api/agent/chat` (it never contains the agent's key)."""
+    """The JSON object posted to `{agent_api_url}/api/agent/chat` (it never contains the agent's key).
+
+    `agent_session_id`/`agent_user_id` are the ids the agent returned in its last reply in this session; they are
+    sent back (only when it returned some) beside the hub's own `session_id`/`user_id`, which stay stable, so an agent
+    that keys its memory on its own ids continues its conversation and one that does not sees nothing new."""
     phone = sender_phone_digits(message) if message.channel == "whatsapp" else ""
     quoted = None
     if message.quoted is not None:
@@ -33,6 +44,8 @@ def build_agent_request(
         "message_type": message.message_type or "text",
         "session_origin": message.channel.value,
         "agent": instance.default_agent,
+        **({"agent_session_id": agent_session_id} if agent_session_id else {}),
+        **({"agent_user_id": agent_user_id} if agent_user_id else {}),
         "user": {"phone_number": f"+{phone}" if phone else None, "email": None, "user_data": user_data},
         "media": [media_to_agent(m) for m in message.media],
         "context": {

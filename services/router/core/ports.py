@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from servicekit.instances import Instance
-from servicekit.messages import Profile
+from servicekit.messages import InboundMessage, Profile
+from services.router.core.access import Decision
 from services.router.core.models import ApiKey, ChannelAccount, OutgoingMessage, Person, RouteRecord
 
 Clock = Callable[[], float]
@@ -136,6 +137,23 @@ class IdentityStore(Protocol):
 
     async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:
         """Count one message for the user and the session, and refresh the user's name and phone."""
+        ...
+
+    async def agent_ids(self, session_id: str) -> tuple[str, str]:
+        """The (session id, user id) the agent returned in its last reply in the session ("" when none)."""
+        ...
+
+    async def store_agent_ids(self, session_id: str, agent_session_id: str, agent_user_id: str) -> None:
+        """Remember the ids the agent returned, to send them back on the session's next turn."""
+        ...
+
+
+class AccessChecker(Protocol):
+    """The access rules as RouteMessage asks them: from memory (`access_store.AccessRuleCache`), never per-message
+    SQL."""
+
+    def evaluate(self, instance: Instance, message: InboundMessage) -> Decision:
+        """Whether `message` may reach the agent of `instance`, and the rule (if any) that decided."""
         ...
 
 

@@ -29,19 +29,54 @@ from servicekit.errors import (
 from servicekit.instances import Instance
 from servicekit.messages import InboundMessage, OutboundPart
 from servicekit.telemetry import payload_json
+from services.router.core.access import Decision
 from services.router.core.agent_client import AgentClient, AgentPermanentError, AgentTransientError
 from services.router.core.agent_request import build_agent_request, media_parts
 from services.router.core.identity import person_of, session_name_of
 from services.router.core.keyed_lock import KeyedLock
 from services.router.core.media_resolver import MediaResolver
 from services.router.core.models import OutgoingMessage, RouteRecord, RouteResult
-from services.router.core.ports import ChannelSender, Clock, IdentityStore, InstanceStore, RouteStore
+from services.router.core.ports import (
+    AccessChecker,
+    ChannelSender,
+    Clock,
+    IdentityStore,
+    InstanceStore,
+    RouteStore,
+)
 from services.router.core.reply_splitter import split_reply
 from services.router.core.transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
 FALLBACK_KEY_SUFFIX = ":fallback"
+BLOCKED_KEY_SUFFIX = ":blocked"
+
+
+def agent_budget_spent(instance: Instance, attempt: int) -> bool:
+    """Whether this attempt is the instance's last agent attempt (`agent_max_attempts`; 0 leaves the budget to the
+    deployment's inbox retries, AUTOMAGIK_OMNI_INGRESS_MAX_ATTEMPTS)."""
+    return 0 < instance.agent_max_attempts <= attempt
+
+
+def _set_message_attributes(span: trace.Span, message: InboundMessage) -> None:
+    """What the message is (type, media, capped text): the trace list filters and text search read these."""
+    if message.message_type:
+        span.set_attribute(attrs.MESSAGE_TYPE, message.message_type)
+    span.set_attribute(attrs.HAS_MEDIA, bool(message.media))
+    if message.text:
+        span.set_attribute(attrs.MESSAGE_TEXT, message.text[: attrs.MESSAGE_TEXT_MAX_CHARS])
+
+
+def returned_agent_ids(raw: dict[str, Any], record: RouteRecord) -> tuple[str, str] | None:
+    """The (session id, user id) an agent's reply carries as its own, to send back on the session's next turn; None
+    when it carries neither (or only echoes the hub's ids, which it gets anyway)."""
+    session_id, user_id = raw.get("session_id"), raw.get("user_id")
+    own_session = session_id if isinstance(session_id, str) and session_id != record.session_id else ""
+    own_user = user_id if isinstance(user_id, str) and user_id != record.user_id else ""
+    if not own_session and not own_user:
+        return None
+    return own_session[:256], own_user[:256]
 
 
 class MessageRouter:
@@ -60,6 +95,7 @@ class MessageRouter:
         typing_delay: float = 1.0,
         media: MediaResolver | None = None,
         transcriber: Transcriber | None = None,
+        access: AccessChecker | None = None,
     ) -> None:
         self._instances = instances
         self._identities = identities
@@ -73,6 +109,7 @@ class MessageRouter:
         self._typing_delay = typing_delay
         self._media = media
         self._transcriber = transcriber
+        self._access = access
 
     async def route(self, message: InboundMessage, *, attempt: int = 1, final_attempt: bool = False) -> RouteResult:
         """Handle `message`; raises `UnavailableError` when a later attempt with the same message may succeed."""
@@ -94,11 +131,14 @@ class MessageRouter:
                 span.set_attribute(attrs.SOURCE_CHANNEL, message.channel)
                 span.set_attribute(attrs.SOURCE_USER_ID, message.sender.id)
                 span.set_attribute(attrs.ATTEMPT, attempt)
+                _set_message_attributes(span, message)
                 try:
-                    result = await self._route(message, final_attempt, span)
+                    result = await self._route(message, final_attempt, span, attempt=attempt)
                 except UnavailableError as exc:
-                    # No omni.status: the message is still in flight and will be retried.
+                    # No omni.status: the message is still in flight and will be retried. The attempt error shows on
+                    # the trace at once (the tracing service derives it), before the retry budget ends.
                     span.set_attribute("omni.retry_reason", exc.message)
+                    span.set_attribute(attrs.ATTEMPT_ERROR, exc.message)
                     raise
                 except OmniError as exc:
                     span.set_attribute(attrs.STATUS, attrs.STATUS_ERROR)
@@ -109,7 +149,9 @@ class MessageRouter:
                     span.set_attribute(attrs.ERROR_MESSAGE, result.error_message)
                 return result
 
-    async def _route(self, message: InboundMessage, final_attempt: bool, span: trace.Span) -> RouteResult:
+    async def _route(
+        self, message: InboundMessage, final_attempt: bool, span: trace.Span, *, attempt: int = 1
+    ) -> RouteResult:
         instance = await self._instances.get(message.instance_name)
         if instance is None:
             raise NotFoundError(f"instance {message.instance_name!r} not found", reason="INSTANCE_NOT_FOUND")
@@ -117,15 +159,20 @@ class MessageRouter:
             return RouteResult("ignored", "instance inactive")
         if message.channel != instance.channel:
             message = dataclasses.replace(message, channel=instance.channel)
-        record = await self._record(message, instance.id)
+        record = await self._record(message, instance.id, instance.session_id_prefix)
         span.set_attribute(attrs.USER_ID, record.user_id)
         span.set_attribute(attrs.SESSION_ID, record.session_id)
         if record.outcome is not None:
             return self._result(record, record.outcome, record.error_message, list(record.sent_message_ids))
+        if record.agent_reply is None and self._access is not None:
+            decision = self._access.evaluate(instance, message)
+            if not decision.allowed:
+                return await self._block(instance, message, record, decision, span)
         reply = record.agent_reply
         if reply is None:
-            reply = await self._ask_agent(instance, message, record, final_attempt, span)
+            reply = await self._ask_agent(instance, message, record, final_attempt, span, attempt=attempt)
         if "error" in reply:
+            span.set_attribute(attrs.ERROR_STAGE, "agent")
             if instance.fallback_text:
                 await self._send_fallback(instance, message, strict=True)
             return await self._finish(record, "error", str(reply["error"]), [])
@@ -136,16 +183,44 @@ class MessageRouter:
         try:
             sent = await self._channels.send(outgoing)
         except FailedPreconditionError as exc:
+            span.set_attribute(attrs.ERROR_STAGE, "channel")
             return await self._finish(record, "error", f"channel rejected the reply: {exc.message}", [])
         except UnavailableError as exc:
             raise UnavailableError(f"channel unavailable: {exc.message}", retry_after=exc.retry_after) from None
         except DeadlineExceededError as exc:
             raise UnavailableError(f"channel timed out: {exc.message}") from None
         except NotFoundError as exc:
+            span.set_attribute(attrs.ERROR_STAGE, "channel")
             return await self._finish(record, "error", f"channel does not know the instance: {exc.message}", [])
         return await self._finish(record, "sent", "", sent)
 
-    async def _record(self, message: InboundMessage, instance_id: str) -> RouteRecord:
+    async def _block(
+        self, instance: Instance, message: InboundMessage, record: RouteRecord, decision: Decision, span: trace.Span
+    ) -> RouteResult:
+        """End a message the access rules refuse: no agent call, the instance's `blocked_text` (if any) as the only
+        answer, and the outcome stored so a redelivery is not evaluated (or answered) again."""
+        if decision.rule is not None:
+            span.set_attribute(attrs.ACCESS_RULE_ID, decision.rule.id)
+            span.set_attribute(attrs.ACCESS_RULE_PATTERN, decision.rule.pattern)
+        sent: list[str] = []
+        if instance.blocked_text:
+            outgoing = OutgoingMessage(
+                instance_name=instance.name,
+                chat_id=message.chat_id,
+                parts=(OutboundPart(text=instance.blocked_text),),
+                idempotency_key=f"{message.id}{BLOCKED_KEY_SUFFIX}",
+                thread_id=message.thread_id,
+            )
+            span.set_attribute(attrs.PAYLOAD_OUTGOING, payload_json(outgoing.snapshot()))
+            try:
+                sent = await self._channels.send(outgoing)
+            except (UnavailableError, DeadlineExceededError) as exc:
+                raise UnavailableError(f"channel unavailable for the blocked text: {exc.message}") from None
+            except OmniError as exc:
+                log.warning("blocked text for message %s refused: %s", message.id, exc.message)
+        return await self._finish(record, "blocked", decision.reason, sent)
+
+    async def _record(self, message: InboundMessage, instance_id: str, session_prefix: str = "") -> RouteRecord:
         """The idempotency record of `message`, created (with user and session) on the first attempt.
 
         User and session ids derive from the instance's immutable id, so a deleted and recreated instance of the same
@@ -159,7 +234,7 @@ class MessageRouter:
             message.instance_name,
             message.channel,
             message.chat_id,
-            session_name_of(message),
+            session_prefix + session_name_of(message),
             user_id,
             now,
             instance_id=instance_id,
@@ -178,6 +253,8 @@ class MessageRouter:
         record: RouteRecord,
         final_attempt: bool,
         span: trace.Span,
+        *,
+        attempt: int = 1,
     ) -> dict[str, Any]:
         """Call the agent and store its answer (or its permanent failure); transient failures raise."""
         if not instance.agent_api_url:
@@ -189,12 +266,15 @@ class MessageRouter:
         except BaseException:
             typing.cancel()
             raise
+        agent_ids = await self._identities.agent_ids(record.session_id)
         body = build_agent_request(
             instance,
             message,
             user_id=record.user_id,
             session_id=record.session_id,
-            session_name=session_name_of(message),
+            session_name=instance.session_id_prefix + session_name_of(message),
+            agent_session_id=agent_ids[0],
+            agent_user_id=agent_ids[1],
         )
         span.set_attribute(attrs.PAYLOAD_AGENT_REQUEST, payload_json(body))
         try:
@@ -208,6 +288,12 @@ class MessageRouter:
             )
         except AgentTransientError as exc:
             typing.cancel()
+            if agent_budget_spent(instance, attempt):
+                # The instance's own retry budget (agent_max_attempts) ends here, before the deployment's: a final
+                # error (fallback text, trace `error`) instead of UNAVAILABLE, so ingress stops retrying.
+                span.set_attribute(attrs.PAYLOAD_AGENT_RESPONSE, payload_json({"error": exc.message}))
+                reply = {"error": f"agent failed after {attempt} attempts: {exc.message}"}
+                return await self._routes.store_reply(message.id, reply, self._clock())
             if final_attempt and instance.fallback_text:
                 await self._send_fallback(instance, message, strict=False)
             raise UnavailableError(f"agent unreachable: {exc.message}") from None
@@ -219,6 +305,9 @@ class MessageRouter:
             typing.cancel()
             span.set_attribute(attrs.PAYLOAD_AGENT_RESPONSE, payload_json(answer.raw))
             reply = {"text": answer.text, "media": answer.media, "actions": answer.actions}
+            returned = returned_agent_ids(answer.raw, record)
+            if returned is not None and returned != agent_ids:
+                await self._identities.store_agent_ids(record.session_id, *returned)
         return await self._routes.store_reply(message.id, reply, self._clock())
 
     async def _prepare_media(self, instance: Instance, message: InboundMessage) -> InboundMessage:

@@ -510,3 +510,59 @@ class GetMediaResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMediaResponse: _TypeAlias = GetMediaResponse  # noqa: Y015
+
+@_typing.final
+class EraseUserRequest(_message.Message):
+    """EraseUserRequest names a person's messages on one instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_NAME_FIELD_NUMBER: _builtins.int
+    CHAT_IDS_FIELD_NUMBER: _builtins.int
+    SENDER_IDS_FIELD_NUMBER: _builtins.int
+    instance_name: _builtins.str
+    """instance_name is the instance the messages came to."""
+    @_builtins.property
+    def chat_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """chat_ids are the chats the person wrote in."""
+
+    @_builtins.property
+    def sender_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """sender_ids are the person's ids on that instance's channel."""
+
+    def __init__(
+        self,
+        *,
+        instance_name: _builtins.str = ...,
+        chat_ids: _abc.Iterable[_builtins.str] | None = ...,
+        sender_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_ids", b"chat_ids", "instance_name", b"instance_name", "sender_ids", b"sender_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseUserRequest: _TypeAlias = EraseUserRequest  # noqa: Y015
+
+@_typing.final
+class EraseUserResponse(_message.Message):
+    """EraseUserResponse counts what went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_DELETED_FIELD_NUMBER: _builtins.int
+    messages_deleted: _builtins.int
+    """messages_deleted is how many inbox rows were deleted."""
+    def __init__(
+        self,
+        *,
+        messages_deleted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages_deleted", b"messages_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseUserResponse: _TypeAlias = EraseUserResponse  # noqa: Y015

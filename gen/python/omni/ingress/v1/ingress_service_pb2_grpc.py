@@ -71,6 +71,11 @@ class IngressServiceStub:
                 request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.SerializeToString,
                 response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceResponse.FromString,
                 _registered_method=True)
+        self.EraseUser = channel.unary_unary(
+                '/omni.ingress.v1.IngressService/EraseUser',
+                request_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.EraseUserRequest.SerializeToString,
+                response_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.EraseUserResponse.FromString,
+                _registered_method=True)
 
 
 class IngressServiceServicer:
@@ -134,6 +139,14 @@ class IngressServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseUser(self, request, context):
+        """EraseUser deletes a person's messages on an instance from the inbox (and their stored files): those of the
+        given chats sent under one of the given sender ids. The router calls it when a user is erased. Mesh only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngressServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +184,11 @@ def add_IngressServiceServicer_to_server(servicer, server):
                     servicer.PurgeInstance,
                     request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.FromString,
                     response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceResponse.SerializeToString,
+            ),
+            'EraseUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseUser,
+                    request_deserializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.EraseUserRequest.FromString,
+                    response_serializer=omni_dot_ingress_dot_v1_dot_ingress__service__pb2.EraseUserResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -364,6 +382,33 @@ class IngressService:
             '/omni.ingress.v1.IngressService/PurgeInstance',
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceRequest.SerializeToString,
             omni_dot_ingress_dot_v1_dot_ingress__service__pb2.PurgeInstanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/omni.ingress.v1.IngressService/EraseUser',
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.EraseUserRequest.SerializeToString,
+            omni_dot_ingress_dot_v1_dot_ingress__service__pb2.EraseUserResponse.FromString,
             options,
             channel_credentials,
             insecure,

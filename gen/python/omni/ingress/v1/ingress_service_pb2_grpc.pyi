@@ -62,6 +62,10 @@ class IngressServiceStub:
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
     deleted, so a new instance with the same name inherits nothing). Idempotent.
     """
+    EraseUser: _grpc.UnaryUnaryMultiCallable[_ingress_service_pb2.EraseUserRequest, _ingress_service_pb2.EraseUserResponse]
+    """EraseUser deletes a person's messages on an instance from the inbox (and their stored files): those of the
+    given chats sent under one of the given sender ids. The router calls it when a user is erased. Mesh only.
+    """
 
 @_typing.type_check_only
 class IngressServiceAsyncStub(IngressServiceStub):
@@ -96,6 +100,10 @@ class IngressServiceAsyncStub(IngressServiceStub):
     PurgeInstance: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.PurgeInstanceRequest, _ingress_service_pb2.PurgeInstanceResponse]  # type: ignore[assignment]
     """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
     deleted, so a new instance with the same name inherits nothing). Idempotent.
+    """
+    EraseUser: _aio.UnaryUnaryMultiCallable[_ingress_service_pb2.EraseUserRequest, _ingress_service_pb2.EraseUserResponse]  # type: ignore[assignment]
+    """EraseUser deletes a person's messages on an instance from the inbox (and their stored files): those of the
+    given chats sent under one of the given sender ids. The router calls it when a user is erased. Mesh only.
     """
 
 class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -170,6 +178,16 @@ class IngressServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ingress_service_pb2.PurgeInstanceResponse, _abc.Awaitable[_ingress_service_pb2.PurgeInstanceResponse]]:
         """PurgeInstance deletes everything this service keeps for an instance (the router calls it when the instance is
         deleted, so a new instance with the same name inherits nothing). Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def EraseUser(
+        self,
+        request: _ingress_service_pb2.EraseUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingress_service_pb2.EraseUserResponse, _abc.Awaitable[_ingress_service_pb2.EraseUserResponse]]:
+        """EraseUser deletes a person's messages on an instance from the inbox (and their stored files): those of the
+        given chats sent under one of the given sender ids. The router calls it when a user is erased. Mesh only.
         """
 
 def add_IngressServiceServicer_to_server(servicer: IngressServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
