@@ -79,6 +79,9 @@ IGNORED_WEBHOOKS = Counter(
     ("channel", "traced"),
     registry=REGISTRY,
 )
+INBOX_BACKLOG = Gauge(
+    "omni_inbox_backlog", "Accepted messages not handled yet (received or out for delivery).", registry=REGISTRY
+)
 DEAD_LETTERS = Gauge("omni_dead_letters", "Inbox messages whose delivery gave up (dead letters).", registry=REGISTRY)
 
 

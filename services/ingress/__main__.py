@@ -18,7 +18,7 @@ from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.instances import Instance
 from servicekit.logs import configure_logging
 from servicekit.mesh_auth import mesh_credentials_or_exit
-from servicekit.metrics import DEAD_LETTERS, add_metrics_service
+from servicekit.metrics import DEAD_LETTERS, INBOX_BACKLOG, add_metrics_service
 from servicekit.retention import RetentionTask, delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
@@ -139,6 +139,7 @@ async def main() -> None:
         async def refresh_metrics() -> None:
             # Read at scrape time: the dead letters are rows every replica shares, not a per-process count.
             DEAD_LETTERS.set((await core.list_dead_letters("", 1, 1))[1])
+            INBOX_BACKLOG.set(await store.count_backlog())
 
         add_metrics_service(server, refresh=refresh_metrics)
         await server.start()

@@ -415,6 +415,12 @@ class InboxStore:
                 )
         return deleted
 
+    async def count_backlog(self) -> int:
+        """How many accepted messages are not handled yet (received or out for delivery): the inbox backlog gauge,
+        read from the partial index of unfinished rows."""
+        row = await self._db.fetchrow("SELECT count(*) AS n FROM inbox WHERE state IN ('received', 'dispatched')")
+        return int(row["n"]) if row else 0
+
     async def count_by_state(self) -> dict[str, int]:
         """How many rows are in each state (for tests and diagnostics)."""
         rows = await self._db.fetch("SELECT state, count(*) AS n FROM inbox GROUP BY state")

@@ -361,11 +361,14 @@ class InstanceRepository:
                 self._on_delete(name)
 
     async def _delete(self, name: str) -> bool:
-        """Delete the instance with its users, identities, sessions and routes; False when it did not exist."""
+        """Delete the instance with its users, identities, sessions, routes, keys and access rules (bumping the rules'
+        version, so every router's cache drops them); False when it did not exist."""
         async with self._db.transaction() as tx:
             deleted = await tx.execute("DELETE FROM instances WHERE name = $1", name)
             for table in ("user_identities", "users", "sessions", "routes", "api_keys"):
                 await tx.execute(f"DELETE FROM {table} WHERE instance_name = $1", name)
+            if await tx.execute("DELETE FROM access_rules WHERE instance_name = $1", name):
+                await tx.execute("UPDATE access_rules_version SET version = version + 1 WHERE id = 1")
         return deleted > 0
 
 

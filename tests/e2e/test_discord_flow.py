@@ -582,3 +582,21 @@ async def _answers(port: int) -> bool:
     except Exception:
         return False
     return True
+
+
+# ---------------------------------------------------------------------- access rules
+
+
+async def test_a_blocked_discord_user_gets_nothing_and_the_trace_names_the_rule(discord_world: DiscordWorld) -> None:
+    world = discord_world
+    tenant = await world.new_tenant()
+    rule_body = {"sender_id": tenant.user.id, "rule_type": "block", "instance_name": tenant.instance}
+    async with world.mesh.client.post("/api/v1/access/rules", json=rule_body) as response:
+        rule = await response.json()
+        assert response.status == 201, rule
+    message = await world.discord.send_dm(tenant.bot.id, tenant.user.id, "let me in")
+    trace = await trace_of(world, tenant, message["id"], "blocked")
+    assert rule["id"] in trace["error_message"]
+    await asyncio.sleep(1.0)  # a reply now would be a leak
+    assert sent_by(world, tenant) == []
+    assert calls_of(world, tenant) == []

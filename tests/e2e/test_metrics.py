@@ -61,6 +61,7 @@ async def test_a_sent_message_is_counted_with_latency_histograms(world: World) -
     assert value(samples, "omni_metrics_source_up", service="ingress") == 1
     assert value(samples, "omni_metrics_source_up", service="tracing") == 1
     assert ("omni_dead_letters", frozenset({("service", "ingress")})) in samples
+    assert ("omni_inbox_backlog", frozenset({("service", "ingress")})) in samples
     assert not any(instance in str(labels) for _, labels in samples), "no tenant name on the page"
 
 

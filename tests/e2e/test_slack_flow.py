@@ -213,3 +213,27 @@ async def test_contacts_are_the_workspaces_people_paged_by_name(world: SlackWorl
     assert len(set(ids)) == 4
     code, found = await world.mesh.get_json(f"/api/v1/{ws.instance}/contacts", search="carl")
     assert [c["name"] for c in found["contacts"]] == ["Carla"]
+
+
+async def test_a_blocked_slack_user_gets_nothing_and_the_trace_names_the_rule(world: SlackWorld) -> None:
+    ws = await world.new_workspace()
+    rule_body = {"sender_id": ws.user.id, "rule_type": "block", "instance_name": ws.instance}
+    async with world.mesh.client.post("/api/v1/access/rules", json=rule_body) as response:
+        rule = await response.json()
+        assert response.status == 201, rule
+    dm = world.slack.open_dm(ws.bot, ws.user.id)
+    _, deliveries = await world.slack.post_user_message(dm.id, ws.user.id, "blocked hello")
+    assert [d.status for d in deliveries] == [200]
+
+    async def blocked() -> dict[str, Any] | None:
+        code, listing = await world.mesh.get_json("/api/v1/traces", instance_name=ws.instance, status="blocked")
+        assert code == 200, listing
+        return listing["traces"][0] if listing["traces"] else None
+
+    summary = await eventually(blocked, timeout=15)
+    code, trace = await world.mesh.get_json(f"/api/v1/traces/{summary['trace_id']}")
+    assert code == 200
+    assert rule["id"] in trace["error_message"]
+    await asyncio.sleep(1.0)  # a reply now would be a leak
+    assert not [p for p in world.slack.posts if p.bot_user_id == ws.bot.user_id and p.channel == dm.id]
+    assert not [c for c in world.agent.calls if c.get("message") == "blocked hello"]

@@ -212,3 +212,13 @@ async def test_allowlist_mode_lets_only_allowed_senders_reach_the_agent(harness:
     stranger = inbound("a-3", sender_id="5521999990001@s.whatsapp.net", chat_id="5521999990001@s.whatsapp.net")
     assert (await route(harness, stranger)).outcome == BLOCKED
     assert len(harness.agent.calls) == 1
+
+
+async def test_deleting_an_instance_deletes_its_rules_and_keeps_the_global_ones(harness: Harness) -> None:
+    await create_instance(harness, "gone")
+    async with access_client(harness) as client:
+        await add_rule(client, "+5511*", BLOCK, "gone")
+        kept = await add_rule(client, "+5521*", BLOCK)
+        await harness.stub.DeleteInstance(router_service_pb2.DeleteInstanceRequest(name="gone"))
+        listed = await client.ListRules(access_service_pb2.ListRulesRequest(), metadata=key(ADMIN_KEY))
+        assert [r.id for r in listed.rules] == [kept.id]
