@@ -181,8 +181,8 @@ class ChannelsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListContacts(self, request, context):
-        """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
-        name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+        """ListContacts pages through the people the instance's account can reach, in an order where new contacts come last
+        on WhatsApp (Evolution's creation order) and by name on Slack. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
         UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -58,8 +58,8 @@ class ChannelsServiceStub:
     Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
     """
     ListContacts: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.ListContactsRequest, _channels_service_pb2.ListContactsResponse]
-    """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
-    name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+    """ListContacts pages through the people the instance's account can reach, in an order where new contacts come last
+    on WhatsApp (Evolution's creation order) and by name on Slack. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
     UNAVAILABLE.
     """
     RegisterWebhook: _grpc.UnaryUnaryMultiCallable[_channels_service_pb2.RegisterWebhookRequest, _channels_service_pb2.RegisterWebhookResponse]
@@ -150,8 +150,8 @@ class ChannelsServiceAsyncStub(ChannelsServiceStub):
     Errors: NOT_FOUND (unknown instance), UNAVAILABLE.
     """
     ListContacts: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.ListContactsRequest, _channels_service_pb2.ListContactsResponse]  # type: ignore[assignment]
-    """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
-    name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+    """ListContacts pages through the people the instance's account can reach, in an order where new contacts come last
+    on WhatsApp (Evolution's creation order) and by name on Slack. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
     UNAVAILABLE.
     """
     RegisterWebhook: _aio.UnaryUnaryMultiCallable[_channels_service_pb2.RegisterWebhookRequest, _channels_service_pb2.RegisterWebhookResponse]  # type: ignore[assignment]
@@ -275,8 +275,8 @@ class ChannelsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _channels_service_pb2.ListContactsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_channels_service_pb2.ListContactsResponse, _abc.Awaitable[_channels_service_pb2.ListContactsResponse]]:
-        """ListContacts pages through the people the instance's account can reach (a Slack workspace's users), ordered by
-        name. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
+        """ListContacts pages through the people the instance's account can reach, in an order where new contacts come last
+        on WhatsApp (Evolution's creation order) and by name on Slack. Errors: NOT_FOUND (unknown instance), FAILED_PRECONDITION (the channel has no contact list here yet),
         UNAVAILABLE.
         """
 
