@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from typing import Any
 
@@ -163,6 +165,22 @@ async def test_agent_5xx_twice_then_ok_within_budget(harness: Harness) -> None:
     assert len(harness.agent.calls) == 3
     assert harness.channels.delivered == ["Echo: Hello!"]
     assert harness.spans("agent.call")[0].attributes["omni.agent.attempts"] == 3  # type: ignore[index]
+
+
+async def test_an_agent_that_keeps_failing_ends_the_attempt_after_three_tries_not_at_agent_timeout(
+    harness: Harness,
+) -> None:
+    await setup_instance(harness, agent_timeout_seconds=60)
+    harness.agent.fail_next(1_000, status=500)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await route(harness, inbound())
+    assert loop.time() - started < 5  # not the 60 s budget: the inbox's retry, shown on the trace, takes over
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "agent unreachable after 3 tries" in (err.value.details() or "")
+    assert len(harness.agent.calls) == 3
+    assert "HTTP 500" in str(route_span_attributes(harness)["omni.attempt_error"])
 
 
 async def test_agent_4xx_is_a_final_error(harness: Harness) -> None:

@@ -1,9 +1,11 @@
 """Calls a tenant's agent per the public agent contract (`POST {agent_api_url}/api/agent/chat`).
 
 One shared aiohttp session serves every call (connection reuse matters on the hot path). The instance's
-`agent_timeout_seconds` bounds the whole call, retries included: connection failures and 5xx answers are retried
-with a short back-off while the budget lasts, because agents restart and load balancers hiccup. A 4xx, invalid JSON
-or a non-object body will not get better on retry and is reported as permanent.
+`agent_timeout_seconds` bounds the whole call, retries included. Connection failures and 5xx answers are tried again
+at most `max_tries` times in all with a short back-off (a load balancer's hiccup or a restart of a second), then the
+call fails as transient: the inbox's own retry, with its longer back-off, takes over, and the failed attempt shows on
+the message's trace at once (error, attempt count, next retry) instead of after `agent_timeout` seconds of silent
+retrying. A 4xx, invalid JSON or a non-object body will not get better on retry and is reported as permanent.
 
 Hygiene (the agent is the tenant's server, not ours): a redirect is never followed (it is a permanent error naming
 its Location, since following it would carry the API key to a host nobody validated); the reply is read at most
@@ -39,6 +41,8 @@ TEXT_KEYS = ("text", "message", "response", "content")
 """Where the reply text may be, in order of preference."""
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 """Largest agent reply read (1 MiB): far above any chat answer, far below what would hurt the router."""
+DEFAULT_MAX_TRIES = 3
+"""Requests per call (one attempt of the inbox): 3 tries over ~0.35 s of back-off ride out a hiccup, not an outage."""
 ERROR_SNIPPET_BYTES = 200
 """How much of a non-2xx body is read: enough for the error message, whatever the body's size."""
 
@@ -104,12 +108,14 @@ class AgentClient:
         self,
         session: aiohttp.ClientSession,
         *,
-        backoff: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0),
+        backoff: tuple[float, ...] = (0.1, 0.25),
+        max_tries: int = DEFAULT_MAX_TRIES,
         tracer: trace.Tracer | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._session = session
         self._backoff = backoff
+        self._max_tries = max(1, max_tries)
         self._tracer = tracer or trace.get_tracer("omni.router")
         self._max_response_bytes = max_response_bytes
 
@@ -180,12 +186,13 @@ class AgentClient:
                     if status < 500:
                         raise self._permanent(span, f"agent returned HTTP {status}: {snippet}", status)
                     last_error = f"HTTP {status}: {snippet}"
-                pause = self._backoff[min(attempt - 1, len(self._backoff) - 1)]
-                if deadline - loop.time() <= pause:
+                pause = self._backoff[min(attempt - 1, len(self._backoff) - 1)] if self._backoff else 0.0
+                if attempt >= self._max_tries or deadline - loop.time() <= pause:
                     break
                 log.debug("agent call attempt %d failed (%s); retrying in %.2fs", attempt, last_error, pause)
                 await asyncio.sleep(pause)
-            message = f"agent unreachable after {attempt} attempt(s) within {budget:g}s: {last_error}"
+            tries = "1 try" if attempt == 1 else f"{attempt} tries"
+            message = f"agent unreachable after {tries} in {budget - (deadline - loop.time()):.1f}s: {last_error}"
             span.set_attribute(attrs.ERROR_MESSAGE, message)
             raise AgentTransientError(message)
 
