@@ -10,13 +10,11 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from omni.tracing.v1 import trace_pb2, tracing_service_pb2, tracing_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from servicekit.errors import FailedPreconditionError, NotFoundError
+from servicekit.errors import NotFoundError
 from servicekit.principals import current_principal
 from services.tracing.core import SpanRecord, Trace, TraceQuery, TracingCore
-from services.tracing.core.erasure import erase_sender
 from services.tracing.core.models import AnalyticsQuery, Bucket, DurationStats
 from services.tracing.otlp import notify_exported, spans_from_request
-from services.tracing.storage import TraceStore
 
 _STATUS_TO_PROTO = {
     "processing": trace_pb2.TRACE_STATUS_PROCESSING,
@@ -205,9 +203,8 @@ class TracingServicer(tracing_service_pb2_grpc.TracingServiceServicer):
     async def EraseSender(
         self, request: tracing_service_pb2.EraseSenderRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> tracing_service_pb2.EraseSenderResponse:
-        # Mesh only (not a public RPC): the router erases a user. The core's store is the one erasure acts on.
-        store = self._core._store
-        if not isinstance(store, TraceStore):
-            raise FailedPreconditionError("this tracing store cannot erase traces")
-        deleted = await erase_sender(store, request.instance_name, list(request.sender_ids), list(request.session_ids))
+        # Mesh only (not a public RPC): the router erases a user.
+        deleted = await self._core.erase_sender(
+            request.instance_name, list(request.sender_ids), list(request.session_ids)
+        )
         return tracing_service_pb2.EraseSenderResponse(traces_deleted=deleted)

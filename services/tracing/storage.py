@@ -128,10 +128,22 @@ MIGRATIONS = [
             " message_type, error_stage, duration_ms, agent_duration_ns)",
         ],
     ),
+    Migration(
+        4,
+        "erased_traces",
+        [
+            # The traces a person's erasure deleted: a span of one that is still on its way (another service
+            # exports it later) is dropped on arrival instead of bringing a partial trace back (core/erasure.py).
+            "CREATE TABLE erased_traces (trace_id TEXT PRIMARY KEY, erased_at DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX erased_traces_erased_at ON erased_traces (erased_at)",
+        ],
+    ),
 ]
 
 _MAX_TEXT_FILTER = 200
 """Longest text search accepted (the LIKE scan is bounded by the time window and this)."""
+
+_ERASED_COLUMNS: tuple[tuple[str, str], ...] = (("trace_id", "text"), ("erased_at", "float8"))
 
 _LINK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("instance_name", "text"),
@@ -474,6 +486,23 @@ class SqlIngestBatch:
         )
         return {row["trace_id"]: _aggregate_from_row(row) for row in rows}
 
+    async def erased_among(self, trace_ids: Sequence[str]) -> set[str]:
+        """Which of these traces an erasure deleted."""
+        if not trace_ids:
+            return set()
+        rows = await self._tx.fetch(
+            f"SELECT trace_id FROM erased_traces WHERE trace_id IN ({self._bulk.id_set('$1')})",
+            self._bulk.id_param(sorted(set(trace_ids))),
+        )
+        return {row["trace_id"] for row in rows}
+
+    async def discard(self, trace_ids: Sequence[str]) -> None:
+        """Remove what this batch wrote for these traces (spans, trace rows, links)."""
+        if trace_ids:
+            param = self._bulk.id_param(sorted(set(trace_ids)))
+            for table in ("spans", "traces", "message_links"):
+                await self._tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:
         """Write the aggregates back; payload texts are only written where they changed."""
         rows = [_aggregate_row(a, updated_at) for a in sorted(aggregates, key=lambda a: a.trace_id)]
@@ -721,9 +750,12 @@ class TraceStore:
             await tx.execute("DELETE FROM message_links WHERE instance_name = $1", instance_name)
         return deleted
 
-    async def erase_sender(self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str]) -> int:
+    async def erase_sender(
+        self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str], erased_at: float
+    ) -> int:
         """Delete the instance's traces sent under one of `sender_ids` or in one of `session_ids`, with their spans,
-        links and events (core/erasure.py); returns how many traces went."""
+        links and events, and remember their ids so late spans are dropped (core/erasure.py); returns how many
+        traces went."""
         rows = await self._db.fetch(
             f"SELECT trace_id FROM traces WHERE instance_name = $1 AND (source_user_id IN ({self._bulk.id_set('$2')})"
             f" OR session_id IN ({self._bulk.id_set('$3')}))",
@@ -735,16 +767,27 @@ class TraceStore:
         if ids:
             param = self._bulk.id_param(ids)
             async with self._db.transaction() as tx:
-                for table in ("spans", "traces", "message_links", "message_events"):
+                # The trace rows first: deleting one waits for a batch that holds it locked (lock_traces), so the
+                # spans that batch committed are seen, and deleted, by the next statement.
+                for table in ("traces", "spans", "message_links", "message_events"):
                     await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+                await self._bulk.insert(
+                    tx,
+                    "erased_traces",
+                    _ERASED_COLUMNS,
+                    [(trace_id, erased_at) for trace_id in sorted(ids)],
+                    "ON CONFLICT (trace_id) DO NOTHING",
+                )
         return len(ids)
 
     async def delete_older_than(self, cutoff: float, chunk: int = 1000) -> int:
         """Delete traces created before `cutoff` (epoch seconds) and their spans, `chunk` traces per transaction
         so a large backlog never holds one huge transaction; returns the number of traces deleted."""
         deleted = await self._delete_traces("WHERE created_at < $1 ORDER BY created_at", cutoff, chunk)
-        # Events about messages whose trace never came (a receipt of a message sent outside the hub) expire too.
+        # Events about messages whose trace never came (a receipt of a message sent outside the hub) expire too, and
+        # so do erasure marks: no span of a trace that old is still on its way.
         await self._db.execute("DELETE FROM message_events WHERE trace_id = '' AND received_at < $1", cutoff)
+        await self._db.execute("DELETE FROM erased_traces WHERE erased_at < $1", cutoff)
         return deleted
 
     async def _delete_traces(self, where: str, arg: object, chunk: int) -> int:

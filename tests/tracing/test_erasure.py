@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from servicekit.database import Database
@@ -10,6 +12,7 @@ from services.tracing.core import TracingCore
 from services.tracing.core.erasure import erase_sender
 from services.tracing.storage import TraceStore
 from tests.tracing.builders import message_spans
+from tests.tracing.conftest import Clock
 
 
 def _id(n: int) -> str:
@@ -41,3 +44,53 @@ async def test_a_one_to_one_session_goes_whole(core: TracingCore, tracing_db: Da
 async def test_erasure_needs_an_instance(tracing_db: Database) -> None:
     with pytest.raises(InvalidArgumentError):
         await erase_sender(TraceStore(tracing_db), "", ["x"], [])
+
+
+async def test_a_span_arriving_after_the_erasure_does_not_bring_the_trace_back(
+    core: TracingCore, tracing_db: Database
+) -> None:
+    maria = _id(5)
+    accept, *rest = message_spans(maria, user="maria@s.whatsapp.net")
+    await core.ingest([accept])
+    assert await core.erase_sender("acme", ["maria@s.whatsapp.net"], []) == 1
+
+    # The router and channels export their spans later (or an exporter retries a batch): they are dropped.
+    assert await core.ingest(rest) == len(rest)
+    with pytest.raises(NotFoundError):
+        await core.get_trace(maria)
+    for table in ("spans", "traces", "message_links"):
+        assert await tracing_db.fetchval(f"SELECT count(*) FROM {table} WHERE trace_id = $1", maria) == 0
+    # Another sender's trace in the same batch is kept.
+    other = _id(6)
+    await core.ingest([*message_spans(other, user="joao@s.whatsapp.net"), *rest])
+    assert (await core.get_trace(other)).payloads
+
+
+async def test_erasure_marks_expire_with_retention(core: TracingCore, tracing_db: Database, clock: Clock) -> None:
+    await core.ingest(message_spans(_id(7), user="maria@s.whatsapp.net"))
+    await core.erase_sender("acme", ["maria@s.whatsapp.net"], [])
+    assert await tracing_db.fetchval("SELECT count(*) FROM erased_traces") == 1
+    clock.now += 31 * 86_400
+    await core.purge(retention_days=30)
+    assert await tracing_db.fetchval("SELECT count(*) FROM erased_traces") == 0
+
+
+async def test_concurrent_batches_and_an_erasure_leave_no_partial_trace(
+    core: TracingCore, tracing_db: Database
+) -> None:
+    traces = [_id(100 + n) for n in range(20)]
+    first = [message_spans(t, user="maria@s.whatsapp.net")[:1] for t in traces]
+    later = [message_spans(t, user="maria@s.whatsapp.net")[1:] for t in traces]
+    for spans in first:
+        await core.ingest(spans)
+    await asyncio.gather(
+        *(core.ingest(spans) for spans in later), core.erase_sender("acme", ["maria@s.whatsapp.net"], [])
+    )
+    # Whatever the interleaving, each trace is either erased whole or (a batch that committed first) still
+    # complete enough to be found by the next erasure: nothing of Maria's survives a second pass.
+    await core.erase_sender("acme", ["maria@s.whatsapp.net"], [])
+    assert (
+        await tracing_db.fetchval("SELECT count(*) FROM traces WHERE source_user_id = $1", "maria@s.whatsapp.net") == 0
+    )
+    for trace_id in traces:
+        assert await tracing_db.fetchval("SELECT count(*) FROM spans WHERE trace_id = $1", trace_id) == 0

@@ -4,11 +4,16 @@ Decision: the traces are deleted, spans and all, rather than having their payloa
 carry the payloads as attributes too, and its summary keeps the sender id, chat and message type: nulling the
 payload columns would leave personal data behind. The traces of a person's one-to-one sessions go whole; in a
 group only the messages they sent (by sender id) go, so nobody else's traces are touched.
+
+Spans of an erased trace may still be on their way (each service exports on its own schedule, and the OTLP exporters
+retry): the erased trace ids are kept (until retention) and such spans are dropped on arrival, so an erasure is not
+undone by a partial trace that reappears a second later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from servicekit.errors import FieldViolation, InvalidArgumentError
@@ -17,11 +22,18 @@ from servicekit.errors import FieldViolation, InvalidArgumentError
 class SenderTraces(Protocol):
     """The trace store as erasure needs it (storage.TraceStore)."""
 
-    async def erase_sender(self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str]) -> int: ...
+    async def erase_sender(
+        self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str], erased_at: float
+    ) -> int: ...
 
 
 async def erase_sender(
-    store: SenderTraces, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str]
+    store: SenderTraces,
+    instance_name: str,
+    sender_ids: Sequence[str],
+    session_ids: Sequence[str],
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> int:
     """Delete the traces of the person's messages on the instance; returns how many. Idempotent."""
     if not instance_name:
@@ -32,4 +44,4 @@ async def erase_sender(
     sessions = [s for s in dict.fromkeys(session_ids) if s]
     if not senders and not sessions:
         return 0
-    return await store.erase_sender(instance_name, senders, sessions)
+    return await store.erase_sender(instance_name, senders, sessions, clock())

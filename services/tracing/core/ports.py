@@ -23,6 +23,14 @@ class IngestBatch(Protocol):
         """The current aggregates of these traces (empty for new ones), locked against concurrent batches."""
         ...
 
+    async def erased_among(self, trace_ids: Sequence[str]) -> set[str]:
+        """Which of these traces an erasure deleted."""
+        ...
+
+    async def discard(self, trace_ids: Sequence[str]) -> None:
+        """Remove what this batch wrote for these traces (spans, trace rows, links)."""
+        ...
+
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:
         """Persist the updated aggregates."""
         ...
@@ -78,4 +86,10 @@ class TraceRepository(Protocol):
 
     async def delete_instance(self, instance_name: str) -> int:
         """Delete the traces of an instance with their spans; returns how many traces."""
+        ...
+
+    async def erase_sender(
+        self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str], erased_at: float
+    ) -> int:
+        """Delete a person's traces on the instance and remember their ids (core/erasure.py); returns how many."""
         ...

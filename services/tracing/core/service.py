@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from servicekit.errors import FieldViolation, InvalidArgumentError, NotFoundError, UnavailableError
+from services.tracing.core.erasure import erase_sender
 from services.tracing.core.message_events import Link, MessageEvent, filed_under, links_of_spans, message_event
 from services.tracing.core.models import (
     TRACE_STATUSES,
@@ -63,10 +64,19 @@ class TracingCore:
                 if events:
                     await batch.record_events(events, received_at=now)
                 if inserted:
-                    aggregates = await batch.lock_traces([s.trace_id for s in inserted])
+                    trace_ids = {s.trace_id for s in inserted}
+                    aggregates = await batch.lock_traces(sorted(trace_ids))
+                    # Checked once the traces are locked, so an erasure that committed meanwhile is seen. A trace
+                    # that could not be locked was deleted meanwhile (erased, purged): its late spans go too.
+                    gone = await batch.erased_among(sorted(trace_ids)) | (trace_ids - aggregates.keys())
+                    if gone:
+                        await batch.discard(sorted(gone))
                     for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
-                        aggregates[span.trace_id].absorb(span)
-                    await batch.save_traces(aggregates.values(), updated_at=now)
+                        if span.trace_id not in gone:
+                            aggregates[span.trace_id].absorb(span)
+                    await batch.save_traces(
+                        (a for trace_id, a in aggregates.items() if trace_id not in gone), updated_at=now
+                    )
             filed = 0
             candidates = {*links_of_spans(ordinary), *(event.link for event in events)}
             if candidates:
@@ -129,6 +139,10 @@ class TracingCore:
         if trace is None:
             raise NotFoundError(f"trace {wanted} not found", metadata={"trace_id": wanted})
         return trace
+
+    async def erase_sender(self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str]) -> int:
+        """Delete a person's traces on the instance (core/erasure.py); returns how many. Idempotent."""
+        return await erase_sender(self._store, instance_name, sender_ids, session_ids, clock=self._clock)
 
     async def purge_instance(self, instance_name: str) -> int:
         """Delete every trace of a deleted instance (spans and payloads with them), so a new instance of the same name
