@@ -107,6 +107,8 @@ async def main() -> None:
     access_rules = AccessRuleRepository(db)
     access_cache = AccessRuleCache(access_rules)
     await access_cache.start()  # rules in memory before the first message; reloaded on every change
+    identity_watch = identities.watch()  # another replica's merge, erasure or reset empties this one's id cache
+    await identity_watch.start()
     retention = delivery_retention("finished route records", routes.purge_finished, settings)
     router = MessageRouter(
         access=access_cache,
@@ -174,6 +176,7 @@ async def main() -> None:
         )
     finally:
         await access_cache.stop()
+        await identity_watch.stop()
         await router.aclose()
         await session.close()
         await channels_channel.close(None)

@@ -8,16 +8,11 @@ period per replica rather than one per message.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-
 from servicekit.database import Database, Row
 from servicekit.instances import Instance
 from servicekit.messages import InboundMessage
+from servicekit.version_poll import VersionPoller
 from services.router.core.access import AccessPolicy, Decision, Rule
-
-log = logging.getLogger(__name__)
 
 _COLUMNS = "id, instance_name, pattern, rule_type, scope, created_at"
 _BUMP = "UPDATE access_rules_version SET version = version + 1 WHERE id = 1"
@@ -85,10 +80,8 @@ class AccessRuleCache:
 
     def __init__(self, rules: AccessRuleRepository, *, poll_seconds: float = 0.5) -> None:
         self._rules = rules
-        self._poll_seconds = poll_seconds
         self._policy = AccessPolicy()
-        self._version = -1
-        self._task: asyncio.Task[None] | None = None
+        self._poller = VersionPoller(rules.version, self._reload, poll_seconds=poll_seconds, what="access rules")
 
     @property
     def policy(self) -> AccessPolicy:
@@ -98,33 +91,16 @@ class AccessRuleCache:
         """The decision for `message` on `instance`, from memory."""
         return self._policy.evaluate(instance.name, instance.access_mode, message)
 
-    async def refresh(self) -> bool:
-        """Reload the rules when the stored version changed; True when it did. The version is read first, so a
-        change landing during the reload is picked up by the next poll rather than lost."""
-        version = await self._rules.version()
-        if version == self._version:
-            return False
+    async def _reload(self, version: int) -> None:
         self._policy = AccessPolicy(await self._rules.list())
-        self._version = version
-        return True
 
-    async def _poll(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # a database hiccup keeps the last rules; the next poll tries again
-                log.warning("could not reload access rules", exc_info=True)
-            await asyncio.sleep(self._poll_seconds)
+    async def refresh(self) -> bool:
+        """Reload the rules when the stored version changed; True when it did."""
+        return await self._poller.check()
 
     async def start(self) -> None:
         """Load the rules now (a start without them would let blocked senders through), then poll."""
-        await self.refresh()
-        if self._task is None:
-            self._task = asyncio.create_task(self._poll())
+        await self._poller.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._poller.stop()

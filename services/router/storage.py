@@ -28,6 +28,7 @@ from servicekit.instances import (
     config_values,
 )
 from servicekit.retention import delete_in_batches
+from servicekit.version_poll import VersionPoller
 from services.router.core.models import Person, RouteRecord
 from services.router.secret_box import SecretBox
 
@@ -204,7 +205,20 @@ MIGRATIONS: list[Migration] = [
             "CREATE INDEX user_identities_user ON user_identities (user_id)",
         ],
     ),
+    Migration(
+        9,
+        "the version every router replica polls to forget its cached user and session ids",
+        # A merge, erasure or reset (users_store.py) bumps it in its own transaction; each replica's identity
+        # cache is dropped when it moves (IdentityRepository.watch), so no replica keeps routing to a retired id.
+        [
+            "CREATE TABLE identity_cache_version (id INTEGER PRIMARY KEY, version BIGINT NOT NULL)",
+            "INSERT INTO identity_cache_version (id, version) VALUES (1, 0)",
+        ],
+    ),
 ]
+
+IDENTITY_VERSION_BUMP = "UPDATE identity_cache_version SET version = version + 1 WHERE id = 1"
+"""Run in the transaction of every change that retires a user or session id (users_store.py)."""
 
 _LEGACY_PLAIN = ("evolution_url", "whatsapp_instance", "discord_client_id", "discord_guild_id")
 _LEGACY_SECRETS = ("evolution_key", "discord_bot_token", "slack_bot_token", "slack_signing_secret")
@@ -404,23 +418,47 @@ class IdentityRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        # A person's user id and a chat's session id never change once stored, so after the first message they are
-        # served from memory (a returning sender costs no identity statement); forget_instance drops an instance's
-        # entries when it is deleted, since its users and sessions go with it.
+        # A person's user id and a chat's session id only change through the users API (merge, erase, reset), so
+        # after the first message they are served from memory (a returning sender costs no identity statement).
+        # forget_instance drops an instance's entries when it is deleted; forget_ids drops retired ids on the replica
+        # that retired them, and `watch` drops everything on the others when the identity version moves.
         # Keys start with (instance name, instance id): a recreated instance of the same name has another id, so
         # even a replica that did not see the delete never serves it the old instance's ids.
         self._users: dict[tuple[str, str, str, tuple[str, ...]], str] = {}
         self._sessions: dict[tuple[str, str, str], str] = {}
+        self._generation = 0
+        """Moves on every forget: a lookup that read the database before a forget does not cache what it read."""
 
     def forget_instance(self, instance_name: str) -> None:
         """Drop the cached ids of a deleted instance."""
+        self._generation += 1
         self._users = {k: v for k, v in self._users.items() if k[0] != instance_name}
         self._sessions = {k: v for k, v in self._sessions.items() if k[0] != instance_name}
 
     def forget_ids(self, user_ids: set[str], session_ids: set[str]) -> None:
         """Drop cached entries resolving to users or sessions that were merged away, erased or reset (users API)."""
+        self._generation += 1
         self._users = {k: v for k, v in self._users.items() if v not in user_ids}
         self._sessions = {k: v for k, v in self._sessions.items() if v not in session_ids}
+
+    def forget_all(self) -> None:
+        """Drop every cached id (another replica merged, erased or reset someone)."""
+        self._generation += 1
+        self._users = {}
+        self._sessions = {}
+
+    async def cache_version(self) -> int:
+        """The identity version (`IDENTITY_VERSION_BUMP`)."""
+        return int(await self._db.fetchval("SELECT version FROM identity_cache_version WHERE id = 1") or 0)
+
+    def watch(self, *, poll_seconds: float = 0.5) -> VersionPoller:
+        """A poller (to start and stop with the process) that forgets every cached id when another replica changed
+        users or sessions: within `poll_seconds`, every replica routes to the surviving, new or reset ids."""
+
+        async def forget(version: int) -> None:
+            self.forget_all()
+
+        return VersionPoller(self.cache_version, forget, poll_seconds=poll_seconds, what="identity cache")
 
     async def resolve_user(self, person: Person, now: float) -> str:
         """The user id of `person`, creating the user and recording any id not seen before."""
@@ -428,10 +466,12 @@ class IdentityRepository:
         cached = self._users.get(key)
         if cached is not None:
             return cached
+        generation = self._generation
         user_id = await self._resolve_user(person, now)
-        if len(self._users) > 100_000:
-            self._users.clear()
-        self._users[key] = user_id
+        if generation == self._generation:
+            if len(self._users) > 100_000:
+                self._users.clear()
+            self._users[key] = user_id
         return user_id
 
     async def _resolve_user(self, person: Person, now: float) -> str:
@@ -491,6 +531,7 @@ class IdentityRepository:
         cached = self._sessions.get((instance_name, instance_id, chat_id))
         if cached is not None:
             return cached
+        generation = self._generation
         session_id = stable_id("session", instance_id or instance_name, chat_id)
         await self._db.execute(
             "INSERT INTO sessions (id, instance_name, chat_id, channel, session_name, user_id, created_at,"
@@ -509,9 +550,10 @@ class IdentityRepository:
         stored = await self._db.fetchval(
             "SELECT id FROM sessions WHERE instance_name = $1 AND chat_id = $2", instance_name, chat_id
         )
-        if len(self._sessions) > 100_000:
-            self._sessions.clear()
-        self._sessions[(instance_name, instance_id, chat_id)] = str(stored or session_id)
+        if generation == self._generation:
+            if len(self._sessions) > 100_000:
+                self._sessions.clear()
+            self._sessions[(instance_name, instance_id, chat_id)] = str(stored or session_id)
         return str(stored or session_id)
 
     async def record_message(self, user_id: str, session_id: str, person: Person, now: float) -> None:

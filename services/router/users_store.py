@@ -3,8 +3,8 @@
 Merges and erasures run in one transaction each, so a failure never leaves identities pointing at a deleted user
 (an orphan) or a user without its identities. The identity resolver keeps user and session ids in memory
 (`IdentityRepository`); every change here that retires an id tells it through `forget_ids`, or this replica would
-keep routing messages to the merged, erased or reset id. (Another replica forgets them only when it restarts or
-its cache is cleared: run one router, or restart the others after a merge, for exact ids.)
+keep routing messages to the merged, erased or reset id, and bumps the identity version in its transaction, which
+the other replicas poll (`IdentityRepository.watch`) to drop their cached ids within half a second.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 from servicekit.database import Database, Executor, Row
 from services.router.core.users import ExternalIdRecord, Page, SessionRecord, UserFilter, UserRecord
+from services.router.storage import IDENTITY_VERSION_BUMP
 
 ForgetIds = Callable[[set[str], set[str]], None]
 """Called with (user ids, session ids) that no longer exist, so the identity cache drops them."""
@@ -147,6 +148,7 @@ class UsersRepository:
                 other["phone_number"] or "",
             )
             await tx.execute("DELETE FROM users WHERE id = $1", other_user_id)
+            await tx.execute(IDENTITY_VERSION_BUMP)
         self._forget({other_user_id}, set())
         return True
 
@@ -157,6 +159,7 @@ class UsersRepository:
             sessions = await tx.execute("DELETE FROM sessions WHERE user_id = $1", user_id)
             await tx.execute("DELETE FROM user_identities WHERE user_id = $1", user_id)
             await tx.execute("DELETE FROM users WHERE id = $1", user_id)
+            await tx.execute(IDENTITY_VERSION_BUMP)
         self._forget({user_id}, session_ids)
         return sessions
 
@@ -180,13 +183,16 @@ class UsersRepository:
         return session_from_row(row) if row is not None else None
 
     async def reset_session(self, session_id: str, new_id: str, now: float) -> SessionRecord | None:
-        changed = await self._db.execute(
-            "UPDATE sessions SET id = $2, created_at = $3, last_message_at = $3, message_count = 0,"
-            " agent_session_id = '', agent_user_id = '' WHERE id = $1",
-            session_id,
-            new_id,
-            now,
-        )
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE sessions SET id = $2, created_at = $3, last_message_at = $3, message_count = 0,"
+                " agent_session_id = '', agent_user_id = '' WHERE id = $1",
+                session_id,
+                new_id,
+                now,
+            )
+            if changed:
+                await tx.execute(IDENTITY_VERSION_BUMP)
         if not changed:
             return None
         self._forget(set(), {session_id})

@@ -4,6 +4,7 @@ other user's data."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,7 +16,9 @@ from servicekit.errors import NotFoundError, UnavailableError
 from servicekit.grpc_clients import open_channel
 from servicekit.grpc_server import bind, new_server
 from servicekit.principals import ADMIN, Principal
+from services.router.core.models import Person
 from services.router.core.users import Page, UserFilter, UsersService
+from services.router.storage import IdentityRepository
 from services.router.users_servicer import UsersServicer
 from services.router.users_store import UsersRepository
 from tests.router.conftest import Harness, inbound, whatsapp_instance
@@ -267,3 +270,48 @@ async def test_the_ids_an_agent_returns_come_back_on_the_next_turn_until_a_reset
     after_reset = harness.agent.calls[-1]
     assert after_reset["session_id"] == reset.id
     assert "agent_session_id" not in after_reset
+
+
+async def test_another_replica_forgets_merged_and_reset_ids_within_its_poll(harness: Harness, users: Users) -> None:
+    await create(harness)
+    await create(harness, "beta")
+    maria = await route(harness, "m-1", sender_id=MARIA, chat_id=MARIA)
+    other = await route(harness, "m-2", instance="beta", sender_id=MARIA, chat_id=MARIA)
+
+    # A second router replica on the same database, with its own identity cache, warmed by Maria's messages.
+    replica = IdentityRepository(harness.db)
+    on_beta = Person("beta", "whatsapp", MARIA, (MARIA,))
+    assert await replica.resolve_user(on_beta, 1.0) == other.user_id
+    assert await replica.resolve_session("acme", "whatsapp", MARIA, "", maria.user_id, 1.0) == maria.session_id
+    watch = replica.watch(poll_seconds=0.05)
+    await watch.start()
+    try:
+        await users.stub.LinkUsers(
+            users_service_pb2.LinkUsersRequest(user_id=maria.user_id, other_user_id=other.user_id)
+        )
+        reset = await users.stub.ResetSession(users_service_pb2.ResetSessionRequest(session_id=maria.session_id))
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2
+        while True:
+            user = await replica.resolve_user(on_beta, 2.0)
+            session = await replica.resolve_session("acme", "whatsapp", MARIA, "", maria.user_id, 2.0)
+            if (user, session) == (maria.user_id, reset.session.id):
+                break
+            assert loop.time() < deadline, f"replica still resolves {(user, session)}"
+            await asyncio.sleep(0.02)
+    finally:
+        await watch.stop()
+
+
+async def test_a_lookup_that_raced_a_forget_is_not_cached(harness: Harness) -> None:
+    await create(harness)
+    maria = await route(harness, "m-1", sender_id=MARIA, chat_id=MARIA)
+    replica = IdentityRepository(harness.db)
+    person = Person("acme", "whatsapp", MARIA, (MARIA,))
+    lookup = asyncio.ensure_future(replica.resolve_user(person, 1.0))
+    await asyncio.sleep(0)  # the lookup is now waiting on the database
+    replica.forget_all()  # lands while the lookup reads the database
+    assert await lookup == maria.user_id
+    await harness.db.execute("UPDATE user_identities SET user_id = 'merged' WHERE external_id = $1", MARIA)
+    assert await replica.resolve_user(person, 1.0) == "merged"  # read again, not served from memory
