@@ -100,7 +100,12 @@ def _stats(stats: DurationStats) -> tracing_service_pb2.DurationStats:
 def _buckets(buckets: list[Bucket]) -> list[tracing_service_pb2.AnalyticsBucket]:
     return [
         tracing_service_pb2.AnalyticsBucket(
-            key=b.key, count=b.count, error_count=b.error_count, avg_duration_ms=b.avg_duration_ms
+            key=b.key,
+            count=b.count,
+            error_count=b.error_count,
+            avg_duration_ms=b.avg_duration_ms,
+            p50_duration_ms=b.p50_duration_ms,
+            p95_duration_ms=b.p95_duration_ms,
         )
         for b in buckets
     ]

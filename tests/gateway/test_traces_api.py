@@ -131,7 +131,9 @@ async def test_payloads_by_stage(client: httpx.AsyncClient, mesh: FakeMesh) -> N
 async def test_analytics_summary(client: httpx.AsyncClient, mesh: FakeMesh) -> None:
     answer = tracing_service_pb2.GetTraceAnalyticsResponse(total=3, success_rate=0.5)
     answer.duration.p50_ms, answer.duration.p95_ms, answer.duration.avg_ms = 100.0, 300.0, 150.0
-    answer.by_status.add(key="sent", count=2, error_count=0, avg_duration_ms=120.0)
+    answer.by_status.add(
+        key="sent", count=2, error_count=0, avg_duration_ms=120.0, p50_duration_ms=110.0, p95_duration_ms=130.0
+    )
     answer.errors_by_stage.add(key="agent", count=1, error_count=1, avg_duration_ms=300.0)
     mesh.script.respond("GetTraceAnalytics", answer)
     response = await client.get(
@@ -143,7 +145,16 @@ async def test_analytics_summary(client: httpx.AsyncClient, mesh: FakeMesh) -> N
     assert (body["total"], body["success_rate"], body["instance_name"]) == (3, 0.5, "acme")
     assert body["duration"] == {"p50_ms": 100.0, "p95_ms": 300.0, "avg_ms": 150.0}
     assert body["agent_duration"] == {"p50_ms": 0.0, "p95_ms": 0.0, "avg_ms": 0.0}
-    assert body["by_status"] == [{"key": "sent", "count": 2, "error_count": 0, "avg_duration_ms": 120.0}]
+    assert body["by_status"] == [
+        {
+            "key": "sent",
+            "count": 2,
+            "error_count": 0,
+            "avg_duration_ms": 120.0,
+            "p50_duration_ms": 110.0,
+            "p95_duration_ms": 130.0,
+        }
+    ]
     assert body["errors_by_stage"][0]["key"] == "agent"
     assert (body["start"], body["end"]) == ("2025-10-01T00:00:00Z", "2025-10-02T00:00:00Z")
     request = mesh.script.calls["GetTraceAnalytics"][0]

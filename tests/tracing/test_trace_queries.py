@@ -142,8 +142,12 @@ async def test_a_too_long_text_search_is_refused(core: TracingCore) -> None:
         await core.list_traces(TraceQuery(text="x" * 201))
 
 
-def _bucket(key: str, count: int, errors: int, avg: float) -> Bucket:
-    return Bucket(key=key, count=count, error_count=errors, avg_duration_ms=avg)
+def _bucket(key: str, count: int, errors: int, avg: float, p50: float, p95: float) -> Bucket:
+    """p50/p95: the nearest-rank durations; each seeded duration (a multiple of 100 ms) is alone in its 10 ms wide
+    bucket, so the breakdowns report it interpolated to the bucket's middle (+5 ms)."""
+    return Bucket(
+        key=key, count=count, error_count=errors, avg_duration_ms=avg, p50_duration_ms=p50 + 5, p95_duration_ms=p95 + 5
+    )
 
 
 async def test_analytics_over_all_time(seeded: TracingCore) -> None:
@@ -154,23 +158,55 @@ async def test_analytics_over_all_time(seeded: TracingCore) -> None:
     agent = summary.agent_duration
     assert (agent.p50_ms, agent.p95_ms, agent.avg_ms) == (150.0, 350.0, 180.0)
     assert summary.by_status == [
-        _bucket("sent", 4, 0, 350.0),
-        _bucket("error", 2, 2, 400.0),
-        _bucket("blocked", 1, 0, 800.0),
-        _bucket("processing", 1, 0, 600.0),
+        _bucket("sent", 4, 0, 350.0, 200, 700),
+        _bucket("error", 2, 2, 400.0, 300, 500),
+        _bucket("blocked", 1, 0, 800.0, 800, 800),
+        _bucket("processing", 1, 0, 600.0, 600, 600),
     ]
-    assert summary.by_instance == [_bucket("acme", 5, 1, 380.0), _bucket("globex", 3, 1, 566.667)]
+    assert summary.by_instance == [_bucket("acme", 5, 1, 380.0, 300, 700), _bucket("globex", 3, 1, 566.667, 500, 800)]
     assert summary.by_channel == [
-        _bucket("whatsapp", 5, 1, 420.0),
-        _bucket("discord", 2, 1, 550.0),
-        _bucket("slack", 1, 0, 400.0),
+        _bucket("whatsapp", 5, 1, 420.0, 500, 700),
+        _bucket("discord", 2, 1, 550.0, 300, 800),
+        _bucket("slack", 1, 0, 400.0, 400, 400),
     ]
     assert summary.by_message_type == [
-        _bucket("text", 6, 1, 483.333),
-        _bucket("audio", 1, 1, 500.0),
-        _bucket("image", 1, 0, 200.0),
+        _bucket("text", 6, 1, 483.333, 400, 800),
+        _bucket("audio", 1, 1, 500.0, 500, 500),
+        _bucket("image", 1, 0, 200.0, 200, 200),
     ]
-    assert summary.errors_by_stage == [_bucket("agent", 1, 1, 300.0), _bucket("ingress", 1, 1, 500.0)]
+    assert summary.errors_by_stage == [
+        _bucket("agent", 1, 1, 300.0, 300, 300),
+        _bucket("ingress", 1, 1, 500.0, 500, 500),
+    ]
+
+
+async def test_breakdown_percentiles_are_exact_below_100_ms_and_within_a_bucket_above(core: TracingCore) -> None:
+    fast = [10, 20, 30, 40, 95]
+    slow = [1200, 1250, 1290]
+    for n, duration in enumerate([*fast, *slow]):
+        row = Row(
+            f"p{n}",
+            60,
+            "fast" if duration < 100 else "slow",
+            "whatsapp",
+            "u",
+            "s",
+            "text",
+            "",
+            False,
+            "sent",
+            duration,
+            0,
+        )
+        await core.ingest(_spans(row))
+    summary = await core.analytics(AnalyticsQuery(created_from=NOW - DAY))
+    by_instance = {b.key: b for b in summary.by_instance}
+    # Nearest rank: 5 values, p50 is the 3rd and p95 the 5th.
+    assert (by_instance["fast"].p50_duration_ms, by_instance["fast"].p95_duration_ms) == (30.0, 95.0)
+    # 1200, 1250 and 1290 share the bucket [1200, 1300): ranks 2 and 3 of 3 are placed at 1/2 and 5/6 of it.
+    assert (by_instance["slow"].p50_duration_ms, by_instance["slow"].p95_duration_ms) == (1250.0, 1283.333)
+    # The overall percentiles stay exact (8 values: ranks 4 and 8).
+    assert (summary.duration.p50_ms, summary.duration.p95_ms) == (40.0, 1290.0)
 
 
 async def test_analytics_window_and_instance(seeded: TracingCore) -> None:

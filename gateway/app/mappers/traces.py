@@ -166,7 +166,12 @@ def trace_steps(spans: list[SpanOut], *, total_ms: float) -> TraceSteps:
 
 def _bucket(bucket: tracing_service_pb2.AnalyticsBucket) -> AnalyticsBucketOut:
     return AnalyticsBucketOut(
-        key=bucket.key, count=bucket.count, error_count=bucket.error_count, avg_duration_ms=bucket.avg_duration_ms
+        key=bucket.key,
+        count=bucket.count,
+        error_count=bucket.error_count,
+        avg_duration_ms=bucket.avg_duration_ms,
+        p50_duration_ms=bucket.p50_duration_ms,
+        p95_duration_ms=bucket.p95_duration_ms,
     )
 
 

@@ -126,6 +126,9 @@ class AnalyticsBucketOut(BaseModel):
     count: int
     error_count: int
     avg_duration_ms: float
+    p50_duration_ms: float
+    """Exact below 100 ms; above, interpolated within buckets of two significant digits (at most 5% off)."""
+    p95_duration_ms: float
 
 
 class TraceAnalytics(BaseModel):

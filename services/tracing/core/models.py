@@ -129,6 +129,9 @@ class Bucket:
     count: int
     error_count: int
     avg_duration_ms: float
+    p50_duration_ms: float = 0.0
+    """Exact below 100 ms; above, interpolated in buckets of two significant digits (storage._DURATION_BUCKET)."""
+    p95_duration_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

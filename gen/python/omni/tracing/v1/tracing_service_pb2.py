@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from omni.tracing.v1 import trace_pb2 as omni_dot_tracing_dot_v1_dot_trace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%omni/tracing/v1/tracing_service.proto\x12\x0fomni.tracing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bomni/tracing/v1/trace.proto\"\xe5\x02\n\x11ListTracesRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.omni.tracing.v1.TraceStatus\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x16\n\x0esource_user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esource_channel\x18\t \x01(\t\x12\x14\n\x0cmessage_type\x18\n \x01(\t\x12\x16\n\thas_media\x18\x0b \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x0c \x01(\tB\x0c\n\n_has_media\"\x8f\x01\n\x18GetTraceAnalyticsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\rDurationStats\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06\x61vg_ms\x18\x03 \x01(\x01\"[\n\x0f\x41nalyticsBucket\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x61vg_duration_ms\x18\x04 \x01(\x01\"\xc2\x03\n\x19GetTraceAnalyticsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x14\n\x0csuccess_rate\x18\x02 \x01(\x01\x12\x30\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x1e.omni.tracing.v1.DurationStats\x12\x36\n\x0e\x61gent_duration\x18\x04 \x01(\x0b\x32\x1e.omni.tracing.v1.DurationStats\x12\x35\n\x0b\x62y_instance\x18\x05 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x34\n\nby_channel\x18\x06 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x33\n\tby_status\x18\x07 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x39\n\x0f\x62y_message_type\x18\x08 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x39\n\x0f\x65rrors_by_stage\x18\t \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\"@\n\x14\x43leanupTracesRequest\x12\x17\n\x0folder_than_days\x18\x01 \x01(\x01\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"g\n\x15\x43leanupTracesResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12.\n\nolder_than\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"Q\n\x12ListTracesResponse\x12&\n\x06traces\x18\x01 \x03(\x0b\x32\x16.omni.tracing.v1.Trace\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"9\n\x10GetTraceResponse\x12%\n\x05trace\x18\x01 \x01(\x0b\x32\x16.omni.tracing.v1.Trace\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03\"T\n\x12\x45raseSenderRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x12\n\nsender_ids\x18\x02 \x03(\t\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\"-\n\x13\x45raseSenderResponse\x12\x16\n\x0etraces_deleted\x18\x01 \x01(\x03\x32\xdc\x04\n\x0eTracingService\x12Z\n\nListTraces\x12\".omni.tracing.v1.ListTracesRequest\x1a#.omni.tracing.v1.ListTracesResponse\"\x03\x90\x02\x01\x12T\n\x08GetTrace\x12 .omni.tracing.v1.GetTraceRequest\x1a!.omni.tracing.v1.GetTraceResponse\"\x03\x90\x02\x01\x12o\n\x11GetTraceAnalytics\x12).omni.tracing.v1.GetTraceAnalyticsRequest\x1a*.omni.tracing.v1.GetTraceAnalyticsResponse\"\x03\x90\x02\x01\x12\x63\n\rCleanupTraces\x12%.omni.tracing.v1.CleanupTracesRequest\x1a&.omni.tracing.v1.CleanupTracesResponse\"\x03\x90\x02\x02\x12\x63\n\rPurgeInstance\x12%.omni.tracing.v1.PurgeInstanceRequest\x1a&.omni.tracing.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x12]\n\x0b\x45raseSender\x12#.omni.tracing.v1.EraseSenderRequest\x1a$.omni.tracing.v1.EraseSenderResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%omni/tracing/v1/tracing_service.proto\x12\x0fomni.tracing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bomni/tracing/v1/trace.proto\"\xe5\x02\n\x11ListTracesRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.omni.tracing.v1.TraceStatus\x12\x0c\n\x04page\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x16\n\x0esource_user_id\x18\x05 \x01(\t\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esource_channel\x18\t \x01(\t\x12\x14\n\x0cmessage_type\x18\n \x01(\t\x12\x16\n\thas_media\x18\x0b \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x0c \x01(\tB\x0c\n\n_has_media\"\x8f\x01\n\x18GetTraceAnalyticsRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\rDurationStats\x12\x0e\n\x06p50_ms\x18\x01 \x01(\x01\x12\x0e\n\x06p95_ms\x18\x02 \x01(\x01\x12\x0e\n\x06\x61vg_ms\x18\x03 \x01(\x01\"\x8d\x01\n\x0f\x41nalyticsBucket\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\x12\x13\n\x0b\x65rror_count\x18\x03 \x01(\x03\x12\x17\n\x0f\x61vg_duration_ms\x18\x04 \x01(\x01\x12\x17\n\x0fp50_duration_ms\x18\x05 \x01(\x01\x12\x17\n\x0fp95_duration_ms\x18\x06 \x01(\x01\"\xc2\x03\n\x19GetTraceAnalyticsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x14\n\x0csuccess_rate\x18\x02 \x01(\x01\x12\x30\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x1e.omni.tracing.v1.DurationStats\x12\x36\n\x0e\x61gent_duration\x18\x04 \x01(\x0b\x32\x1e.omni.tracing.v1.DurationStats\x12\x35\n\x0b\x62y_instance\x18\x05 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x34\n\nby_channel\x18\x06 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x33\n\tby_status\x18\x07 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x39\n\x0f\x62y_message_type\x18\x08 \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\x12\x39\n\x0f\x65rrors_by_stage\x18\t \x03(\x0b\x32 .omni.tracing.v1.AnalyticsBucket\"@\n\x14\x43leanupTracesRequest\x12\x17\n\x0folder_than_days\x18\x01 \x01(\x01\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"g\n\x15\x43leanupTracesResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\x12.\n\nolder_than\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"Q\n\x12ListTracesResponse\x12&\n\x06traces\x18\x01 \x03(\x0b\x32\x16.omni.tracing.v1.Trace\x12\x13\n\x0btotal_count\x18\x02 \x01(\x05\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"9\n\x10GetTraceResponse\x12%\n\x05trace\x18\x01 \x01(\x0b\x32\x16.omni.tracing.v1.Trace\"-\n\x14PurgeInstanceRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\"-\n\x15PurgeInstanceResponse\x12\x14\n\x0c\x64\x65leted_rows\x18\x01 \x01(\x03\"T\n\x12\x45raseSenderRequest\x12\x15\n\rinstance_name\x18\x01 \x01(\t\x12\x12\n\nsender_ids\x18\x02 \x03(\t\x12\x13\n\x0bsession_ids\x18\x03 \x03(\t\"-\n\x13\x45raseSenderResponse\x12\x16\n\x0etraces_deleted\x18\x01 \x01(\x03\x32\xdc\x04\n\x0eTracingService\x12Z\n\nListTraces\x12\".omni.tracing.v1.ListTracesRequest\x1a#.omni.tracing.v1.ListTracesResponse\"\x03\x90\x02\x01\x12T\n\x08GetTrace\x12 .omni.tracing.v1.GetTraceRequest\x1a!.omni.tracing.v1.GetTraceResponse\"\x03\x90\x02\x01\x12o\n\x11GetTraceAnalytics\x12).omni.tracing.v1.GetTraceAnalyticsRequest\x1a*.omni.tracing.v1.GetTraceAnalyticsResponse\"\x03\x90\x02\x01\x12\x63\n\rCleanupTraces\x12%.omni.tracing.v1.CleanupTracesRequest\x1a&.omni.tracing.v1.CleanupTracesResponse\"\x03\x90\x02\x02\x12\x63\n\rPurgeInstance\x12%.omni.tracing.v1.PurgeInstanceRequest\x1a&.omni.tracing.v1.PurgeInstanceResponse\"\x03\x90\x02\x02\x12]\n\x0b\x45raseSender\x12#.omni.tracing.v1.EraseSenderRequest\x1a$.omni.tracing.v1.EraseSenderResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,28 +51,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETTRACEANALYTICSREQUEST']._serialized_end=624
   _globals['_DURATIONSTATS']._serialized_start=626
   _globals['_DURATIONSTATS']._serialized_end=689
-  _globals['_ANALYTICSBUCKET']._serialized_start=691
-  _globals['_ANALYTICSBUCKET']._serialized_end=782
-  _globals['_GETTRACEANALYTICSRESPONSE']._serialized_start=785
-  _globals['_GETTRACEANALYTICSRESPONSE']._serialized_end=1235
-  _globals['_CLEANUPTRACESREQUEST']._serialized_start=1237
-  _globals['_CLEANUPTRACESREQUEST']._serialized_end=1301
-  _globals['_CLEANUPTRACESRESPONSE']._serialized_start=1303
-  _globals['_CLEANUPTRACESRESPONSE']._serialized_end=1406
-  _globals['_LISTTRACESRESPONSE']._serialized_start=1408
-  _globals['_LISTTRACESRESPONSE']._serialized_end=1489
-  _globals['_GETTRACEREQUEST']._serialized_start=1491
-  _globals['_GETTRACEREQUEST']._serialized_end=1526
-  _globals['_GETTRACERESPONSE']._serialized_start=1528
-  _globals['_GETTRACERESPONSE']._serialized_end=1585
-  _globals['_PURGEINSTANCEREQUEST']._serialized_start=1587
-  _globals['_PURGEINSTANCEREQUEST']._serialized_end=1632
-  _globals['_PURGEINSTANCERESPONSE']._serialized_start=1634
-  _globals['_PURGEINSTANCERESPONSE']._serialized_end=1679
-  _globals['_ERASESENDERREQUEST']._serialized_start=1681
-  _globals['_ERASESENDERREQUEST']._serialized_end=1765
-  _globals['_ERASESENDERRESPONSE']._serialized_start=1767
-  _globals['_ERASESENDERRESPONSE']._serialized_end=1812
-  _globals['_TRACINGSERVICE']._serialized_start=1815
-  _globals['_TRACINGSERVICE']._serialized_end=2419
+  _globals['_ANALYTICSBUCKET']._serialized_start=692
+  _globals['_ANALYTICSBUCKET']._serialized_end=833
+  _globals['_GETTRACEANALYTICSRESPONSE']._serialized_start=836
+  _globals['_GETTRACEANALYTICSRESPONSE']._serialized_end=1286
+  _globals['_CLEANUPTRACESREQUEST']._serialized_start=1288
+  _globals['_CLEANUPTRACESREQUEST']._serialized_end=1352
+  _globals['_CLEANUPTRACESRESPONSE']._serialized_start=1354
+  _globals['_CLEANUPTRACESRESPONSE']._serialized_end=1457
+  _globals['_LISTTRACESRESPONSE']._serialized_start=1459
+  _globals['_LISTTRACESRESPONSE']._serialized_end=1540
+  _globals['_GETTRACEREQUEST']._serialized_start=1542
+  _globals['_GETTRACEREQUEST']._serialized_end=1577
+  _globals['_GETTRACERESPONSE']._serialized_start=1579
+  _globals['_GETTRACERESPONSE']._serialized_end=1636
+  _globals['_PURGEINSTANCEREQUEST']._serialized_start=1638
+  _globals['_PURGEINSTANCEREQUEST']._serialized_end=1683
+  _globals['_PURGEINSTANCERESPONSE']._serialized_start=1685
+  _globals['_PURGEINSTANCERESPONSE']._serialized_end=1730
+  _globals['_ERASESENDERREQUEST']._serialized_start=1732
+  _globals['_ERASESENDERREQUEST']._serialized_end=1816
+  _globals['_ERASESENDERRESPONSE']._serialized_start=1818
+  _globals['_ERASESENDERRESPONSE']._serialized_end=1863
+  _globals['_TRACINGSERVICE']._serialized_start=1866
+  _globals['_TRACINGSERVICE']._serialized_end=2470
 # @@protoc_insertion_point(module_scope)

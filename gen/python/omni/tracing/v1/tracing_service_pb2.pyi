@@ -166,6 +166,8 @@ class AnalyticsBucket(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     ERROR_COUNT_FIELD_NUMBER: _builtins.int
     AVG_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P50_DURATION_MS_FIELD_NUMBER: _builtins.int
+    P95_DURATION_MS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """key is the dimension's value (an instance name, a channel, a status, a message type, an error stage)."""
     count: _builtins.int
@@ -174,6 +176,12 @@ class AnalyticsBucket(_message.Message):
     """error_count is how many of them ended in error."""
     avg_duration_ms: _builtins.float
     """avg_duration_ms is their mean duration."""
+    p50_duration_ms: _builtins.float
+    """p50_duration_ms is their median duration: exact below 100 ms, above that interpolated within buckets of two
+    significant digits (at most 5% off), so every breakdown comes out of the one grouping pass.
+    """
+    p95_duration_ms: _builtins.float
+    """p95_duration_ms is their 95th percentile duration, computed like p50_duration_ms."""
     def __init__(
         self,
         *,
@@ -181,10 +189,12 @@ class AnalyticsBucket(_message.Message):
         count: _builtins.int = ...,
         error_count: _builtins.int = ...,
         avg_duration_ms: _builtins.float = ...,
+        p50_duration_ms: _builtins.float = ...,
+        p95_duration_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_duration_ms", b"avg_duration_ms", "count", b"count", "error_count", b"error_count", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["avg_duration_ms", b"avg_duration_ms", "count", b"count", "error_count", b"error_count", "key", b"key", "p50_duration_ms", b"p50_duration_ms", "p95_duration_ms", b"p95_duration_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
