@@ -84,6 +84,14 @@ INBOX_BACKLOG = Gauge(
 )
 DEAD_LETTERS = Gauge("omni_dead_letters", "Inbox messages whose delivery gave up (dead letters).", registry=REGISTRY)
 
+# Counted by channels.
+OUTBOX_RETRIES = Counter(
+    "omni_outbox_retries",
+    "Sends of a reply part to a channel that were a retry (the part was tried before and not confirmed sent).",
+    ("channel",),
+    registry=REGISTRY,
+)
+
 
 def families_to_proto(registry: CollectorRegistry = REGISTRY) -> list[metrics_pb2.MetricFamily]:
     """The registry's current families, samples included, as protos (families without samples are left out)."""

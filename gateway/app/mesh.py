@@ -41,8 +41,9 @@ from gateway.app.config import Settings
 MESH_SERVICES = ("ingress", "router", "channels", "tracing")
 """The services /health reports on, in display order."""
 
-METRICS_SERVICES = ("ingress", "tracing")
-"""The services hosting omni.common.v1.MetricsService (the tracing service counts from the spans of all)."""
+METRICS_SERVICES = ("ingress", "channels", "tracing")
+"""The services hosting omni.common.v1.MetricsService (the tracing service counts from the spans of all; ingress and
+channels count what spans do not say: ignored webhooks, the inbox, outbox retries)."""
 
 HealthStubMap = dict[str, Any]
 """Service name -> grpc.health.v1 HealthStub (untyped upstream)."""

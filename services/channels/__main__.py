@@ -21,6 +21,7 @@ from servicekit.grpc_server import serve_until_signalled
 from servicekit.instance_watch import WatchedInstanceDirectory
 from servicekit.logs import configure_logging
 from servicekit.mesh_auth import mesh_credentials_or_exit
+from servicekit.metrics import OUTBOX_RETRIES, add_metrics_service
 from servicekit.retention import delivery_retention
 from servicekit.runner import run
 from servicekit.telemetry import setup_tracing
@@ -90,7 +91,13 @@ async def main() -> None:
             Channel.SLACK: slack_sender,
         }
         store = OutboxStore(db)
-        outbox = OutboxSender(store, senders, policy=send_policy(settings), worker_id=settings.replica_id())
+        outbox = OutboxSender(
+            store,
+            senders,
+            policy=send_policy(settings),
+            worker_id=settings.replica_id(),
+            on_retry=lambda channel: OUTBOX_RETRIES.labels(channel=channel.value).inc(),
+        )
         retention = delivery_retention("finished outbox parts", store.purge_finished, settings)
         admin = EvolutionAdmin(
             evolution,
@@ -102,6 +109,7 @@ async def main() -> None:
         instances.listen(connections.instances_changed)
         core = ChannelsCore(instances, senders, outbox, connections=connections)
         server, port, health = create_server(settings, core)
+        add_metrics_service(server)
         await server.start()
         retention.start()
         log.info("channels listening on %s:%d", settings.grpc_host, port)

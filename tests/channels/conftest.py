@@ -90,6 +90,8 @@ class Harness:
     store: OutboxStore
     directory: DictDirectory
     sleeps: list[float] = field(default_factory=list)
+    retries: list[Channel] = field(default_factory=list)
+    """The channel of every retried part send the outbox reported (what omni_outbox_retries_total counts)."""
 
 
 MakeHarness = Callable[..., Harness]
@@ -112,8 +114,15 @@ def make_harness(
         senders = {Channel.WHATSAPP: EvolutionSender(evolution, fallback_key=fallback_key)}
         store = OutboxStore(db)
         defaults: dict[str, Any] = {"backoff_seconds": 0.01, "retry_after_seconds": 1.5}
-        outbox = OutboxSender(store, senders, policy=SendPolicy(**{**defaults, **policy}), worker_id=worker_id)
+        retries: list[Channel] = []
+        outbox = OutboxSender(
+            store,
+            senders,
+            policy=SendPolicy(**{**defaults, **policy}),
+            worker_id=worker_id,
+            on_retry=retries.append,
+        )
         core = ChannelsCore(directory, senders, outbox, tracer=provider.get_tracer("test"))
-        return Harness(core=core, outbox=outbox, store=store, directory=directory)
+        return Harness(core=core, outbox=outbox, store=store, directory=directory, retries=retries)
 
     return build

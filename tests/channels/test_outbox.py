@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from servicekit import trace_attributes as attrs
+from servicekit.channels import Channel
 from servicekit.database import Database
 from servicekit.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from servicekit.instances import DiscordConfig, Instance, WhatsAppConfig
@@ -101,6 +102,7 @@ async def test_persistent_5xx_is_unavailable_and_the_next_call_sends(
         await harness.core.send_message(text_request("in-5", "first", "second"))
     assert caught.value.retry_after == 1.5
     assert len(sends(requests)) == 3
+    assert harness.retries == [Channel.WHATSAPP] * 2  # the first send is not a retry
     row = await harness.store.part("in-5", 0)
     assert row.state is PartState.PENDING
     assert "Connection Closed" in row.last_error
@@ -109,6 +111,7 @@ async def test_persistent_5xx_is_unavailable_and_the_next_call_sends(
 
     assert [r.state for r in results] == [PartState.SENT, PartState.SENT]
     assert [m.text for m in sim.sent] == ["first", "second"]
+    assert harness.retries == [Channel.WHATSAPP] * 3  # part 0 again (the caller's retry); part 1 was never tried
 
 
 async def test_429_honours_retry_after_without_retrying_in_the_call(

@@ -62,6 +62,7 @@ async def test_a_sent_message_is_counted_with_latency_histograms(world: World) -
         assert value(samples, f"{histogram}_count") >= 1, histogram
     assert value(samples, "omni_metrics_source_up", service="ingress") == 1
     assert value(samples, "omni_metrics_source_up", service="tracing") == 1
+    assert value(samples, "omni_metrics_source_up", service="channels") == 1
     assert ("omni_dead_letters", frozenset({("service", "ingress")})) in samples
     assert ("omni_inbox_backlog", frozenset({("service", "ingress")})) in samples
     assert not any(instance in str(labels) for _, labels in samples), "no tenant name on the page"
@@ -82,3 +83,18 @@ async def test_a_hand_made_webhook_shows_as_an_ignored_trace(world: World) -> No
     samples = await scrape(world)
     assert value(samples, "omni_ignored_webhooks_total", channel="whatsapp", traced="true") >= 1
     await asyncio.sleep(0)
+
+
+async def test_a_send_evolution_refused_once_is_counted_as_an_outbox_retry(world: World) -> None:
+    before = value(await scrape(world), "omni_outbox_retries_total", channel="whatsapp", service="channels")
+    instance = await world.new_instance()
+    world.evolution.fail_next(1, status=500)
+    body = await post(world, instance, text_upsert(instance, JOAO, "e a entrega?"))
+    assert body["status"] == "accepted"
+
+    async def sent() -> bool | None:
+        return True if any(m.instance == instance for m in world.evolution.sent) else None
+
+    await eventually(sent, timeout=20)
+    after = value(await scrape(world), "omni_outbox_retries_total", channel="whatsapp", service="channels")
+    assert after == before + 1

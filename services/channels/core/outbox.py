@@ -113,6 +113,7 @@ class OutboxSender:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         worker_id: str = "",
+        on_retry: Callable[[Channel], None] | None = None,
     ) -> None:
         self._store = store
         self._senders = senders
@@ -120,6 +121,9 @@ class OutboxSender:
         self._clock = clock
         self._sleep = sleep
         self._worker_id = worker_id or uuid.uuid4().hex
+        self._on_retry = on_retry or (lambda channel: None)
+        """Told of every send of a part that was tried before (this call's back-off or an earlier call's): the
+        process counts them (omni_outbox_retries_total)."""
         self.locks = KeyLocks()
 
     async def send(self, instance: Instance, chat_id: str, key: str, parts: list[OutboundPart]) -> list[PartResult]:
@@ -205,6 +209,8 @@ class OutboxSender:
                     now=self._clock(),
                 ):
                     raise UnavailableError("this message is being sent by another worker", retry_after=1.0)
+                if row.attempts > 0:
+                    self._on_retry(instance.channel)
             claimed = False
             try:
                 message_id = await self._send_part(instance, row)
