@@ -570,11 +570,11 @@ class SqlIngestBatch:
         )
         return {row["trace_id"] for row in rows}
 
-    async def discard(self, trace_ids: Sequence[str]) -> None:
-        """Remove what this batch wrote for these traces (spans, trace rows, links)."""
+    async def discard(self, trace_ids: Sequence[str], *, keep_links: bool) -> None:
+        """Remove what this batch wrote for these traces: spans and trace rows, and the links unless `keep_links`."""
         if trace_ids:
             param = self._bulk.id_param(sorted(set(trace_ids)))
-            for table in ("spans", "traces", "message_links"):
+            for table in ("spans", "traces") if keep_links else ("spans", "traces", "message_links"):
                 await self._tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
 
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:
@@ -843,8 +843,17 @@ class TraceStore:
             async with self._db.transaction() as tx:
                 # The trace rows first: deleting one waits for a batch that holds it locked (lock_traces), so the
                 # spans that batch committed are seen, and deleted, by the next statement.
-                for table in ("traces", "spans", "message_links", "message_events"):
+                for table in ("traces", "spans", "message_events"):
                     await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
+                # The links stay (ids only, until retention), so a receipt or an edit of one of these messages that
+                # comes later is recognised and dropped instead of waiting, with the chat and text, for a trace that
+                # will never come; those waiting already go now.
+                await tx.execute(
+                    "DELETE FROM message_events WHERE trace_id = '' AND instance_name = $1 AND channel_message_id IN "
+                    f"(SELECT channel_message_id FROM message_links WHERE trace_id IN ({self._bulk.id_set('$2')}))",
+                    instance_name,
+                    param,
+                )
                 await self._bulk.insert(
                     tx,
                     "erased_traces",
@@ -861,7 +870,11 @@ class TraceStore:
         # Events about messages whose trace never came (a receipt of a message sent outside the hub) expire too, and
         # so do erasure marks: no span of a trace that old is still on its way.
         await self._db.execute("DELETE FROM message_events WHERE trace_id = '' AND received_at < $1", cutoff)
-        await self._db.execute("DELETE FROM erased_traces WHERE erased_at < $1", cutoff)
+        async with self._db.transaction() as tx:
+            expired = "SELECT trace_id FROM erased_traces WHERE erased_at < $1"
+            for table in ("message_links", "message_events"):
+                await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({expired})", cutoff)
+            await tx.execute("DELETE FROM erased_traces WHERE erased_at < $1", cutoff)
         return deleted
 
     async def _delete_traces(self, where: str, arg: object, chunk: int) -> int:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from servicekit import trace_attributes as ta
 from servicekit.database import Database
 from servicekit.errors import InvalidArgumentError, NotFoundError
 from services.tracing.core import TracingCore
@@ -13,6 +14,7 @@ from services.tracing.core.erasure import erase_sender
 from services.tracing.storage import TraceStore
 from tests.tracing.builders import message_spans
 from tests.tracing.conftest import Clock
+from tests.tracing.test_receipts import event_span, message_with_send
 
 
 def _id(n: int) -> str:
@@ -58,7 +60,7 @@ async def test_a_span_arriving_after_the_erasure_does_not_bring_the_trace_back(
     assert await core.ingest(rest) == len(rest)
     with pytest.raises(NotFoundError):
         await core.get_trace(maria)
-    for table in ("spans", "traces", "message_links"):
+    for table in ("spans", "traces"):
         assert await tracing_db.fetchval(f"SELECT count(*) FROM {table} WHERE trace_id = $1", maria) == 0
     # Another sender's trace in the same batch is kept.
     other = _id(6)
@@ -70,9 +72,11 @@ async def test_erasure_marks_expire_with_retention(core: TracingCore, tracing_db
     await core.ingest(message_spans(_id(7), user="maria@s.whatsapp.net"))
     await core.erase_sender("acme", ["maria@s.whatsapp.net"], [])
     assert await tracing_db.fetchval("SELECT count(*) FROM erased_traces") == 1
+    assert await tracing_db.fetchval("SELECT count(*) FROM message_links WHERE trace_id = $1", _id(7)) == 1
     clock.now += 31 * 86_400
     await core.purge(retention_days=30)
     assert await tracing_db.fetchval("SELECT count(*) FROM erased_traces") == 0
+    assert await tracing_db.fetchval("SELECT count(*) FROM message_links WHERE trace_id = $1", _id(7)) == 0
 
 
 async def test_concurrent_batches_and_an_erasure_leave_no_partial_trace(
@@ -94,3 +98,31 @@ async def test_concurrent_batches_and_an_erasure_leave_no_partial_trace(
     )
     for trace_id in traces:
         assert await tracing_db.fetchval("SELECT count(*) FROM spans WHERE trace_id = $1", trace_id) == 0
+
+
+async def test_receipts_and_edits_of_an_erased_message_are_dropped_whenever_they_come(
+    core: TracingCore, tracing_db: Database
+) -> None:
+    maria, reply_id = _id(8), "3EB0REPLYTOMARIA"
+    spans = message_with_send(maria, sent=(reply_id,))
+    for s in spans:
+        s.attributes[ta.SOURCE_USER_ID] = "maria@s.whatsapp.net"
+    send = next(s for s in spans if s.name == "channels.send")
+    early = event_span("receipt", "WA1", status="read", trace_id=_id(9))  # her message read before the erasure
+    await core.ingest([s for s in spans if s is not send])
+    await core.ingest([event_span("message_edited", "3EB0UNKNOWNYET", trace_id=_id(10))])  # waits for its message
+    assert await tracing_db.fetchval("SELECT count(*) FROM message_events WHERE trace_id = ''") == 1
+    await core.ingest([early])
+
+    assert await core.erase_sender("acme", ["maria@s.whatsapp.net"], []) == 1
+    # Later: the reply's send span (late export), then its receipts and an edit of her message.
+    await core.ingest([send])
+    await core.ingest([event_span("receipt", reply_id, status="delivered", trace_id=_id(11))])
+    await core.ingest([event_span("message_edited", "WA1", trace_id=_id(12))])
+
+    with pytest.raises(NotFoundError):
+        await core.get_trace(maria)
+    assert await tracing_db.fetchval("SELECT count(*) FROM spans WHERE trace_id = $1", maria) == 0
+    # Nothing about her waits with its chat or text: the only event still waiting is the unrelated one.
+    waiting = await tracing_db.fetch("SELECT channel_message_id FROM message_events WHERE span <> ''")
+    assert [row["channel_message_id"] for row in waiting] == ["3EB0UNKNOWNYET"]

@@ -27,8 +27,8 @@ class IngestBatch(Protocol):
         """Which of these traces an erasure deleted."""
         ...
 
-    async def discard(self, trace_ids: Sequence[str]) -> None:
-        """Remove what this batch wrote for these traces (spans, trace rows, links)."""
+    async def discard(self, trace_ids: Sequence[str], *, keep_links: bool) -> None:
+        """Remove what this batch wrote for these traces: spans and trace rows, and the links unless `keep_links`."""
         ...
 
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:

@@ -67,10 +67,15 @@ class TracingCore:
                     trace_ids = {s.trace_id for s in inserted}
                     aggregates = await batch.lock_traces(sorted(trace_ids))
                     # Checked once the traces are locked, so an erasure that committed meanwhile is seen. A trace
-                    # that could not be locked was deleted meanwhile (erased, purged): its late spans go too.
-                    gone = await batch.erased_among(sorted(trace_ids)) | (trace_ids - aggregates.keys())
-                    if gone:
-                        await batch.discard(sorted(gone))
+                    # that could not be locked was deleted meanwhile (erased, purged): its late spans go too. An
+                    # erased trace keeps its links, so later events about its messages are dropped (_file_pending).
+                    erased = await batch.erased_among(sorted(trace_ids))
+                    vanished = trace_ids - aggregates.keys() - erased
+                    if erased:
+                        await batch.discard(sorted(erased), keep_links=True)
+                    if vanished:
+                        await batch.discard(sorted(vanished), keep_links=False)
+                    gone = erased | vanished
                     for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
                         if span.trace_id not in gone:
                             aggregates[span.trace_id].absorb(span)
@@ -105,7 +110,10 @@ class TracingCore:
         placed = [(event, known[event.link]) for event in pending if event.link in known]
         if not placed:
             return 0
-        stored = await batch.insert_spans([filed_under(e.span, trace_id) for e, trace_id in placed], received_at=now)
+        # An event about a message of an erased trace is dropped: marked filed (its span text cleared), not stored.
+        erased = await batch.erased_among(sorted({trace_id for _, trace_id in placed}))
+        kept = [(e, trace_id) for e, trace_id in placed if trace_id not in erased]
+        stored = await batch.insert_spans([filed_under(e.span, trace_id) for e, trace_id in kept], received_at=now)
         await batch.mark_filed(placed)
         return len(stored)
 
