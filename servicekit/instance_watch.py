@@ -8,7 +8,6 @@ and each reconnect replaces the cache with the new snapshot, so a deletion misse
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from servicekit import errors
 from servicekit.convert import instance_from_proto
 from servicekit.grpc_clients import call
 from servicekit.instances import Instance
+from servicekit.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ class WatchedInstanceDirectory:
         self._task = asyncio.create_task(self._watch_forever(), name="instance-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def refresh(self, name: str) -> Instance:
         """The instance read from the router now, bypassing the cache, at most once a second per name (else the cached

@@ -8,13 +8,13 @@ of old rows never holds the database (or, on SQLite, the event loop) for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from servicekit.database import Database
 from servicekit.settings import MeshSettings
+from servicekit.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,7 @@ class RetentionTask:
 
     async def stop(self) -> None:
         """Cancel the loop and wait for it to finish."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._task = None
 
     async def run_once(self) -> int:

@@ -15,7 +15,6 @@ OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT (milliseconds) and OTEL_EXPORTER_OTLP_[TRACE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import urllib.parse
@@ -27,6 +26,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from servicekit.metrics import OTLP_FORWARD_DROPPED, OTLP_FORWARDED
+from servicekit.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,8 @@ class OtlpForwarder:
 
     async def stop(self) -> None:
         """Stop sending; whatever is still queued is dropped (shutdown must not wait on a dead collector)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._close is not None:
             await self._close()
 

@@ -29,6 +29,7 @@ from opentelemetry.trace import Status, StatusCode
 from servicekit import errors
 from servicekit import trace_attributes as attrs
 from servicekit.messages import InboundMessage, message_from_json
+from servicekit.tasks import cancel_and_wait
 from services.ingress.core.inbox import InboxRow
 from services.ingress.core.ports import Inbox
 
@@ -138,11 +139,8 @@ class Dispatcher:
             if pending:
                 log.warning("%d dispatch(es) still running at stop; reclaimed on restart", len(pending))
                 await asyncio.gather(*pending, return_exceptions=True)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat_task
-            self._heartbeat_task = None
+        await cancel_and_wait(self._heartbeat_task)
+        self._heartbeat_task = None
 
     async def _run(self) -> None:
         while not self._stopping:

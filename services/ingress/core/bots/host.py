@@ -16,7 +16,6 @@ with a growing back-off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ import orjson
 
 from servicekit.channels import Channel
 from servicekit.instances import ChannelConfig, Instance, SlackConfig
+from servicekit.tasks import cancel_and_wait
 from services.ingress.core.bots.discord_bot import Cursors
 from services.ingress.core.bots.status import CONNECTING, DISCONNECTED, BotStatus
 from services.ingress.core.inbox import BotLeaseRow
@@ -118,10 +118,7 @@ class BotHost:
 
     async def stop(self) -> None:
         """Stop every bot and give its lease up, so another replica can take it at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         for name in list(self._bots):
             await self._stop_bot(name, DISCONNECTED, "the replica running the bot stopped")
 
