@@ -137,12 +137,59 @@ MIGRATIONS = [
             "CREATE INDEX erased_traces_erased_at ON erased_traces (erased_at)",
         ],
     ),
+    Migration(
+        5,
+        "erased_senders",
+        [
+            # Whose traces an erasure deleted (a sender id, or a one-to-one session id) and when: a trace of theirs
+            # that tracing had not stored yet (its spans still on their way) is erased when it arrives, if it started
+            # before the erasure. A later message is a new one and stays.
+            "CREATE TABLE erased_senders (instance_name TEXT NOT NULL, kind TEXT NOT NULL, value TEXT NOT NULL,"
+            " erased_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (instance_name, kind, value))",
+            "CREATE INDEX erased_senders_value ON erased_senders (value)",
+            "CREATE INDEX erased_senders_erased_at ON erased_senders (erased_at)",
+        ],
+    ),
 ]
 
 _MAX_TEXT_FILTER = 200
 """Longest text search accepted (the LIKE scan is bounded by the time window and this)."""
 
 _ERASED_COLUMNS: tuple[tuple[str, str], ...] = (("trace_id", "text"), ("erased_at", "float8"))
+_ERASED_SENDER_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("instance_name", "text"),
+    ("kind", "text"),
+    ("value", "text"),
+    ("erased_at", "float8"),
+)
+_SENDER, _SESSION = "sender", "session"
+"""The kinds of erased_senders rows: a trace matches by its source_user_id or by its session_id."""
+
+
+async def _erase_traces(tx: Executor, bulk: _Bulk, trace_ids: Sequence[str], erased_at: float) -> None:
+    """Delete these traces with their spans and events and remember them as erased (core/erasure.py).
+
+    The trace rows go first: deleting one waits for a batch that holds it locked (lock_traces), so the spans that
+    batch committed are seen, and deleted, by the next statement. The links stay (ids only, until retention), so a
+    receipt or an edit of one of these messages that comes later is recognised and dropped instead of waiting, with
+    the chat and text, for a trace that will never come; those waiting already go now."""
+    param = bulk.id_param(sorted(set(trace_ids)))
+    for table in ("traces", "spans", "message_events"):
+        await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({bulk.id_set('$1')})", param)
+    await tx.execute(
+        "DELETE FROM message_events WHERE trace_id = '' AND channel_message_id IN (SELECT channel_message_id FROM"
+        f" message_links WHERE trace_id IN ({bulk.id_set('$1')}) AND message_links.instance_name ="
+        " message_events.instance_name)",
+        param,
+    )
+    await bulk.insert(
+        tx,
+        "erased_traces",
+        _ERASED_COLUMNS,
+        [(trace_id, erased_at) for trace_id in sorted(set(trace_ids))],
+        "ON CONFLICT (trace_id) DO NOTHING",
+    )
+
 
 _LINK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("instance_name", "text"),
@@ -570,6 +617,35 @@ class SqlIngestBatch:
         )
         return {row["trace_id"] for row in rows}
 
+    async def erased_senders_among(self, aggregates: Iterable[TraceAggregate]) -> set[str]:
+        """Of these traces, the ones whose sender (or one-to-one session) was erased after the trace started."""
+        candidates = [a for a in aggregates if a.instance_name and (a.source_user_id or a.session_id)]
+        values = sorted({v for a in candidates for v in (a.source_user_id, a.session_id) if v})
+        if not values:
+            return set()
+        rows = await self._tx.fetch(
+            "SELECT instance_name, kind, value, erased_at FROM erased_senders "
+            f"WHERE value IN ({self._bulk.id_set('$1')})",
+            self._bulk.id_param(values),
+        )
+        if not rows:
+            return set()
+        marks = {(row["instance_name"], row["kind"], row["value"]): float(row["erased_at"]) for row in rows}
+        late: set[str] = set()
+        for a in candidates:
+            erased_at = max(
+                marks.get((a.instance_name, _SENDER, a.source_user_id), -1.0),
+                marks.get((a.instance_name, _SESSION, a.session_id), -1.0),
+            )
+            if erased_at >= 0 and a.start_ns is not None and a.start_ns / 1e9 <= erased_at:
+                late.add(a.trace_id)
+        return late
+
+    async def erase(self, trace_ids: Sequence[str], erased_at: float) -> None:
+        """Erase these traces as an erasure would have, had they been stored when it ran."""
+        if trace_ids:
+            await _erase_traces(self._tx, self._bulk, trace_ids, erased_at)
+
     async def discard(self, trace_ids: Sequence[str], *, keep_links: bool) -> None:
         """Remove what this batch wrote for these traces: spans and trace rows, and the links unless `keep_links`."""
         if trace_ids:
@@ -827,40 +903,29 @@ class TraceStore:
     async def erase_sender(
         self, instance_name: str, sender_ids: Sequence[str], session_ids: Sequence[str], erased_at: float
     ) -> int:
-        """Delete the instance's traces sent under one of `sender_ids` or in one of `session_ids`, with their spans,
-        links and events, and remember their ids so late spans are dropped (core/erasure.py); returns how many
-        traces went."""
-        rows = await self._db.fetch(
-            f"SELECT trace_id FROM traces WHERE instance_name = $1 AND (source_user_id IN ({self._bulk.id_set('$2')})"
-            f" OR session_id IN ({self._bulk.id_set('$3')}))",
-            instance_name,
-            self._bulk.id_param(sender_ids),
-            self._bulk.id_param(session_ids),
-        )
-        ids = [row["trace_id"] for row in rows]
-        if ids:
-            param = self._bulk.id_param(ids)
-            async with self._db.transaction() as tx:
-                # The trace rows first: deleting one waits for a batch that holds it locked (lock_traces), so the
-                # spans that batch committed are seen, and deleted, by the next statement.
-                for table in ("traces", "spans", "message_events"):
-                    await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
-                # The links stay (ids only, until retention), so a receipt or an edit of one of these messages that
-                # comes later is recognised and dropped instead of waiting, with the chat and text, for a trace that
-                # will never come; those waiting already go now.
-                await tx.execute(
-                    "DELETE FROM message_events WHERE trace_id = '' AND instance_name = $1 AND channel_message_id IN "
-                    f"(SELECT channel_message_id FROM message_links WHERE trace_id IN ({self._bulk.id_set('$2')}))",
-                    instance_name,
-                    param,
-                )
-                await self._bulk.insert(
-                    tx,
-                    "erased_traces",
-                    _ERASED_COLUMNS,
-                    [(trace_id, erased_at) for trace_id in sorted(ids)],
-                    "ON CONFLICT (trace_id) DO NOTHING",
-                )
+        """Delete the instance's traces sent under one of `sender_ids` or in one of `session_ids`, with their spans and
+        events, and remember the traces and the senders so what arrives later is dropped (core/erasure.py); returns
+        how many traces went."""
+        async with self._db.transaction() as tx:
+            marks = [(instance_name, _SENDER, v, erased_at) for v in sender_ids]
+            marks += [(instance_name, _SESSION, v, erased_at) for v in session_ids]
+            await self._bulk.insert(
+                tx,
+                "erased_senders",
+                _ERASED_SENDER_COLUMNS,
+                sorted(marks),
+                "ON CONFLICT (instance_name, kind, value) DO UPDATE SET erased_at = excluded.erased_at",
+            )
+            rows = await tx.fetch(
+                "SELECT trace_id FROM traces WHERE instance_name = $1 AND "
+                f"(source_user_id IN ({self._bulk.id_set('$2')}) OR session_id IN ({self._bulk.id_set('$3')}))",
+                instance_name,
+                self._bulk.id_param(sender_ids),
+                self._bulk.id_param(session_ids),
+            )
+            ids = [row["trace_id"] for row in rows]
+            if ids:
+                await _erase_traces(tx, self._bulk, ids, erased_at)
         return len(ids)
 
     async def delete_older_than(self, cutoff: float, chunk: int = 1000) -> int:
@@ -875,6 +940,7 @@ class TraceStore:
             for table in ("message_links", "message_events"):
                 await tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({expired})", cutoff)
             await tx.execute("DELETE FROM erased_traces WHERE erased_at < $1", cutoff)
+            await tx.execute("DELETE FROM erased_senders WHERE erased_at < $1", cutoff)
         return deleted
 
     async def _delete_traces(self, where: str, arg: object, chunk: int) -> int:

@@ -121,3 +121,20 @@ def _trace_done(api: aiohttp.ClientSession, trace_id: str) -> Callable[[], Await
         return all(any(word in name for name in names) for word in ("accept", "dispatch", "agent", "send")) or None
 
     return probe
+
+
+async def test_an_erasure_right_after_a_reply_stays_erased_when_the_spans_arrive(
+    world: World, api: aiohttp.ClientSession
+) -> None:
+    instance = await world.new_instance()
+    trace_id = await say(world, instance, "Apaguem meus dados, por favor")
+    code, listing = await get(api, "/api/v1/users", instance_name=instance)
+    assert code == 200
+    (user,) = listing["users"]
+    # At once: some of the message's spans are still in the services' export queues.
+    async with api.delete(f"/api/v1/users/{user['id']}") as response:
+        assert response.status == 200, await response.text()
+    await asyncio.sleep(3)  # longer than any service takes to export its spans
+    assert (await get(api, f"/api/v1/traces/{trace_id}"))[0] == 404
+    code, traces = await get(api, "/api/v1/traces", instance_name=instance, all_time="true")
+    assert (code, traces["total_count"]) == (200, 0)

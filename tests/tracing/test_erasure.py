@@ -126,3 +126,32 @@ async def test_receipts_and_edits_of_an_erased_message_are_dropped_whenever_they
     # Nothing about her waits with its chat or text: the only event still waiting is the unrelated one.
     waiting = await tracing_db.fetch("SELECT channel_message_id FROM message_events WHERE span <> ''")
     assert [row["channel_message_id"] for row in waiting] == ["3EB0UNKNOWNYET"]
+
+
+async def test_a_message_whose_spans_had_not_arrived_yet_is_erased_when_they_do(
+    core: TracingCore, tracing_db: Database, clock: Clock
+) -> None:
+    in_flight, later = _id(20), _id(21)
+    # Maria's message was being handled (started at T0, before the erasure) but tracing had none of its spans yet.
+    assert await core.erase_sender("acme", ["maria@s.whatsapp.net"], []) == 0
+    await core.ingest(message_spans(in_flight, user="maria@s.whatsapp.net"))
+    with pytest.raises(NotFoundError):
+        await core.get_trace(in_flight)
+    assert await tracing_db.fetchval("SELECT count(*) FROM spans WHERE trace_id = $1", in_flight) == 0
+    # She writes again after the erasure: a new message, kept.
+    after_erasure = int((clock.now + 10) * 1e9)
+    await core.ingest(message_spans(later, base_ns=after_erasure, user="maria@s.whatsapp.net"))
+    assert (await core.get_trace(later)).payloads
+    # Someone else's message in the same instance is untouched; the marks expire with retention.
+    await core.ingest(message_spans(_id(22), user="joao@s.whatsapp.net"))
+    assert (await core.get_trace(_id(22))).payloads
+    clock.now += 31 * 86_400
+    await core.purge(retention_days=30)
+    assert await tracing_db.fetchval("SELECT count(*) FROM erased_senders") == 0
+
+
+async def test_a_one_to_one_session_erased_before_its_spans_arrive(core: TracingCore) -> None:
+    assert await core.erase_sender("acme", [], ["sess-1"]) == 0
+    await core.ingest(message_spans(_id(23), user="someone"))  # session "sess-1"
+    with pytest.raises(NotFoundError):
+        await core.get_trace(_id(23))

@@ -7,9 +7,12 @@ group only the messages they sent (by sender id) go, so nobody else's traces are
 
 Spans of an erased trace may still be on their way (each service exports on its own schedule, and the OTLP exporters
 retry): the erased trace ids are kept (until retention) and such spans are dropped on arrival, so an erasure is not
-undone by a partial trace that reappears a second later. The links from the erased messages' channel ids to their
-traces are kept too (ids only), so a receipt or an edit of one of those messages (which names the chat, and an edit
-its new text) is dropped when it comes rather than kept waiting for a trace that never will.
+undone by a partial trace that reappears a second later. The erased senders and sessions are kept too, with the
+erasure's time: a trace of theirs that tracing had none of yet (a message being handled while the erasure ran) is
+erased when it arrives, if it started before the erasure; a message sent after it is a new one and stays. The
+links from the erased messages' channel ids to their traces are kept too (ids only), so a receipt or an edit of one
+of those messages (which names the chat, and an edit its new text) is dropped when it comes rather than kept waiting
+for a trace that never will.
 """
 
 from __future__ import annotations

@@ -27,6 +27,14 @@ class IngestBatch(Protocol):
         """Which of these traces an erasure deleted."""
         ...
 
+    async def erased_senders_among(self, aggregates: Iterable[TraceAggregate]) -> set[str]:
+        """Of these traces, the ones whose sender (or one-to-one session) was erased after the trace started."""
+        ...
+
+    async def erase(self, trace_ids: Sequence[str], erased_at: float) -> None:
+        """Erase these traces as an erasure would have, had they been stored when it ran."""
+        ...
+
     async def discard(self, trace_ids: Sequence[str], *, keep_links: bool) -> None:
         """Remove what this batch wrote for these traces: spans and trace rows, and the links unless `keep_links`."""
         ...

@@ -79,6 +79,11 @@ class TracingCore:
                     for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
                         if span.trace_id not in gone:
                             aggregates[span.trace_id].absorb(span)
+                    # A message of a person erased while its spans were on their way: erased now that it is known.
+                    late = await batch.erased_senders_among(a for t, a in aggregates.items() if t not in gone)
+                    if late:
+                        await batch.erase(sorted(late), erased_at=now)
+                        gone |= late
                     await batch.save_traces(
                         (a for trace_id, a in aggregates.items() if trace_id not in gone), updated_at=now
                     )
