@@ -607,50 +607,43 @@ class SqlIngestBatch:
         )
         return {row["trace_id"]: _aggregate_from_row(row) for row in rows}
 
-    async def erased_among(self, trace_ids: Sequence[str]) -> set[str]:
-        """Which of these traces an erasure deleted."""
-        if not trace_ids:
-            return set()
-        rows = await self._tx.fetch(
-            f"SELECT trace_id FROM erased_traces WHERE trace_id IN ({self._bulk.id_set('$1')})",
-            self._bulk.id_param(sorted(set(trace_ids))),
-        )
-        return {row["trace_id"] for row in rows}
-
-    async def erased_senders_among(self, aggregates: Iterable[TraceAggregate]) -> set[str]:
-        """Of these traces, the ones whose sender (or one-to-one session) was erased after the trace started."""
+    async def erased_among(self, trace_ids: Sequence[str], aggregates: Iterable[TraceAggregate] = ()) -> set[str]:
+        """Which of these traces an erasure deleted, or (given their `aggregates`) would have deleted had they been
+        stored when it ran: their sender or one-to-one session was erased after they started. One statement."""
+        ids = sorted(set(trace_ids))
         candidates = [a for a in aggregates if a.instance_name and (a.source_user_id or a.session_id)]
         values = sorted({v for a in candidates for v in (a.source_user_id, a.session_id) if v})
-        if not values:
+        if not ids and not values:
             return set()
         rows = await self._tx.fetch(
+            "SELECT '' AS instance_name, 'trace' AS kind, trace_id AS value, erased_at FROM erased_traces "
+            f"WHERE trace_id IN ({self._bulk.id_set('$1')}) UNION ALL "
             "SELECT instance_name, kind, value, erased_at FROM erased_senders "
-            f"WHERE value IN ({self._bulk.id_set('$1')})",
+            f"WHERE value IN ({self._bulk.id_set('$2')})",
+            self._bulk.id_param(ids),
             self._bulk.id_param(values),
         )
-        if not rows:
-            return set()
+        erased = {row["value"] for row in rows if row["kind"] == "trace"}
         marks = {(row["instance_name"], row["kind"], row["value"]): float(row["erased_at"]) for row in rows}
-        late: set[str] = set()
         for a in candidates:
             erased_at = max(
                 marks.get((a.instance_name, _SENDER, a.source_user_id), -1.0),
                 marks.get((a.instance_name, _SESSION, a.session_id), -1.0),
             )
             if erased_at >= 0 and a.start_ns is not None and a.start_ns / 1e9 <= erased_at:
-                late.add(a.trace_id)
-        return late
+                erased.add(a.trace_id)
+        return erased
 
     async def erase(self, trace_ids: Sequence[str], erased_at: float) -> None:
-        """Erase these traces as an erasure would have, had they been stored when it ran."""
+        """Erase these traces as an erasure does (an erased trace keeps its first erasure time)."""
         if trace_ids:
             await _erase_traces(self._tx, self._bulk, trace_ids, erased_at)
 
-    async def discard(self, trace_ids: Sequence[str], *, keep_links: bool) -> None:
-        """Remove what this batch wrote for these traces: spans and trace rows, and the links unless `keep_links`."""
+    async def discard(self, trace_ids: Sequence[str]) -> None:
+        """Remove what this batch wrote for these traces (spans, trace rows, links)."""
         if trace_ids:
             param = self._bulk.id_param(sorted(set(trace_ids)))
-            for table in ("spans", "traces") if keep_links else ("spans", "traces", "message_links"):
+            for table in ("spans", "traces", "message_links"):
                 await self._tx.execute(f"DELETE FROM {table} WHERE trace_id IN ({self._bulk.id_set('$1')})", param)
 
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:

@@ -23,20 +23,17 @@ class IngestBatch(Protocol):
         """The current aggregates of these traces (empty for new ones), locked against concurrent batches."""
         ...
 
-    async def erased_among(self, trace_ids: Sequence[str]) -> set[str]:
-        """Which of these traces an erasure deleted."""
-        ...
-
-    async def erased_senders_among(self, aggregates: Iterable[TraceAggregate]) -> set[str]:
-        """Of these traces, the ones whose sender (or one-to-one session) was erased after the trace started."""
+    async def erased_among(self, trace_ids: Sequence[str], aggregates: Iterable[TraceAggregate] = ()) -> set[str]:
+        """Which of these traces an erasure deleted, or would have deleted had they been stored when it ran (their
+        sender or one-to-one session, read from `aggregates`, was erased after they started)."""
         ...
 
     async def erase(self, trace_ids: Sequence[str], erased_at: float) -> None:
-        """Erase these traces as an erasure would have, had they been stored when it ran."""
+        """Erase these traces as an erasure does (an erased trace keeps its first erasure time)."""
         ...
 
-    async def discard(self, trace_ids: Sequence[str], *, keep_links: bool) -> None:
-        """Remove what this batch wrote for these traces: spans and trace rows, and the links unless `keep_links`."""
+    async def discard(self, trace_ids: Sequence[str]) -> None:
+        """Remove what this batch wrote for these traces (spans, trace rows, links)."""
         ...
 
     async def save_traces(self, aggregates: Iterable[TraceAggregate], updated_at: float) -> None:

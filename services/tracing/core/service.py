@@ -66,26 +66,22 @@ class TracingCore:
                 if inserted:
                     trace_ids = {s.trace_id for s in inserted}
                     aggregates = await batch.lock_traces(sorted(trace_ids))
-                    # Checked once the traces are locked, so an erasure that committed meanwhile is seen. A trace
-                    # that could not be locked was deleted meanwhile (erased, purged): its late spans go too. An
-                    # erased trace keeps its links, so later events about its messages are dropped (_file_pending).
-                    erased = await batch.erased_among(sorted(trace_ids))
-                    vanished = trace_ids - aggregates.keys() - erased
-                    if erased:
-                        await batch.discard(sorted(erased), keep_links=True)
-                    if vanished:
-                        await batch.discard(sorted(vanished), keep_links=False)
-                    gone = erased | vanished
                     for span in sorted(inserted, key=lambda s: (s.start_ns, s.span_id)):
-                        if span.trace_id not in gone:
+                        if span.trace_id in aggregates:
                             aggregates[span.trace_id].absorb(span)
-                    # A message of a person erased while its spans were on their way: erased now that it is known.
-                    late = await batch.erased_senders_among(a for t, a in aggregates.items() if t not in gone)
-                    if late:
-                        await batch.erase(sorted(late), erased_at=now)
-                        gone |= late
+                    # Checked once the traces are locked (an erasure that committed meanwhile is seen) and their
+                    # senders known: the late spans of an erased trace, or a message its sender's erasure could not
+                    # find yet, are erased as the erasure does. The links stay, so later events about those
+                    # messages are dropped (_file_pending).
+                    erased = await batch.erased_among(sorted(trace_ids), aggregates.values())
+                    if erased:
+                        await batch.erase(sorted(erased), erased_at=now)
+                    # A trace that could not be locked was deleted meanwhile (retention, its instance's purge).
+                    vanished = trace_ids - aggregates.keys() - erased
+                    if vanished:
+                        await batch.discard(sorted(vanished))
                     await batch.save_traces(
-                        (a for trace_id, a in aggregates.items() if trace_id not in gone), updated_at=now
+                        (a for trace_id, a in aggregates.items() if trace_id not in erased), updated_at=now
                     )
             filed = 0
             candidates = {*links_of_spans(ordinary), *(event.link for event in events)}
