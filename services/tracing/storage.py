@@ -268,9 +268,16 @@ _SQLITE_ROWS_PER_STATEMENT = 128
 VALUES upsert slowly: 10,000 traces took 6.6 s in 885-row statements, 1.8 s in 100-row ones)."""
 
 
+POSTGRES_SETTINGS = {"work_mem": "32MB"}
+"""Settings of tracing's PostgreSQL connections. The analytics GROUP BY has tens of thousands of groups over a million
+traces: with the default 4 MB PostgreSQL sorts them on disk (4 s at 1M traces) instead of hashing them in memory
+(0.7 s). A bound, not an allocation: tracing's other statements are key lookups and small batches, which use what
+they need."""
+
+
 async def open_tracing_database(url: str) -> Database:
     """Open the tracing database at `url` and bring its schema up to date."""
-    db = await open_database(url, SCHEMA)
+    db = await open_database(url, SCHEMA, postgres_settings=POSTGRES_SETTINGS)
     try:
         await migrate(db, MIGRATIONS, lock_key=SCHEMA)
     except BaseException:
@@ -284,27 +291,22 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[index : index + size]
 
 
+_BUCKET_STEPS = ((100, 1), (1_000, 10), (10_000, 100), (100_000, 1_000), (1_000_000, 10_000))
+"""(durations below this many ms, bucket width): the value itself below 100 ms, else its first two significant
+digits; 100 s wide above 1,000 s. ~200 buckets cover 0 ms to 3 hours."""
+_WIDEST_BUCKET = 100_000
+
 _DURATION_BUCKET = (
-    "CASE WHEN duration_ms < 100 THEN duration_ms"
-    " WHEN duration_ms < 1000 THEN duration_ms / 10 * 10"
-    " WHEN duration_ms < 10000 THEN duration_ms / 100 * 100"
-    " WHEN duration_ms < 100000 THEN duration_ms / 1000 * 1000"
-    " WHEN duration_ms < 1000000 THEN duration_ms / 10000 * 10000"
-    " ELSE duration_ms / 100000 * 100000 END"
+    "CASE "
+    + " ".join(f"WHEN duration_ms < {below} THEN duration_ms / {width} * {width}" for below, width in _BUCKET_STEPS)
+    + f" ELSE duration_ms / {_WIDEST_BUCKET} * {_WIDEST_BUCKET} END"
 )
-"""A duration's bucket, as its lower bound in ms: the value itself below 100 ms, else its first two significant
-digits (integer division truncates on both databases). ~200 buckets cover 0 ms to 3 hours."""
-
-
-_ANALYTICS_WORK_MEM = "32MB"
-"""PostgreSQL's memory for the analytics GROUP BY's hash table (SET LOCAL: that statement only)."""
+"""A duration's bucket, as its lower bound in ms (integer division truncates on both databases)."""
 
 
 def _bucket_width(lower_ms: int) -> int:
-    """The width of the bucket starting at `lower_ms` (see _DURATION_BUCKET)."""
-    if lower_ms < 100:
-        return 1
-    return int(10 ** min(len(str(lower_ms)) - 2, 5))
+    """The width of the bucket starting at `lower_ms` (_BUCKET_STEPS)."""
+    return next((width for below, width in _BUCKET_STEPS if lower_ms < below), _WIDEST_BUCKET)
 
 
 _BREAKDOWNS = ("instance_name", "source_channel", "status", "message_type")
@@ -825,13 +827,7 @@ class TraceStore:
             args.append(query.created_before)
             conditions.append(f"created_at < ${len(args)}")
         clause = " AND ".join(conditions)
-        async with self._db.transaction() as tx:
-            if self._bulk.postgres:
-                # Tens of thousands of groups over a million rows: with the default 4 MB PostgreSQL sorts them on
-                # disk (4 s at 1M traces) instead of hashing them in memory (0.7 s); the setting ends with the
-                # transaction.
-                await tx.execute(f"SET LOCAL work_mem = '{_ANALYTICS_WORK_MEM}'")
-            rows = await tx.fetch(_breakdowns_sql(clause), *args)
+        rows = await self._db.fetch(_breakdowns_sql(clause), *args)
         tallies, agent_total = _tally(rows)
         by_status = tallies["status"]
         sent = by_status["sent"].count if "sent" in by_status else 0
